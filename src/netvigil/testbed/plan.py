@@ -1,0 +1,362 @@
+"""The testbed plan: a profile resolved to concrete addresses, answers and rules.
+
+The topology is fixed (a picture is in the README); only the sites and rules come from the
+profile. Every address lies in 198.18.0.0/15 and no namespace has a route anywhere else.
+
+    client ── access ── censor ── transit ── internet
+    (probe)   (hop 1)   (hop 2:   (hop 3)    (sites, public resolver,
+                         middlebox,            control helper, collector)
+                         ISP resolver,
+                         blockpage server)
+
+The plan is written as JSON into the testbed's state folder; every agent (sites, resolvers,
+middlebox) reads it from there, so the supervisor and the agents never disagree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from netvigil.testbed.profile import NationalRoot, Profile, Rule, Site, domain_matches
+
+HOSTS = ("client", "access", "censor", "transit", "internet")
+
+
+@dataclass(frozen=True)
+class Link:
+    left: str
+    left_if: str
+    left_addr: str
+    right: str
+    right_if: str
+    right_addr: str
+    prefix: int = 24
+
+
+LINKS = (
+    Link("client", "eth0", "198.18.1.2", "access", "down0", "198.18.1.1"),
+    Link("access", "up0", "198.18.2.1", "censor", "down0", "198.18.2.2"),
+    Link("censor", "up0", "198.18.3.1", "transit", "down0", "198.18.3.2"),
+    Link("transit", "up0", "198.18.4.1", "internet", "eth0", "198.18.4.2"),
+)
+
+CLIENT_ADDR = "198.18.1.2"
+# The interface of the censor that faces the subscribers; the middlebox acts on what enters here.
+CENSOR_CLIENT_IF = "down0"
+ISP_RESOLVER = "198.18.10.53"
+ISP_BLOCKPAGE = "198.18.10.80"
+PUBLIC_RESOLVER = "198.18.20.53"
+CONTROL_HELPER = "198.18.20.10"
+COLLECTOR = "198.18.20.20"
+BOGUS_DEFAULT = "198.18.30.1"
+INJECT_DEFAULT = "198.18.30.2"
+BOGON_DEFAULT = "127.0.0.1"
+# Where the supervisor keeps its state: a tmpfs private to the testbed's mount namespace.
+STATE_DIR = "/run/netvigil-testbed"
+
+
+def testbed_environment(state_dir: str = STATE_DIR) -> dict[str, str]:
+    """What a program run inside the testbed is told about it (``testbed run`` and ``exec``)."""
+    return {
+        "NETVIGIL_TESTBED": "1",
+        "NETVIGIL_TESTBED_STATE": state_dir,
+        # /etc/resolv.conf inside the testbed is the ISP's resolver: name look-ups stay inside.
+        "NETVIGIL_TESTBED_RESOLV": "1",
+        "NETVIGIL_RESOLVER": ISP_RESOLVER,
+        "NETVIGIL_PUBLIC_RESOLVER": PUBLIC_RESOLVER,
+        "NETVIGIL_HELPER_URL": f"http://{CONTROL_HELPER}:{SERVICE_PORT}/",
+        "NETVIGIL_COLLECTOR_URL": f"http://{COLLECTOR}:{SERVICE_PORT}/",
+        "NETVIGIL_CA_BUNDLE": f"{state_dir}/pki/webpki-root.pem",
+    }
+
+
+# The control helper and the collector listen here: the sites own ports 80 and 443 of every
+# address of `internet` (they bind 0.0.0.0 so 500 sites cost one socket each way).
+SERVICE_PORT = 8080
+SITE_NET = ipaddress.IPv4Network("198.19.0.0/16")
+
+# Addresses on each host's loopback (services), besides its link addresses.
+SERVICE_ADDRS = {
+    "censor": (ISP_RESOLVER, ISP_BLOCKPAGE),
+    "internet": (PUBLIC_RESOLVER, CONTROL_HELPER, COLLECTOR, BOGUS_DEFAULT, INJECT_DEFAULT),
+}
+
+# Static routes: only 198.18.0.0/15 is ever routed, so nothing can leave the testbed.
+ROUTES: dict[str, tuple[tuple[str, str], ...]] = {
+    "client": (("198.18.0.0/15", "198.18.1.1"),),
+    "access": (("198.18.0.0/15", "198.18.2.2"),),
+    "censor": (
+        ("198.18.1.0/24", "198.18.2.1"),
+        ("198.18.0.0/15", "198.18.3.2"),
+    ),
+    "transit": (
+        ("198.18.1.0/24", "198.18.3.1"),
+        ("198.18.2.0/24", "198.18.3.1"),
+        ("198.18.10.0/24", "198.18.3.1"),
+        ("198.18.0.0/15", "198.18.4.2"),
+    ),
+    "internet": (("198.18.0.0/15", "198.18.4.1"),),
+}
+ROUTERS = ("access", "censor", "transit")
+
+SERVER_NAMES = (
+    "nginx",
+    "cloudflare",
+    "Apache",
+    "gws",
+    "ECS (dcb/7F3B)",
+    "openresty",
+    "Microsoft-IIS/10.0",
+)
+
+
+@dataclass(frozen=True)
+class SitePlan:
+    domain: str
+    kind: str
+    title: str
+    addresses: tuple[str, ...]
+    isp_answer: tuple[str, ...]
+    public_answer: tuple[str, ...]
+    urls: tuple[str, ...]
+    body_bytes: int
+    delay_ms: int
+    status: int
+    https_redirect: bool
+    redirect_to: str
+    server_header: str
+
+
+@dataclass(frozen=True)
+class RulePlan:
+    id: str
+    action: str
+    stage: str
+    matcher: str
+    values: tuple[str, ...]
+    params: dict[str, Any]
+    # For rules that act on addresses (ip-*, throttle): the site addresses they cover.
+    ips: tuple[str, ...] = ()
+
+    def matches_name(self, name: str) -> bool:
+        return any(domain_matches(v, name) for v in self.values)
+
+    @property
+    def address_targets(self) -> tuple[str, ...]:
+        """What an address rule covers in nftables: its CIDRs, or the addresses of its sites."""
+        return self.values if self.matcher == "ip" else self.ips
+
+
+@dataclass(frozen=True)
+class RootPlan:
+    id: str
+    subject: dict[str, str]
+    intermediate_subject: dict[str, str]
+    root_key: str
+    not_before: str
+    not_after: str
+    intermediate_validity_days: int
+    validity_shift_hours: int
+    leaf_rsa_exponent: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    profile: str
+    description: str
+    isp_name: str
+    country: str
+    sites: tuple[SitePlan, ...]
+    rules: tuple[RulePlan, ...]
+    national_roots: tuple[RootPlan, ...]
+    state_dir: str = ""
+    _by_domain: dict[str, SitePlan] = field(default_factory=dict, compare=False, repr=False)
+    _by_addr: dict[str, SitePlan] = field(default_factory=dict, compare=False, repr=False)
+
+    # -- look-ups used by the agents and by the ground truth -------------------------------
+    def site(self, domain: str) -> SitePlan | None:
+        if not self._by_domain:
+            self._by_domain.update({s.domain: s for s in self.sites})
+        return self._by_domain.get(domain.lower().rstrip("."))
+
+    def site_at(self, address: str) -> SitePlan | None:
+        if not self._by_addr:
+            self._by_addr.update({a: s for s in self.sites for a in s.addresses})
+        return self._by_addr.get(address)
+
+    def rules_for(self, stage: str) -> list[RulePlan]:
+        return [r for r in self.rules if r.stage == stage]
+
+    def first_rule(self, actions: tuple[str, ...], name: str) -> RulePlan | None:
+        """The first rule (in profile order) with one of `actions` whose names match `name`."""
+        for rule in self.rules:
+            if (
+                rule.action in actions
+                and rule.matcher in ("domain", "sni", "host")
+                and rule.matches_name(name)
+            ):
+                return rule
+        return None
+
+    def ip_rule(self, actions: tuple[str, ...], address: str) -> RulePlan | None:
+        for rule in self.rules:
+            if rule.action in actions and address in rule.ips:
+                return rule
+        return None
+
+    def root(self, root_id: str) -> RootPlan:
+        for root in self.national_roots:
+            if root.id == root_id:
+                return root
+        raise KeyError(root_id)
+
+    @property
+    def live_site_addresses(self) -> list[str]:
+        """Addresses where a site answers: what the middlebox must be able to see into."""
+        return [a for s in self.sites if s.kind != "down" for a in s.addresses]
+
+    @property
+    def pki_dir(self) -> Path:
+        return Path(self.state_dir) / "pki"
+
+    # -- (de)serialisation -------------------------------------------------------------------
+    def to_json(self) -> str:
+        data = asdict(self)
+        data.pop("_by_domain", None)
+        data.pop("_by_addr", None)
+        return json.dumps(data, indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        data = json.loads(text)
+        return cls(
+            profile=data["profile"],
+            description=data["description"],
+            isp_name=data["isp_name"],
+            country=data["country"],
+            sites=tuple(SitePlan(**_tuples(s)) for s in data["sites"]),
+            rules=tuple(RulePlan(**_tuples(r)) for r in data["rules"]),
+            national_roots=tuple(RootPlan(**r) for r in data["national_roots"]),
+            state_dir=data.get("state_dir", ""),
+        )
+
+    @classmethod
+    def load(cls, state_dir: str | Path) -> Plan:
+        return cls.from_json((Path(state_dir) / "plan.json").read_text(encoding="utf-8"))
+
+
+def _tuples(raw: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+
+
+def _stable_int(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+
+
+def _site_title(site: Site) -> str:
+    if site.title:
+        return site.title
+    stem = site.domain.removeprefix("www.").split(".")[0]
+    return f"{stem.capitalize()} — news, services and community"
+
+
+def make_plan(profile: Profile, state_dir: str = "") -> Plan:
+    """Give every site its addresses and answers, and resolve rules to the addresses they cover."""
+    hosts = list(SITE_NET.hosts())
+    cursor = 0
+    sites: list[SitePlan] = []
+    for site in profile.sites:
+        count = 2 if site.kind == "cdn" else 1
+        addrs: list[str] = []
+        while len(addrs) < count:
+            candidate = hosts[cursor]
+            cursor += 1
+            if candidate.packed[-1] in (0, 255):
+                continue
+            addrs.append(str(candidate))
+        # A CDN answers each resolver with a different edge (geo-DNS): a classic false positive.
+        isp_answer = (addrs[0],)
+        public_answer = (addrs[1],) if site.kind == "cdn" else (addrs[0],)
+        seed = _stable_int(site.domain)
+        body = site.body_kb * 1024 if site.body_kb else 6_000 + seed % 60_000
+        urls = site.urls or (f"https://{site.domain}/", f"http://{site.domain}/")
+        sites.append(
+            SitePlan(
+                domain=site.domain,
+                kind=site.kind,
+                title=_site_title(site),
+                addresses=tuple(addrs),
+                isp_answer=isp_answer,
+                public_answer=public_answer,
+                urls=tuple(urls),
+                body_bytes=body,
+                delay_ms=site.delay_ms,
+                status=403 if site.kind == "forbidden" else 200,
+                https_redirect=site.https_redirect,
+                redirect_to=site.redirect_to,
+                server_header=SERVER_NAMES[seed % len(SERVER_NAMES)],
+            )
+        )
+    by_domain = {s.domain: s for s in sites}
+    rules = tuple(_rule_plan(rule, by_domain) for rule in profile.rules)
+    roots = tuple(_root_plan(r) for r in profile.national_roots)
+    return Plan(
+        profile=profile.name,
+        description=profile.description,
+        isp_name=profile.isp_name,
+        country=profile.country,
+        sites=tuple(sites),
+        rules=rules,
+        national_roots=roots,
+        state_dir=state_dir,
+    )
+
+
+def _rule_plan(rule: Rule, sites: dict[str, SitePlan]) -> RulePlan:
+    ips: list[str] = []
+    if rule.stage in ("tcp", "throttle"):
+        if rule.matcher == "ip":
+            nets = [ipaddress.ip_network(v) for v in rule.values]
+            for site in sites.values():
+                ips += [
+                    a for a in site.addresses if any(ipaddress.ip_address(a) in n for n in nets)
+                ]
+        else:
+            for site in sites.values():
+                if any(domain_matches(v, site.domain) for v in rule.values):
+                    ips += list(site.addresses)
+    # A `domain` matcher means "this site": its SNI at the TLS stage, its Host at the HTTP stage,
+    # its addresses (in `ips`) at the TCP and throttle stages.
+    matcher = rule.matcher
+    if matcher == "domain" and rule.stage == "tls":
+        matcher = "sni"
+    elif matcher == "domain" and rule.stage == "http":
+        matcher = "host"
+    return RulePlan(
+        id=rule.id,
+        action=rule.action,
+        stage=rule.stage,
+        matcher=matcher,
+        values=rule.values,
+        params=dict(rule.params),
+        ips=tuple(dict.fromkeys(ips)),
+    )
+
+
+def _root_plan(root: NationalRoot) -> RootPlan:
+    return RootPlan(
+        id=root.id,
+        subject=dict(root.subject),
+        intermediate_subject=dict(root.intermediate_subject),
+        root_key=root.root_key,
+        not_before=root.not_before,
+        not_after=root.not_after,
+        intermediate_validity_days=root.intermediate_validity_days,
+        validity_shift_hours=root.validity_shift_hours,
+        leaf_rsa_exponent=root.leaf_rsa_exponent,
+    )

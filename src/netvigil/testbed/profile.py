@@ -1,0 +1,644 @@
+"""Censor profiles: TOML data files that say which sites exist and what the censor does to them.
+
+A profile is the one place a researcher edits to describe a censored network. This module reads
+it, checks it, and turns every mistake into one line that names the file, the line and the fix
+(``ProfileError``). See the README section "Writing a profile" for the format.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+# Every action the censor middlebox knows, with the matchers it accepts and the stage it acts at.
+# The order of stages is the order in which a connection meets them.
+ACTIONS: dict[str, tuple[str, frozenset[str]]] = {
+    "dns-nxdomain": ("dns", frozenset({"domain"})),
+    "dns-bogon": ("dns", frozenset({"domain"})),
+    "dns-bogus": ("dns", frozenset({"domain"})),
+    "dns-blockpage": ("dns", frozenset({"domain"})),
+    "dns-timeout": ("dns", frozenset({"domain"})),
+    "dns-inject": ("dns", frozenset({"domain"})),
+    "ip-drop": ("tcp", frozenset({"ip", "domain"})),
+    "ip-reject": ("tcp", frozenset({"ip", "domain"})),
+    "tls-reset": ("tls", frozenset({"sni", "domain"})),
+    "tls-timeout": ("tls", frozenset({"sni", "domain"})),
+    "tls-intercept": ("tls", frozenset({"sni", "domain"})),
+    "http-blockpage": ("http", frozenset({"host", "keyword", "domain"})),
+    "http-reset": ("http", frozenset({"host", "keyword", "domain"})),
+    "http-redirect": ("http", frozenset({"host", "keyword", "domain"})),
+    "throttle": ("throttle", frozenset({"ip", "domain"})),
+}
+MATCHERS = ("domain", "ip", "sni", "host", "keyword")
+SITE_KINDS = ("normal", "down", "slow", "forbidden", "cdn")
+REJECT_WITH = ("tcp-reset", "icmp-admin-prohibited", "icmp-host-unreachable")
+
+# Parameters each action accepts besides its matcher (value: a short description for errors).
+ACTION_PARAMS: dict[str, dict[str, str]] = {
+    "dns-bogon": {"answer": "an address in 127.0.0.0/8 or 0.0.0.0"},
+    "dns-bogus": {"answer": "an address in 198.18.0.0/15"},
+    "dns-blockpage": {"blockpage": "a blockpage name"},
+    "dns-inject": {"answer": "an address in 198.18.0.0/15 or 127.0.0.0/8"},
+    "ip-reject": {"reject_with": "one of " + ", ".join(REJECT_WITH)},
+    "tls-intercept": {"root": "the id of a [[national_root]]"},
+    "http-blockpage": {
+        "blockpage": "a blockpage name",
+        "status": "an HTTP status code",
+        "headers": "a table of header names to values",
+    },
+    "http-redirect": {"location": "an http:// URL"},
+    "throttle": {"rate": "a tc rate such as '128kbit'"},
+}
+
+TESTBED_NET = ipaddress.ip_network("198.18.0.0/15")
+BOGON_NETS = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("0.0.0.0/32"))
+DOMAIN_RE = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,62}$")
+RATE_RE = re.compile(r"^[0-9]+(bit|kbit|mbit|gbit|bps|kbps|mbps)$")
+
+
+class ProfileError(ValueError):
+    """A profile mistake, rendered as one line: ``FILE:LINE: problem — fix``."""
+
+    def __init__(self, source: str, line: int | None, problem: str, fix: str) -> None:
+        self.source, self.line, self.problem, self.fix = source, line, problem, fix
+        where = f"{source}:{line}" if line else source
+        super().__init__(f"{where}: {problem} — {fix}")
+
+
+@dataclass(frozen=True)
+class NationalRoot:
+    """A state or corporate root that the censor uses to forge certificates."""
+
+    id: str
+    subject: dict[str, str]
+    intermediate_subject: dict[str, str]
+    root_key: str = "rsa-4096"
+    not_before: str = "2016-02-02"
+    not_after: str = "2046-02-02"
+    intermediate_validity_days: int = 3650
+    # Kazakhstan 2019: forged leaves were valid from 6 h before the real certificate.
+    validity_shift_hours: int = 6
+    leaf_rsa_exponent: int = 3
+
+
+@dataclass(frozen=True)
+class Site:
+    """An emulated website: served over HTTP and HTTPS from the `internet` host."""
+
+    domain: str
+    kind: str = "normal"
+    title: str = ""
+    urls: tuple[str, ...] = ()
+    body_kb: int = 0  # 0: derived from the domain, so sites differ in size
+    delay_ms: int = 0
+    https_redirect: bool = False  # http:// answers 301 to https://
+    redirect_to: str = ""  # every request answers 301 to this URL (e.g. apex → www)
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One censor rule: a matcher (``kind`` + ``values``) and an action with its parameters."""
+
+    index: int
+    action: str
+    matcher: str
+    values: tuple[str, ...]
+    params: dict[str, Any]
+    line: int | None = None
+
+    @property
+    def stage(self) -> str:
+        return ACTIONS[self.action][0]
+
+    @property
+    def id(self) -> str:
+        return f"rule{self.index + 1}:{self.action}"
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    sites: tuple[Site, ...]
+    rules: tuple[Rule, ...]
+    national_roots: tuple[NationalRoot, ...] = ()
+    isp_name: str = "Emulated ISP"
+    country: str = "ZZ"
+    source: str = "<memory>"
+    _site_index: dict[str, Site] = field(default_factory=dict, compare=False, repr=False)
+
+    def site(self, domain: str) -> Site | None:
+        if not self._site_index:
+            self._site_index.update({s.domain: s for s in self.sites})
+        return self._site_index.get(domain)
+
+
+def domain_matches(pattern: str, name: str) -> bool:
+    """``*.example.com`` matches strict subdomains; anything else matches exactly."""
+    name = name.lower().rstrip(".")
+    if pattern.startswith("*."):
+        return name.endswith(pattern[1:])
+    return name == pattern
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def builtin_profiles() -> list[str]:
+    folder = resources.files("netvigil.testbed").joinpath("profiles")
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def resolve_profile_path(name_or_path: str) -> Path:
+    """A shipped profile by name, or a TOML file by path."""
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml" or "/" in name_or_path:
+        if not candidate.is_file():
+            raise ProfileError(
+                name_or_path, None, "no such profile file", "give a path to a .toml file"
+            )
+        return candidate
+    shipped = resources.files("netvigil.testbed").joinpath("profiles", f"{name_or_path}.toml")
+    if not shipped.is_file():
+        raise ProfileError(
+            name_or_path,
+            None,
+            "unknown profile",
+            "use one of: " + ", ".join(builtin_profiles()) + ", or a path to a .toml file",
+        )
+    return Path(str(shipped))
+
+
+def load_profile(name_or_path: str) -> Profile:
+    path = resolve_profile_path(name_or_path)
+    text = path.read_text(encoding="utf-8")
+    return parse_profile(text, source=str(path))
+
+
+def parse_profile(text: str, source: str = "<memory>") -> Profile:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = re.search(r"at line (\d+)", str(exc))
+        line = int(match.group(1)) if match else None
+        problem = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        raise ProfileError(
+            source, line, f"TOML syntax error: {problem}", "fix the TOML syntax"
+        ) from None
+    return _ProfileBuilder(text, source).build(data)
+
+
+class _ProfileBuilder:
+    """Checks the parsed TOML and builds a Profile; knows where each table starts in the text."""
+
+    def __init__(self, text: str, source: str) -> None:
+        self.lines = text.splitlines()
+        self.source = source
+
+    # -- locating lines for error messages -------------------------------------------------
+    def _table_line(self, table: str, index: int) -> int | None:
+        seen = -1
+        header = re.compile(r"^\s*\[\[\s*" + re.escape(table) + r"\s*\]\]")
+        for number, line in enumerate(self.lines, start=1):
+            if header.match(line):
+                seen += 1
+                if seen == index:
+                    return number
+        return None
+
+    def _key_line(self, table: str, index: int, key: str) -> int | None:
+        start = self._table_line(table, index)
+        if start is None:
+            return None
+        pattern = re.compile(r"^\s*" + re.escape(key) + r"\s*=")
+        # self.lines is 0-based, so index `start` is the line right after the header.
+        for number in range(start, len(self.lines)):
+            line = self.lines[number]
+            if re.match(r"^\s*\[", line):
+                break
+            if pattern.match(line):
+                return number + 1
+        return start
+
+    def _top_key_line(self, key: str) -> int | None:
+        pattern = re.compile(r"^\s*" + re.escape(key) + r"\s*=")
+        for number, line in enumerate(self.lines, start=1):
+            if pattern.match(line):
+                return number
+        return None
+
+    def fail(self, line: int | None, problem: str, fix: str) -> ProfileError:
+        return ProfileError(self.source, line, problem, fix)
+
+    # -- building ----------------------------------------------------------------------------
+    def build(self, data: dict[str, Any]) -> Profile:
+        known_top = {
+            "name",
+            "description",
+            "isp",
+            "country",
+            "domains",
+            "site",
+            "rule",
+            "national_root",
+        }
+        for key in data:
+            if key not in known_top:
+                raise self.fail(
+                    self._top_key_line(key) or self._table_line(key, 0),
+                    f"unknown key '{key}'",
+                    "use name, description, isp, country, domains, [[site]], [[rule]] or [[national_root]]",
+                )
+        name = data.get("name")
+        if not isinstance(name, str) or not name:
+            raise self.fail(
+                self._top_key_line("name") or 1,
+                "missing profile name",
+                'add name = "my-profile" at the top',
+            )
+        roots = tuple(
+            self._national_root(i, r) for i, r in enumerate(_table_list(data, "national_root"))
+        )
+        sites = self._sites(data)
+        site_index = {s.domain: s for s in sites}
+        root_ids = {r.id for r in roots}
+        rules = tuple(
+            self._rule(i, r, site_index, root_ids) for i, r in enumerate(_table_list(data, "rule"))
+        )
+        return Profile(
+            name=name,
+            description=str(data.get("description", "")),
+            sites=sites,
+            rules=rules,
+            national_roots=roots,
+            isp_name=str(data.get("isp", "Emulated ISP")),
+            country=str(data.get("country", "ZZ")),
+            source=self.source,
+        )
+
+    def _national_root(self, index: int, raw: Mapping[str, Any]) -> NationalRoot:
+        line = self._table_line("national_root", index)
+        for key in ("id", "subject", "intermediate"):
+            if key not in raw:
+                raise self.fail(
+                    line, f"national_root needs '{key}'", "see the README's profile section"
+                )
+        subject, inter = raw["subject"], raw["intermediate"]
+        if not isinstance(subject, dict) or "CN" not in subject:
+            raise self.fail(
+                line, "national_root subject needs a CN", 'write subject = { C = "KZ", CN = "…" }'
+            )
+        if not isinstance(inter, dict) or "CN" not in inter:
+            raise self.fail(
+                line, "national_root intermediate needs a CN", 'write intermediate = { CN = "…" }'
+            )
+        allowed = {
+            "id",
+            "subject",
+            "intermediate",
+            "root_key",
+            "not_before",
+            "not_after",
+            "intermediate_validity_days",
+            "validity_shift_hours",
+            "leaf_rsa_exponent",
+        }
+        for key in raw:
+            if key not in allowed:
+                raise self.fail(
+                    self._key_line("national_root", index, key),
+                    f"unknown national_root key '{key}'",
+                    "use one of: " + ", ".join(sorted(allowed)),
+                )
+        if raw.get("root_key", "rsa-4096") not in ("rsa-2048", "rsa-4096", "ec-p256"):
+            raise self.fail(
+                self._key_line("national_root", index, "root_key"),
+                f"unknown root_key '{raw.get('root_key')}'",
+                "use rsa-2048, rsa-4096 or ec-p256",
+            )
+        if raw.get("leaf_rsa_exponent", 3) not in (3, 65537):
+            raise self.fail(
+                self._key_line("national_root", index, "leaf_rsa_exponent"),
+                "leaf_rsa_exponent must be 3 or 65537",
+                "use 3 (Kazakhstan 2019) or 65537",
+            )
+        return NationalRoot(
+            id=str(raw["id"]),
+            subject={str(k): str(v) for k, v in subject.items()},
+            intermediate_subject={str(k): str(v) for k, v in inter.items()},
+            root_key=str(raw.get("root_key", "rsa-4096")),
+            not_before=str(raw.get("not_before", "2016-02-02")),
+            not_after=str(raw.get("not_after", "2046-02-02")),
+            intermediate_validity_days=int(raw.get("intermediate_validity_days", 3650)),
+            validity_shift_hours=int(raw.get("validity_shift_hours", 6)),
+            leaf_rsa_exponent=int(raw.get("leaf_rsa_exponent", 3)),
+        )
+
+    def _check_domain(self, domain: Any, line: int | None, what: str) -> str:
+        if not isinstance(domain, str) or not DOMAIN_RE.match(domain.lower()):
+            raise self.fail(
+                line, f"{what} '{domain}' is not a domain name", "write a name like www.example.com"
+            )
+        return domain.lower()
+
+    def _sites(self, data: dict[str, Any]) -> tuple[Site, ...]:
+        sites: list[Site] = []
+        seen: set[str] = set()
+        plain = data.get("domains", [])
+        if not isinstance(plain, list):
+            raise self.fail(
+                self._top_key_line("domains"),
+                "domains must be a list",
+                'write domains = ["a.example", "b.example"]',
+            )
+        for domain in plain:
+            name = self._check_domain(domain, self._top_key_line("domains"), "domain")
+            if name.startswith("*."):
+                raise self.fail(
+                    self._top_key_line("domains"),
+                    f"site '{name}' is a wildcard",
+                    "list one host name per site",
+                )
+            if name in seen:
+                raise self.fail(
+                    self._top_key_line("domains"),
+                    f"site '{name}' is listed twice",
+                    "list each domain once",
+                )
+            seen.add(name)
+            sites.append(Site(domain=name, line=self._top_key_line("domains")))
+        allowed = {
+            "domain",
+            "kind",
+            "title",
+            "urls",
+            "body_kb",
+            "delay_ms",
+            "https_redirect",
+            "redirect_to",
+        }
+        for index, raw in enumerate(_table_list(data, "site")):
+            line = self._table_line("site", index)
+            for key in raw:
+                if key not in allowed:
+                    raise self.fail(
+                        self._key_line("site", index, key),
+                        f"unknown site key '{key}'",
+                        "use one of: " + ", ".join(sorted(allowed)),
+                    )
+            if "domain" not in raw:
+                raise self.fail(line, "site needs a domain", 'add domain = "www.example.com"')
+            name = self._check_domain(
+                raw["domain"], self._key_line("site", index, "domain"), "site domain"
+            )
+            if name.startswith("*."):
+                raise self.fail(
+                    line, "a site cannot have a wildcard domain", "name one host per [[site]]"
+                )
+            if name in seen:
+                raise self.fail(line, f"site '{name}' is defined twice", "define each domain once")
+            seen.add(name)
+            kind = raw.get("kind", "normal")
+            if kind not in SITE_KINDS:
+                raise self.fail(
+                    self._key_line("site", index, "kind"),
+                    f"unknown site kind '{kind}'",
+                    "use one of: " + ", ".join(SITE_KINDS),
+                )
+            urls = raw.get("urls", [])
+            if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+                raise self.fail(
+                    self._key_line("site", index, "urls"),
+                    "urls must be a list of strings",
+                    'write urls = ["https://x/"]',
+                )
+            for url in urls:
+                if not re.match(r"^https?://" + re.escape(name) + r"(/|$)", url):
+                    raise self.fail(
+                        self._key_line("site", index, "urls"),
+                        f"url '{url}' is not on {name}",
+                        f"start it with http://{name}/ or https://{name}/",
+                    )
+            redirect_to = str(raw.get("redirect_to", ""))
+            if redirect_to and not re.match(r"^https?://[a-z0-9.-]+(/|$)", redirect_to):
+                raise self.fail(
+                    self._key_line("site", index, "redirect_to"),
+                    f"redirect_to '{redirect_to}' is not a URL",
+                    "write https://host/",
+                )
+            delay = raw.get("delay_ms", 2500 if kind == "slow" else 0)
+            if not isinstance(delay, int) or not 0 <= delay <= 60_000:
+                raise self.fail(
+                    self._key_line("site", index, "delay_ms"),
+                    "delay_ms must be 0..60000",
+                    "use milliseconds, e.g. 200",
+                )
+            body_kb = raw.get("body_kb", 0)
+            if not isinstance(body_kb, int) or not 0 <= body_kb <= 10_000:
+                raise self.fail(
+                    self._key_line("site", index, "body_kb"),
+                    "body_kb must be 0..10000",
+                    "use kilobytes, e.g. 40",
+                )
+            sites.append(
+                Site(
+                    domain=name,
+                    kind=kind,
+                    title=str(raw.get("title", "")),
+                    urls=tuple(urls),
+                    body_kb=body_kb,
+                    delay_ms=delay,
+                    https_redirect=bool(raw.get("https_redirect", False)),
+                    redirect_to=redirect_to,
+                    line=line,
+                )
+            )
+        for site in sites:
+            target = re.match(r"^https?://([a-z0-9.-]+)", site.redirect_to)
+            if target and target.group(1) not in seen:
+                raise self.fail(
+                    site.line,
+                    f"redirect_to names '{target.group(1)}', which no site serves",
+                    "add that site or change redirect_to",
+                )
+        return tuple(sites)
+
+    def _rule(
+        self, index: int, raw: Mapping[str, Any], sites: dict[str, Site], root_ids: set[str]
+    ) -> Rule:
+        line = self._table_line("rule", index)
+        action = raw.get("action")
+        if action is None:
+            raise self.fail(
+                line, "rule has no action", 'add action = "…" (one of: ' + ", ".join(ACTIONS) + ")"
+            )
+        if action not in ACTIONS:
+            raise self.fail(
+                self._key_line("rule", index, "action"),
+                f"unknown action '{action}'",
+                "use one of: " + ", ".join(ACTIONS),
+            )
+        _stage, allowed_matchers = ACTIONS[action]
+        present = [m for m in MATCHERS if m in raw]
+        if len(present) != 1:
+            raise self.fail(
+                line,
+                f"rule needs exactly one matcher, found {len(present) or 'none'}",
+                f"give one of: {', '.join(sorted(allowed_matchers))}",
+            )
+        matcher = present[0]
+        if matcher not in allowed_matchers:
+            raise self.fail(
+                self._key_line("rule", index, matcher),
+                f"action {action} cannot match on '{matcher}'",
+                f"match on {' or '.join(sorted(allowed_matchers))}",
+            )
+        values_raw = raw[matcher]
+        values = [values_raw] if isinstance(values_raw, str) else values_raw
+        mline = self._key_line("rule", index, matcher)
+        if (
+            not isinstance(values, list)
+            or not values
+            or not all(isinstance(v, str) for v in values)
+        ):
+            raise self.fail(
+                mline,
+                f"{matcher} must be a string or a non-empty list of strings",
+                f'write {matcher} = ["…"]',
+            )
+        checked: list[str] = []
+        for value in values:
+            if matcher == "ip":
+                try:
+                    net = ipaddress.ip_network(value, strict=False)
+                except ValueError:
+                    raise self.fail(
+                        mline,
+                        f"'{value}' is not a valid CIDR",
+                        "write an address or prefix like 198.19.0.5/32",
+                    ) from None
+                if net.version != 4 or not net.subnet_of(TESTBED_NET):  # type: ignore[arg-type]
+                    raise self.fail(
+                        mline,
+                        f"'{value}' is outside 198.18.0.0/15",
+                        "testbed addresses all lie in 198.18.0.0/15",
+                    )
+                checked.append(str(net))
+            elif matcher == "keyword":
+                if not value or len(value) > 200:
+                    raise self.fail(
+                        mline, "keyword must be 1..200 characters", "shorten the keyword"
+                    )
+                checked.append(value)
+            else:
+                name = self._check_domain(value, mline, matcher)
+                if not any(domain_matches(name, d) for d in sites):
+                    raise self.fail(
+                        mline,
+                        f"{matcher} '{value}' names no site of this profile",
+                        f'add a [[site]] with domain = "{value}" or fix the name',
+                    )
+                checked.append(name)
+        params: dict[str, Any] = {}
+        accepted = ACTION_PARAMS.get(action, {})
+        for key, value in raw.items():
+            if key in ("action", matcher):
+                continue
+            if key not in accepted:
+                hint = (
+                    ("it takes: " + ", ".join(accepted)) if accepted else "it takes no parameters"
+                )
+                raise self.fail(
+                    self._key_line("rule", index, key),
+                    f"action {action} has no parameter '{key}'",
+                    hint,
+                )
+            params[key] = value
+        self._check_params(index, action, params, root_ids)
+        return Rule(
+            index=index,
+            action=action,
+            matcher=matcher,
+            values=tuple(checked),
+            params=params,
+            line=line,
+        )
+
+    def _check_params(
+        self, index: int, action: str, params: dict[str, Any], root_ids: set[str]
+    ) -> None:
+        def bad(key: str, fix: str) -> ProfileError:
+            return self.fail(
+                self._key_line("rule", index, key), f"bad {key} '{params[key]}' for {action}", fix
+            )
+
+        if "answer" in params:
+            try:
+                addr = ipaddress.ip_address(str(params["answer"]))
+            except ValueError:
+                raise bad("answer", "write an IPv4 address") from None
+            in_bogon = any(addr in n for n in BOGON_NETS)
+            if action == "dns-bogon" and not in_bogon:
+                raise bad("answer", "a bogon answer lies in 127.0.0.0/8 or is 0.0.0.0")
+            if action == "dns-bogus" and addr not in TESTBED_NET:
+                raise bad(
+                    "answer",
+                    "a bogus answer must lie in 198.18.0.0/15 (the testbed has nothing else)",
+                )
+            if action == "dns-inject" and not (in_bogon or addr in TESTBED_NET):
+                raise bad("answer", "an injected answer must lie in 198.18.0.0/15 or 127.0.0.0/8")
+        if "reject_with" in params and params["reject_with"] not in REJECT_WITH:
+            raise bad("reject_with", "use one of: " + ", ".join(REJECT_WITH))
+        if action == "tls-intercept":
+            root = params.get("root")
+            if root is None:
+                raise self.fail(
+                    self._table_line("rule", index),
+                    'tls-intercept needs root = "<national_root id>"',
+                    "add a [[national_root]] and name it",
+                )
+            if root not in root_ids:
+                raise bad(
+                    "root",
+                    "name the id of a [[national_root]] in this profile: "
+                    + (", ".join(sorted(root_ids)) or "none defined"),
+                )
+        if "blockpage" in params and params["blockpage"] not in blockpage_names():
+            raise bad("blockpage", "use one of: " + ", ".join(blockpage_names()))
+        if "status" in params and (
+            not isinstance(params["status"], int) or not 100 <= params["status"] <= 599
+        ):
+            raise bad("status", "use an HTTP status code such as 200 or 403")
+        if "headers" in params and not (
+            isinstance(params["headers"], dict)
+            and all(isinstance(v, str) for v in params["headers"].values())
+        ):
+            raise bad("headers", 'write headers = { "X-Filter" = "blocked" }')
+        if "location" in params and not str(params["location"]).startswith("http://"):
+            raise bad("location", "write an http:// URL")
+        if "rate" in params and not RATE_RE.match(str(params["rate"])):
+            raise bad("rate", "write a tc rate such as 128kbit or 1mbit")
+
+
+def _table_list(data: dict[str, Any], key: str) -> Sequence[Mapping[str, Any]]:
+    value = data.get(key, [])
+    if isinstance(value, dict):
+        return [value]
+    return value if isinstance(value, list) else []
+
+
+def blockpage_names() -> list[str]:
+    folder = resources.files("netvigil.testbed").joinpath("blockpages")
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".html"))
+
+
+def blockpage_body(name: str) -> bytes:
+    return resources.files("netvigil.testbed").joinpath("blockpages", f"{name}.html").read_bytes()
