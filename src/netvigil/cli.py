@@ -1,0 +1,240 @@
+"""The `netvigil` command. Thin: parses arguments and calls the packages that do the work."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from netvigil import __version__
+from netvigil.testbed.profile import ProfileError
+
+DESCRIPTION = """\
+netvigil measures Internet censorship and says precisely how a site is blocked.
+
+This version ships the emulated censored network (the testbed) on which everything
+else is built and demonstrated. Start with:
+
+  netvigil testbed truth --profile kz-2019-interception   what the censor does, per URL
+  netvigil testbed demo                                    bring it up and watch from the client
+"""
+
+TESTBED_HELP = """\
+An emulated censored network in network namespaces: client → access → censor → transit →
+internet. The censor (ISP router, DNS resolver, DPI middlebox) follows a profile: a TOML
+file of sites and rules. Nothing in it routes outside 198.18.0.0/15.
+"""
+
+
+def _add_profile(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument(
+        "--profile",
+        "-p",
+        required=required,
+        default=None if required else "kz-2019-interception",
+        help="a shipped profile name (see 'netvigil testbed profiles') or a path to a .toml file",
+    )
+
+
+def _add_name(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--name", default="netvigil", help="which testbed (several may run at once)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="netvigil",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"netvigil {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    testbed = commands.add_parser(
+        "testbed",
+        help="the emulated censored network",
+        description=TESTBED_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    tb = testbed.add_subparsers(dest="testbed_command", metavar="ACTION")
+
+    p = tb.add_parser("up", help="bring a testbed up in the background")
+    _add_profile(p)
+    _add_name(p)
+    p.add_argument("--json", action="store_true", help="print the testbed's details as JSON")
+
+    p = tb.add_parser("down", help="stop a testbed and remove everything it made")
+    _add_name(p)
+
+    p = tb.add_parser("status", help="is a testbed up, with which profile")
+    _add_name(p)
+    p.add_argument("--json", action="store_true")
+
+    p = tb.add_parser(
+        "truth", help="what the censor does to each URL of a profile (no testbed needed)"
+    )
+    _add_profile(p)
+    p.add_argument("--json", action="store_true", help="one JSON object per URL")
+
+    p = tb.add_parser("run", help="bring a testbed up, run a command in 'client', tear it down")
+    _add_profile(p)
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...")
+
+    p = tb.add_parser("exec", help="run a command in a host of a running testbed")
+    _add_name(p)
+    p.add_argument("--host", default="client", help="client, access, censor, transit or internet")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...")
+
+    p = tb.add_parser(
+        "selftest", help="check from 'client' that the censor does what the profile says"
+    )
+    _add_profile(p)
+    p.add_argument("--json", action="store_true")
+
+    p = tb.add_parser(
+        "demo", help="show the censor of a profile at work (default: kz-2019-interception)"
+    )
+    _add_profile(p, required=False)
+
+    tb.add_parser("profiles", help="list the shipped profiles")
+    return parser
+
+
+def _strip_dashes(cmd: Sequence[str]) -> list[str]:
+    cmd = list(cmd)
+    return cmd[1:] if cmd[:1] == ["--"] else cmd
+
+
+def _testbed(args: argparse.Namespace) -> int:
+    from netvigil.testbed import control
+    from netvigil.testbed.plan import make_plan
+    from netvigil.testbed.profile import builtin_profiles, load_profile
+    from netvigil.testbed.truth import ground_truth
+
+    action = args.testbed_command
+    if action == "profiles":
+        for name in builtin_profiles():
+            profile = load_profile(name)
+            print(
+                f"{name:24} {len(profile.sites):4} sites {len(profile.rules):3} rules  {profile.description}"
+            )
+        return 0
+    if action == "truth":
+        plan = make_plan(load_profile(args.profile))
+        rows = ground_truth(plan)
+        if args.json:
+            for row in rows:
+                print(json.dumps(row.to_dict()))
+        else:
+            from netvigil.testbed.report import print_truth
+
+            print_truth(plan, rows)
+        return 0
+    if action == "up":
+        info = control.up(args.profile, args.name)
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "name": info.name,
+                        "profile": info.profile,
+                        "pid": info.host_pid,
+                        "trust_anchor": str(info.trust_anchor),
+                        "up_seconds": info.up_seconds,
+                    }
+                )
+            )
+        else:
+            print(
+                f"testbed '{info.name}' is up with profile {info.profile} in {info.up_seconds:.2f} s "
+                f"(supervisor pid {info.host_pid})."
+            )
+            print(f"  trust anchor (testbed web PKI): {info.trust_anchor}")
+            print(f"  enter it:  netvigil testbed exec --name {info.name} -- bash")
+            print(f"  stop it:   netvigil testbed down --name {info.name}")
+        return 0
+    if action == "down":
+        was_up = control.down(args.name)
+        print(f"testbed '{args.name}' " + ("stopped." if was_up else "was not running."))
+        return 0
+    if action == "status":
+        found = control.status(args.name)
+        if args.json:
+            print(
+                json.dumps(
+                    None
+                    if found is None
+                    else {
+                        "name": found.name,
+                        "profile": found.profile,
+                        "pid": found.host_pid,
+                        "hosts": sorted(found.netns),
+                        "trust_anchor": str(found.trust_anchor),
+                    }
+                )
+            )
+        elif found is None:
+            print(f"testbed '{args.name}' is not running.")
+        else:
+            print(
+                f"testbed '{found.name}' is up: profile {found.profile}, supervisor pid {found.host_pid}, "
+                f"hosts {', '.join(sorted(found.netns))}."
+            )
+        return 0 if found is not None else 1
+    if action == "run":
+        return control.run(args.profile, _strip_dashes(args.cmd), name=f"run-{os.getpid()}")
+    if action == "exec":
+        found = control.status(args.name)
+        if found is None:
+            raise control.TestbedError(
+                f"testbed '{args.name}' is not running — start it with 'netvigil testbed up --profile P'"
+            )
+        cmd = _strip_dashes(args.cmd) or ["bash"]
+        return control.exec_command(found, args.host, cmd).returncode
+    if action == "selftest":
+        cmd = [sys.executable, "-m", "netvigil.testbed.observe"] + (["--json"] if args.json else [])
+        return control.run(args.profile, cmd, name=f"selftest-{os.getpid()}")
+    if action == "demo":
+        from netvigil.testbed.report import make_console, print_truth
+
+        plan = make_plan(load_profile(args.profile))
+        console = make_console()
+        console.rule(f"[bold]netvigil testbed: {args.profile}")
+        console.print(plan.description)
+        print_truth(plan, ground_truth(plan), console)
+        console.rule("[bold]Bringing the emulated network up and looking from the client")
+        cmd = [sys.executable, "-m", "netvigil.testbed.observe"]
+        return control.run(args.profile, cmd, name=f"demo-{os.getpid()}")
+    raise control.TestbedError(
+        "choose an action: up, down, status, truth, run, exec, selftest, demo, profiles"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    from netvigil.testbed.control import TestbedError
+
+    try:
+        if args.command == "testbed":
+            if args.testbed_command is None:
+                parser.parse_args(["testbed", "--help"])
+            return _testbed(args)
+    except (ProfileError, TestbedError) as exc:
+        print(f"netvigil: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("netvigil: interrupted", file=sys.stderr)
+        return 130
+    parser.print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

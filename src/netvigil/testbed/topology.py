@@ -1,0 +1,222 @@
+"""What each namespace of the testbed is made of, rendered as plain shell and nftables text.
+
+Everything the censor does in the kernel is written out here, in one place, and saved in the
+state folder (``setup-<host>.sh``, ``<host>.nft``) so a researcher can read exactly what the
+emulated ISP does.
+"""
+
+from __future__ import annotations
+
+from netvigil.testbed.plan import (
+    CENSOR_CLIENT_IF,
+    HOSTS,
+    LINKS,
+    ROUTERS,
+    ROUTES,
+    SERVICE_ADDRS,
+    Plan,
+)
+
+# The TPROXY ports of the censor's agents (kept here so nftables and the agents agree).
+MIDDLEBOX_TCP_PORT = 15001
+INJECTOR_UDP_PORT = 15053
+TPROXY_MARK = 1
+TPROXY_TABLE = 100
+# htb class for throttled traffic on the censor's subscriber-facing interface.
+THROTTLE_BASE_CLASS = 10
+
+REJECT_STATEMENTS = {
+    "tcp-reset": "reject with tcp reset",
+    "icmp-admin-prohibited": "reject with icmp type admin-prohibited",
+    "icmp-host-unreachable": "reject with icmp type host-unreachable",
+}
+
+
+def veth_names(index: int) -> tuple[str, str]:
+    """Temporary names in the supervisor's namespace; renamed when moved into the hosts."""
+    return f"nv{index}l", f"nv{index}r"
+
+
+def link_commands() -> list[str]:
+    """`ip -batch` lines, run in the supervisor's own namespace, that create and place the veths."""
+    lines = [f"netns add {host}" for host in HOSTS]
+    for index, link in enumerate(LINKS):
+        left, right = veth_names(index)
+        lines += [
+            f"link add name {left} type veth peer name {right}",
+            f"link set {left} netns {link.left}",
+            f"link set {right} netns {link.right}",
+        ]
+    return lines
+
+
+def host_ip_batch(host: str, plan: Plan) -> list[str]:
+    """`ip -batch` lines run inside `host`: names, addresses, routes."""
+    lines = ["link set lo up"]
+    for index, link in enumerate(LINKS):
+        left, right = veth_names(index)
+        for side, tmp, name, addr in (
+            (link.left, left, link.left_if, link.left_addr),
+            (link.right, right, link.right_if, link.right_addr),
+        ):
+            if side == host:
+                lines += [
+                    f"link set dev {tmp} name {name}",
+                    f"addr add {addr}/{link.prefix} dev {name}",
+                    f"link set {name} up",
+                ]
+    for addr in SERVICE_ADDRS.get(host, ()):
+        lines.append(f"addr add {addr}/32 dev lo")
+    if host == "internet":
+        # Every site address is local to `internet`; down sites too (the kernel refuses them).
+        for site in plan.sites:
+            for addr in site.addresses:
+                lines.append(f"addr add {addr}/32 dev lo")
+    for prefix, via in ROUTES[host]:
+        lines.append(f"route add {prefix} via {via}")
+    if host == "censor":
+        # TPROXY: marked packets are delivered locally, whatever their destination address.
+        lines += [
+            f"rule add fwmark {TPROXY_MARK} lookup {TPROXY_TABLE}",
+            f"route add local 0.0.0.0/0 dev lo table {TPROXY_TABLE}",
+        ]
+    return lines
+
+
+def sysctl_lines(host: str) -> list[str]:
+    values = {
+        "net/ipv4/conf/all/rp_filter": "0",
+        "net/ipv4/conf/default/rp_filter": "0",
+        "net/ipv6/conf/all/disable_ipv6": "1",
+        "net/ipv6/conf/default/disable_ipv6": "1",
+    }
+    if host in ROUTERS:
+        values["net/ipv4/ip_forward"] = "1"
+    return [f"echo {v} > /proc/sys/{k}" for k, v in values.items()]
+
+
+def _set(addresses: list[str] | tuple[str, ...]) -> str:
+    return "{ " + ", ".join(addresses) + " }"
+
+
+def censor_ruleset(plan: Plan) -> str:
+    """The censor's nftables: address blocking, diversion to the middlebox, throttling marks."""
+    blocked: set[str] = set()
+    forward: list[str] = []
+    for rule in plan.rules_for("tcp"):
+        targets = list(rule.address_targets)
+        if not targets:
+            continue
+        if rule.action == "ip-drop":
+            statement = "drop"
+        else:
+            statement = REJECT_STATEMENTS[str(rule.params.get("reject_with", "tcp-reset"))]
+        if statement == "reject with tcp reset":
+            forward.append(
+                f'iifname "{CENSOR_CLIENT_IF}" ip daddr {_set(targets)} '
+                f'meta l4proto tcp {statement} comment "{rule.id}"'
+            )
+            forward.append(
+                f'iifname "{CENSOR_CLIENT_IF}" ip daddr {_set(targets)} drop comment "{rule.id}"'
+            )
+        else:
+            forward.append(
+                f'iifname "{CENSOR_CLIENT_IF}" ip daddr {_set(targets)} {statement} comment "{rule.id}"'
+            )
+        if rule.matcher != "ip":
+            blocked.update(targets)
+        else:
+            blocked.update(a for a in plan.live_site_addresses if _in_any(a, targets))
+    # Only flows to live, unblocked sites go through the middlebox: a flow to a dead address
+    # must fail exactly as it would without a censor (refused, unreachable), not at the proxy.
+    diverted = [a for a in plan.live_site_addresses if a not in blocked]
+    prerouting: list[str] = []
+    if diverted:
+        prerouting.append(
+            f'iifname "{CENSOR_CLIENT_IF}" meta l4proto tcp ip daddr @diverted tcp dport {{ 80, 443 }} '
+            f"tproxy ip to :{MIDDLEBOX_TCP_PORT} meta mark set {TPROXY_MARK} accept"
+        )
+    if any(r.action == "dns-inject" for r in plan.rules):
+        prerouting.append(
+            f'iifname "{CENSOR_CLIENT_IF}" meta l4proto udp udp dport 53 '
+            f"tproxy ip to :{INJECTOR_UDP_PORT} meta mark set {TPROXY_MARK} accept"
+        )
+    postrouting: list[str] = []
+    for number, rule in enumerate(plan.rules_for("throttle")):
+        targets = list(rule.address_targets)
+        if targets:
+            postrouting.append(
+                f'oifname "{CENSOR_CLIENT_IF}" ip saddr {_set(targets)} '
+                f'meta priority set 1:{THROTTLE_BASE_CLASS + number} comment "{rule.id}"'
+            )
+    out = ["table inet netvigil_censor {"]
+    out.append(
+        "  set diverted { type ipv4_addr; flags interval; }"
+        if not diverted
+        else f"  set diverted {{ type ipv4_addr; elements = {_set(diverted)} }}"
+    )
+    out.append("  chain prerouting { type filter hook prerouting priority mangle; policy accept;")
+    out += [f"    {line}" for line in prerouting]
+    out.append("  }")
+    out.append("  chain forward { type filter hook forward priority filter; policy accept;")
+    out += [f"    {line}" for line in forward]
+    out.append("  }")
+    out.append("  chain postrouting { type filter hook postrouting priority mangle; policy accept;")
+    out += [f"    {line}" for line in postrouting]
+    out.append("  }")
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def _in_any(address: str, cidrs: list[str]) -> bool:
+    import ipaddress
+
+    ip = ipaddress.ip_address(address)
+    return any(ip in ipaddress.ip_network(c) for c in cidrs)
+
+
+def internet_ruleset(plan: Plan) -> str:
+    """A down site: its address exists but the kernel refuses every connection (RST)."""
+    down = [a for s in plan.sites if s.kind == "down" for a in s.addresses]
+    lines = [
+        "table inet netvigil_internet {",
+        "  chain input { type filter hook input priority filter; policy accept;",
+    ]
+    if down:
+        lines.append(f"    ip daddr {_set(down)} meta l4proto tcp reject with tcp reset")
+    lines += ["  }", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def throttle_tc_lines(plan: Plan) -> list[str]:
+    """`tc -batch` lines: an htb root whose default class is unlimited, one tbf class per rule."""
+    rules = plan.rules_for("throttle")
+    if not rules:
+        return []
+    dev = CENSOR_CLIENT_IF
+    lines = [
+        f"qdisc add dev {dev} root handle 1: htb default 1 r2q 1000",
+        f"class add dev {dev} parent 1: classid 1:1 htb rate 10gbit",
+    ]
+    for number, rule in enumerate(rules):
+        classid = THROTTLE_BASE_CLASS + number
+        rate = str(rule.params.get("rate", "128kbit"))
+        lines += [
+            f"class add dev {dev} parent 1: classid 1:{classid} htb rate 10gbit",
+            f"qdisc add dev {dev} parent 1:{classid} handle {classid}: tbf rate {rate} burst 16kbit latency 2s",
+        ]
+    return lines
+
+
+def host_script(host: str, plan: Plan, state_dir: str) -> str:
+    """The shell script run inside `host` (via `ip netns exec`) to configure it."""
+    lines = ["set -e"]
+    lines += sysctl_lines(host)
+    lines.append(f"ip -batch {state_dir}/{host}.ip")
+    if host == "censor":
+        lines.append(f"nft -f {state_dir}/censor.nft")
+        if plan.rules_for("throttle"):
+            lines.append(f"tc -batch {state_dir}/censor.tc")
+    if host == "internet":
+        lines.append(f"nft -f {state_dir}/internet.nft")
+    return "\n".join(lines) + "\n"

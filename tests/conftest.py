@@ -1,0 +1,57 @@
+"""Shared fixtures: testbeds brought up once per session and entered from a thread."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from netvigil.testbed import control
+
+
+def _can_run_testbed() -> str | None:
+    if os.geteuid() != 0:
+        return "the testbed tests need root (CI runs as root)"
+    for tool in ("ip", "nft", "tc", "unshare", "nsenter"):
+        if shutil.which(tool) is None:
+            return f"'{tool}' is missing: run ./scripts/setup.sh"
+    return None
+
+
+SKIP_REASON = _can_run_testbed()
+needs_testbed = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
+
+
+class RunningTestbed:
+    """A testbed that is up, with a thread inside `client` to measure from."""
+
+    def __init__(self, info: control.TestbedInfo) -> None:
+        self.info = info
+        self.client = control.NamespaceThread(info.netns["client"])
+
+    def in_client(self, fn: Callable[[], object], timeout: float = 90) -> object:
+        return self.client.call(fn, timeout=timeout)
+
+    def close(self) -> None:
+        self.client.close()
+        control.down(self.info.name)
+
+
+@pytest.fixture(scope="session")
+def testbed() -> Iterator[Callable[[str], RunningTestbed]]:
+    """testbed(profile) → a RunningTestbed, shared by every test of the session."""
+    if SKIP_REASON:
+        pytest.skip(SKIP_REASON)
+    running: dict[str, RunningTestbed] = {}
+
+    def get(profile: str) -> RunningTestbed:
+        if profile not in running:
+            info = control.up(profile, name=f"pytest-{os.getpid()}-{profile}")
+            running[profile] = RunningTestbed(info)
+        return running[profile]
+
+    yield get
+    for bed in running.values():
+        bed.close()
