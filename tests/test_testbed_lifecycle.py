@@ -212,3 +212,30 @@ def test_up_reports_a_bad_profile_in_one_line(tmp_path: Path) -> None:
         and "unknown action 'tls-rest'" in lines[0]
         and "tls-reset" in lines[0]
     )
+
+
+def test_the_user_namespace_path_works(tmp_path: Path) -> None:
+    """The rootless path (unshare --user --map-root-user), forced while root so CI runs it."""
+    before = _snapshot()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "netvigil.cli",
+            "testbed",
+            "run",
+            "--profile",
+            _copy_profile(tmp_path),
+            "--",
+            "sh",
+            "-c",
+            "cat /proc/self/uid_map; ip -4 -o addr show eth0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env={**os.environ, "NETVIGIL_TESTBED_ROOTLESS": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "198.18.1.2" in result.stdout
+    _wait_until_back(before)

@@ -45,12 +45,17 @@ def registry_root() -> Path:
     return Path(runtime) / "netvigil"
 
 
+def rootless_mode() -> bool:
+    """Not root, or asked to behave as if not (NETVIGIL_TESTBED_ROOTLESS=1, to test that path)."""
+    return os.geteuid() != 0 or os.environ.get("NETVIGIL_TESTBED_ROOTLESS") == "1"
+
+
 def unshare_command() -> list[str]:
     """Root gets new pid/mount/net namespaces; anyone else also a user namespace, if allowed."""
     if shutil.which("unshare") is None:
         raise TestbedError("the 'unshare' program is missing — install util-linux")
     cmd = ["unshare", "--mount", "--pid", "--net", "--fork", "--kill-child"]
-    if os.geteuid() != 0:
+    if rootless_mode():
         if not Path("/proc/self/ns/user").exists():
             raise TestbedError("not root and this kernel has no user namespaces — run as root")
         cmd[1:1] = ["--user", "--map-root-user"]
@@ -176,7 +181,7 @@ def _wait_ready(
         netns=dict(data["netns"]),
         public_dir=public,
         up_seconds=float(data["up_seconds"]),
-        rootless=os.geteuid() != 0,
+        rootless=rootless_mode(),
     )
     (public / "registry.json").write_text(
         json.dumps({**data, "pid": proc.pid, "name": name, "rootless": info.rootless})

@@ -741,7 +741,7 @@ class Middlebox:
         if task is None or not _usable(task):
             root = self.plan.root(root_id)
             task = asyncio.get_running_loop().create_task(
-                asyncio.to_thread(pki.forged_leaf_key, root)
+                asyncio.to_thread(pki.forged_leaf_key, root, key[0])
             )
             task.add_done_callback(_retrieve)
             _remember(self._keys, key, task)

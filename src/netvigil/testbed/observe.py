@@ -36,12 +36,13 @@ from netvigil.testbed.truth import TruthRow, ground_truth
 DNS_TIMEOUT = 2.5
 LATE_REPLY_WINDOW = 0.4  # injected replies arrive first; the real one follows within this
 CONNECT_TIMEOUT = 3.0
-TLS_TIMEOUT = 3.0
+TLS_TIMEOUT = 10.0  # a cold interceptor forges on demand; probes wait this long too
 HTTP_TIMEOUT = 8.0
 THROTTLE_PROBE_SECONDS = 2.0
 THROTTLED_BELOW_BYTES_PER_S = 100_000
 MAX_BODY = 1_000_000
 MAX_HEAD = 32_768
+_ENCODING_DER = 2  # _ssl.ENCODING_DER, for Certificate.public_bytes of the unverified chain
 
 # From the client alone, these truths look like these observations.
 EQUIVALENT = {"down": "tcp/refused", "tcp/reset": "tcp/refused"}
@@ -332,6 +333,23 @@ class Observer:
         return "ok", f"status {page.status}, {len(page.body)} bytes"
 
 
+async def presented_chain(address: str, host: str) -> list[x509.Certificate]:
+    """Every certificate the server (or the censor) presents, without verifying any of them."""
+    blind = ssl.create_default_context()
+    blind.check_hostname = False
+    blind.verify_mode = ssl.CERT_NONE
+    _, writer = await asyncio.wait_for(
+        asyncio.open_connection(address, 443, ssl=blind, server_hostname=host), TLS_TIMEOUT
+    )
+    try:
+        ssl_object = writer.get_extra_info("ssl_object")
+        # CPython 3.11 keeps the unverified chain behind a private method (public in 3.13).
+        chain = ssl_object._sslobj.get_unverified_chain() or []
+        return [x509.load_der_x509_certificate(c.public_bytes(_ENCODING_DER)) for c in chain]
+    finally:
+        writer.transport.abort()
+
+
 async def observe_all(
     plan: Plan, trust_anchor: str, rows: list[TruthRow] | None = None
 ) -> list[Observation]:
@@ -371,6 +389,16 @@ def main(argv: list[str] | None = None) -> int:
         from netvigil.testbed.report import print_observations
 
         print_observations(plan, observations)
+        intercepted = [o for o in observations if o.observed == "tls/interception"]
+        if intercepted:
+            from netvigil.testbed.report import print_interception_closeup
+
+            host = urlsplit(intercepted[0].url).hostname or ""
+            site = plan.site(host)
+            if site is not None:
+                forged = asyncio.run(presented_chain(site.isp_answer[0], host))
+                real_pem = (plan.pki_dir / "sites" / f"{site.domain}.pem").read_bytes()
+                print_interception_closeup(host, forged, x509.load_pem_x509_certificates(real_pem))
     return 0 if all(o.agrees for o in observations) else 1
 
 

@@ -233,14 +233,15 @@ def _generate(key_type: str, exponent: int = 65537) -> PrivateKey:
     return rsa.generate_private_key(public_exponent=exponent, key_size=bits)
 
 
+def _root_folder(root: RootPlan) -> Path:
+    identity = [root.subject, root.root_key, root.not_before, root.not_after]
+    fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    return _cache_dir() / f"{root.id}-{fingerprint}"
+
+
 def national_ca(root: RootPlan) -> tuple[CA, CA]:
     """(root, intermediate) for a national root, from the per-user cache or made once."""
-    fingerprint = hashlib.sha256(
-        json.dumps(
-            [root.subject, root.root_key, root.not_before, root.not_after], sort_keys=True
-        ).encode()
-    ).hexdigest()[:16]
-    folder = _cache_dir() / f"{root.id}-{fingerprint}"
+    folder = _root_folder(root)
     files = [folder / n for n in ("root.pem", "root.key", "inter.pem", "inter.key")]
     if all(f.is_file() for f in files):
         loaded = [f.read_bytes() for f in files]
@@ -317,8 +318,27 @@ def forge_leaf(
     return builder.sign(inter.key, hashes.SHA256())
 
 
-def forged_leaf_key(root: RootPlan) -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=root.leaf_rsa_exponent, key_size=2048)
+def forged_leaf_key(root: RootPlan, host: str) -> rsa.RSAPrivateKey:
+    """The censor's key for `host`: one per host, kept with the national root across runs.
+
+    RSA-2048 with e=3 takes ~120 ms to make; a real middlebox keeps its keys too, and a
+    testbed that starts with 37 fresh keys would answer its first handshakes seconds late.
+    """
+    folder = _root_folder(root) / "leaf-keys"
+    name = hashlib.sha256(host.encode()).hexdigest()[:24]
+    path = folder / f"{name}-e{root.leaf_rsa_exponent}.key"
+    try:
+        key = _load_key(path.read_bytes())
+        if isinstance(key, rsa.RSAPrivateKey):
+            return key
+    except (OSError, ValueError):
+        pass
+    key = rsa.generate_private_key(public_exponent=root.leaf_rsa_exponent, key_size=2048)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_bytes(_key_pem(key))
+    tmp.replace(path)
+    return key
 
 
 def write_chain(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
 from rich.console import Console
 from rich.table import Table
 
@@ -66,3 +68,57 @@ def print_observations(
     console.print(table)
     agree = sum(o.agrees for o in observations)
     console.print(f"  {agree}/{len(observations)} URLs behave as the profile says.")
+
+
+def print_interception_closeup(
+    host: str,
+    forged: list[x509.Certificate],
+    real: list[x509.Certificate],
+    console: Console | None = None,
+) -> None:
+    """Forged leaf next to the real one: what the censor copied and what it changed."""
+    console = console or make_console()
+    if not forged or not real:
+        return
+    fake, genuine = forged[0], real[0]
+    table = Table(title=f"A closer look: the certificate for {host}", title_justify="left")
+    table.add_column("field")
+    table.add_column("presented to the client (forged)", overflow="fold")
+    table.add_column("the site's real certificate", overflow="fold")
+
+    def san(cert: x509.Certificate) -> str:
+        try:
+            ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        except x509.ExtensionNotFound:
+            return "-"
+        return ", ".join(ext.value.get_values_for_type(x509.DNSName))
+
+    def exponent(cert: x509.Certificate) -> str:
+        key = cert.public_key()
+        return (
+            f"RSA e={key.public_numbers().e}"
+            if isinstance(key, rsa.RSAPublicKey)
+            else type(key).__name__
+        )
+
+    shift = genuine.not_valid_before_utc - fake.not_valid_before_utc
+    table.add_row("subject", fake.subject.rfc4514_string(), genuine.subject.rfc4514_string())
+    table.add_row("SAN", san(fake), san(genuine))
+    table.add_row("issuer", fake.issuer.rfc4514_string(), genuine.issuer.rfc4514_string())
+    table.add_row("serial", f"{fake.serial_number:x}", f"{genuine.serial_number:x}")
+    table.add_row("not before", str(fake.not_valid_before_utc), str(genuine.not_valid_before_utc))
+    table.add_row("key", exponent(fake), exponent(genuine))
+    table.add_row("extensions", str(len(fake.extensions)), str(len(genuine.extensions)))
+    table.add_row(
+        "chain",
+        " → ".join(c.subject.rfc4514_string() for c in forged),
+        " → ".join(c.subject.rfc4514_string() for c in real),
+    )
+    console.print(table)
+    same_high = (fake.serial_number >> 33) == (genuine.serial_number >> 33)
+    console.print(
+        f"  Subject and SAN copied from the real certificate; validity moved {shift} earlier; "
+        f"serial {'keeps' if same_high else 'does not keep'} the real serial above its low 33 bits; "
+        f"{len(genuine.extensions) - len(fake.extensions)} extension(s) dropped. "
+        "That is the signature of Kazakhstan's 2019 interception (Raman et al., IMC 2020)."
+    )
