@@ -1,0 +1,546 @@
+"""Traced HTTP/1.1 over an established stream (h11), and ``fetch`` with redirects.
+
+Every read is bounded: the response head by ``MAX_HEAD`` (64 KiB), the (decoded) body by
+``max_body``, the whole exchange by ``timeout``. ``Content-Encoding: gzip``/``deflate`` is
+decoded with ``zlib.decompressobj(...).decompress(data, max_length)``, so a decompression bomb
+stops at ``max_body``; other encodings (``br``, ``zstd``) are kept as received. A body that
+stops half-way because of the timeout is kept together with its transfer rate (``body_rate``,
+bytes/s on the wire): slow throttled transfers are evidence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ipaddress
+import re
+import ssl
+import time
+import zlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import h11
+
+from . import tcp, tls
+from .failures import (
+    EOF_ERROR,
+    TOO_MANY_REDIRECTS,
+    failure_string,
+    unknown_failure,
+)
+from .trace import Clock, Trace
+
+__all__ = [
+    "DEFAULT_HEADERS",
+    "MAX_HEAD",
+    "HTTPResult",
+    "extract_title",
+    "fetch",
+    "post",
+    "round_trip",
+]
+
+MAX_HEAD = 64 * 1024
+DEFAULT_MAX_BODY = 512 * 1024
+_READ_SIZE = 64 * 1024
+_TITLE_SCAN = 64 * 1024
+# Bounded quantifiers only: linear on hostile HTML.
+_TITLE_RE = re.compile(rb"<title\b[^>]{0,256}>([^<]{1,1024})", re.IGNORECASE)
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+Headers = Sequence[tuple[str, str]]
+
+DEFAULT_HEADERS: tuple[tuple[str, str], ...] = (
+    ("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+    ("Accept-Language", "en-US,en;q=0.9"),
+    ("Accept-Encoding", "gzip, deflate"),
+    (
+        "User-Agent",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko)"
+        " Chrome/124.0.0.0 Safari/537.36",
+    ),
+)
+
+
+def extract_title(body: bytes) -> str:
+    """The page ``<title>`` (first 64 KiB only, bounded regex), or "" when there is none."""
+    match = _TITLE_RE.search(body, 0, _TITLE_SCAN)
+    if match is None:
+        return ""
+    return " ".join(match.group(1).decode("utf-8", "replace").split())
+
+
+def _first_values(items: Headers) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in items:
+        out.setdefault(key, value)
+    return out
+
+
+def _maybe_binary(data: bytes) -> str | dict[str, str]:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"data": base64.b64encode(data).decode("ascii"), "format": "base64"}
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPResult:
+    """One HTTP round trip (or the failure that prevented it: then ``status_code`` is None).
+
+    ``body`` is the decoded body, at most ``max_body`` bytes; ``body_rate`` the body's
+    transfer rate in bytes/s on the wire (None when no body bytes came).
+    """
+
+    url: str
+    address: str
+    failure: str | None
+    status_code: int | None
+    headers_list: tuple[tuple[str, str], ...]
+    body: bytes
+    body_is_truncated: bool
+    body_rate: float | None
+    t0: float
+    t: float
+    transaction_id: int = 0
+    method: str = "GET"
+    request_headers: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """First value of each header name."""
+        return _first_values(self.headers_list)
+
+    @property
+    def title(self) -> str:
+        return extract_title(self.body)
+
+    @property
+    def location(self) -> str | None:
+        for key, value in self.headers_list:
+            if key.lower() == "location":
+                return value
+        return None
+
+    def to_ooni(self) -> dict[str, Any]:
+        request_headers = [[k, v] for k, v in self.request_headers]
+        response: dict[str, Any] = {
+            "body": _maybe_binary(self.body),
+            "body_is_truncated": self.body_is_truncated,
+            "code": self.status_code if self.status_code is not None else 0,
+            "headers_list": [[k, v] for k, v in self.headers_list],
+            "headers": self.headers,
+        }
+        return {
+            "failure": self.failure,
+            "request": {
+                "body": "",
+                "body_is_truncated": False,
+                "headers_list": request_headers,
+                "headers": _first_values(self.request_headers),
+                "method": self.method,
+                "tor": {"exit_ip": None, "exit_name": None, "is_tor": False},
+                "x_transport": "tcp",
+                "url": self.url,
+            },
+            "response": response,
+            "t0": self.t0,
+            "t": self.t,
+            "transaction_id": self.transaction_id,
+            "x_address": self.address,
+            "x_body_rate": self.body_rate,
+        }
+
+
+class _Decoder:
+    """Bounded Content-Encoding decoder (gzip, deflate with or without zlib header)."""
+
+    __slots__ = ("_obj", "_raw_deflate")
+
+    def __init__(self, encoding: str) -> None:
+        self._obj: Any = None
+        self._raw_deflate = encoding == "deflate"
+        if not self._raw_deflate:
+            self._obj = zlib.decompressobj(wbits=47)  # gzip or zlib, auto-detected
+
+    def decode(self, data: bytes, limit: int) -> tuple[bytes, bool]:
+        """(output of at most ``limit`` bytes, whether input remains undecoded)."""
+        if self._obj is None:
+            # "deflate" is zlib-wrapped by the RFC but raw in the wild: look at the header.
+            zlib_header = (
+                len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
+            )
+            self._obj = zlib.decompressobj(wbits=15 if zlib_header else -15)
+        obj = self._obj
+        if obj.eof:
+            return b"", False
+        out: bytes = obj.decompress(obj.unconsumed_tail + data, max(limit, 1))
+        if len(out) > limit:  # max_length is at least 1
+            return out[:limit], True
+        return out, bool(obj.unconsumed_tail)
+
+
+@dataclass(slots=True)
+class _Exchange:
+    status_code: int | None = None
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytearray = field(default_factory=bytearray)
+    truncated: bool = False
+    raw_bytes: int = 0
+    t_head: float = 0.0
+    t_last: float = 0.0
+    failure: str | None = None
+
+    def rate(self) -> float | None:
+        if self.raw_bytes == 0:
+            return None
+        duration = self.t_last - self.t_head
+        return self.raw_bytes / duration if duration > 0 else None
+
+
+def _target(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    default = 443 if parts.scheme == "https" else 80
+    if parts.port is not None and parts.port != default:
+        host = f"{host}:{parts.port}"
+    return target, host
+
+
+def _abort(writer: asyncio.StreamWriter) -> None:
+    transport = writer.transport
+    if not transport.is_closing():
+        transport.abort()
+
+
+async def _exchange(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    state: _Exchange,
+    *,
+    method: str,
+    target: str,
+    request_headers: list[tuple[str, str]],
+    body: bytes,
+    max_body: int,
+) -> None:
+    conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
+    data = conn.send(h11.Request(method=method, target=target, headers=request_headers))
+    if body:
+        data += conn.send(h11.Data(data=body))
+    data += conn.send(h11.EndOfMessage())
+    writer.write(data)
+    await writer.drain()
+    decoder: _Decoder | None = None
+    max_raw = 4 * max_body + _READ_SIZE
+    saw_eof = False
+    while True:
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            state.failure = EOF_ERROR if saw_eof else unknown_failure(f"http: {exc}")
+            return
+        if event is h11.NEED_DATA:
+            chunk = await reader.read(_READ_SIZE)
+            saw_eof = not chunk
+            conn.receive_data(chunk)
+            continue
+        if isinstance(event, h11.Response):
+            state.t_head = state.t_last = time.monotonic()
+            state.status_code = event.status_code
+            state.headers = [
+                (k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers.raw_items()
+            ]
+            encoding = b""
+            for name, value in event.headers:
+                if name == b"content-encoding":
+                    encoding = value.strip().lower()
+            if encoding in (b"gzip", b"x-gzip", b"deflate"):
+                decoder = _Decoder(encoding.decode())
+        elif isinstance(event, h11.Data):
+            chunk = bytes(event.data)
+            state.raw_bytes += len(chunk)
+            state.t_last = time.monotonic()
+            room = max_body - len(state.body)
+            if decoder is None:
+                state.body += chunk[:room]
+                more = len(chunk) > room
+            else:
+                out, more = decoder.decode(chunk, room)
+                state.body += out
+                # Input that decodes to (almost) nothing is bounded too.
+                more = more or state.raw_bytes > max_raw
+            if more:
+                state.truncated = True
+                return
+        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+            if state.status_code is None:
+                state.failure = EOF_ERROR
+            return
+        # InformationalResponse (1xx): keep reading.
+
+
+async def _run_exchange(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    *,
+    method: str,
+    url: str,
+    headers: Headers,
+    body: bytes,
+    max_body: int,
+    timeout: float,
+) -> tuple[_Exchange, list[tuple[str, str]]]:
+    target, host = _target(url)
+    request_headers = [("Host", host), *headers]
+    state = _Exchange()
+    try:
+        async with asyncio.timeout(timeout):
+            await _exchange(
+                reader,
+                writer,
+                state,
+                method=method,
+                target=target,
+                request_headers=request_headers,
+                body=body,
+                max_body=max_body,
+            )
+    except (OSError, ssl.SSLError, TimeoutError, h11.ProtocolError, zlib.error, ValueError) as exc:
+        state.failure = failure_string(exc)
+    if state.failure is not None or state.truncated:
+        _abort(writer)
+    return state, request_headers
+
+
+async def round_trip(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    url: str,
+    *,
+    address: str,
+    headers: Headers = DEFAULT_HEADERS,
+    max_body: int = DEFAULT_MAX_BODY,
+    timeout: float = 10.0,
+    trace: Trace | None = None,
+) -> HTTPResult:
+    """GET ``url`` over an established stream (plain TCP or TLS); ``address`` is "ip:port".
+
+    The writer is aborted when the exchange failed or the body was truncated (the connection
+    is then unusable); otherwise the caller closes it.
+    """
+    clock = Clock(trace)
+    state, request_headers = await _run_exchange(
+        reader,
+        writer,
+        method="GET",
+        url=url,
+        headers=headers,
+        body=b"",
+        max_body=max_body,
+        timeout=timeout,
+    )
+    result = HTTPResult(
+        url=url,
+        address=address,
+        failure=state.failure,
+        status_code=state.status_code,
+        headers_list=tuple(state.headers),
+        body=bytes(state.body),
+        body_is_truncated=state.truncated,
+        body_rate=state.rate(),
+        t0=clock.t0,
+        t=clock.now(),
+        transaction_id=clock.transaction_id,
+        request_headers=tuple(request_headers),
+    )
+    if trace is not None:
+        trace.requests.append(result)
+    return result
+
+
+async def post(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    url: str,
+    body: bytes,
+    *,
+    headers: Headers,
+    max_body: int,
+    timeout: float,
+) -> tuple[int | None, bytes, str | None]:
+    """Untraced POST (for DoH): (status, body, failure)."""
+    state, _ = await _run_exchange(
+        reader,
+        writer,
+        method="POST",
+        url=url,
+        headers=[*headers, ("Content-Length", str(len(body)))],
+        body=body,
+        max_body=max_body,
+        timeout=timeout,
+    )
+    return state.status_code, bytes(state.body), state.failure
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _failed(
+    url: str, address: str, failure: str, clock: Clock, headers: Headers, trace: Trace | None
+) -> HTTPResult:
+    target, host = _target(url)
+    del target
+    result = HTTPResult(
+        url=url,
+        address=address,
+        failure=failure,
+        status_code=None,
+        headers_list=(),
+        body=b"",
+        body_is_truncated=False,
+        body_rate=None,
+        t0=clock.t0,
+        t=clock.now(),
+        transaction_id=clock.transaction_id,
+        request_headers=(("Host", host), *headers),
+    )
+    if trace is not None:
+        trace.requests.append(result)
+    return result
+
+
+async def _hop(
+    url: str,
+    *,
+    resolve: Callable[[str], Awaitable[list[str]]],
+    trust: tls.TrustStore,
+    headers: Headers,
+    timeout: float,
+    max_body: int,
+    max_addresses: int,
+    trace: Trace | None,
+) -> HTTPResult:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        host = parts.hostname or ""
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError as exc:
+        return _failed(url, "", unknown_failure(f"bad URL: {exc}"), Clock(trace), headers, trace)
+    if scheme not in ("http", "https") or not host:
+        return _failed(
+            url, "", unknown_failure(f"unsupported URL: {url[:100]}"), Clock(trace), headers, trace
+        )
+    if _is_ip(host):
+        addresses = [host]
+    else:
+        try:
+            addresses = list(await resolve(host))
+        except Exception as exc:
+            return _failed(url, "", failure_string(exc), Clock(trace), headers, trace)
+        if not addresses:
+            return _failed(url, "", "dns_no_answer", Clock(trace), headers, trace)
+    last_failure = "dns_no_answer"
+    last_address = ""
+    for ip in addresses[:max_addresses]:
+        address = tcp.format_address(ip, port)
+        last_address = address
+        connected, sock = await tcp.connect(ip, port, timeout=timeout, trace=trace)
+        if sock is None:
+            last_failure = connected.failure or "connection_refused"
+            continue
+        if scheme == "https":
+            shake, stream = await tls.handshake(
+                sock, host, trust=trust, timeout=timeout, trace=trace
+            )
+            if stream is None:
+                sock.close()
+                return _failed(
+                    url,
+                    address,
+                    shake.failure or "ssl_failed_handshake",
+                    Clock(trace),
+                    headers,
+                    trace,
+                )
+            reader, writer = stream.reader, stream.writer
+        else:
+            try:
+                reader, writer = await asyncio.open_connection(sock=sock, limit=_READ_SIZE)
+            except OSError as exc:
+                sock.close()
+                return _failed(url, address, failure_string(exc), Clock(trace), headers, trace)
+        try:
+            return await round_trip(
+                reader,
+                writer,
+                url,
+                address=address,
+                headers=headers,
+                max_body=max_body,
+                timeout=timeout,
+                trace=trace,
+            )
+        finally:
+            _abort(writer)
+    return _failed(url, last_address, last_failure, Clock(trace), headers, trace)
+
+
+async def fetch(
+    url: str,
+    *,
+    resolve: Callable[[str], Awaitable[list[str]]],
+    trust: tls.TrustStore,
+    max_redirects: int = 10,
+    timeout: float = 10.0,
+    max_body: int = DEFAULT_MAX_BODY,
+    trace: Trace | None = None,
+    headers: Headers = DEFAULT_HEADERS,
+    max_addresses: int = 4,
+) -> list[HTTPResult]:
+    """GET ``url`` following redirects; one result per hop, oldest first.
+
+    Each hop resolves its host with ``resolve`` (IP literals skip it), connects to the
+    addresses in order until one accepts (at most ``max_addresses``), does TLS for https
+    (verified against ``trust``) and the round trip, each step bounded by ``timeout``. It stops
+    on the first failure (a failed connect or handshake shows as a result without a response,
+    carrying that step's failure). After ``max_redirects`` redirects the next URL is not
+    fetched: a result for it carries ``x_too_many_redirects``.
+    """
+    results: list[HTTPResult] = []
+    current = url
+    while True:
+        result = await _hop(
+            current,
+            resolve=resolve,
+            trust=trust,
+            headers=headers,
+            timeout=timeout,
+            max_body=max_body,
+            max_addresses=max_addresses,
+            trace=trace,
+        )
+        results.append(result)
+        if result.failure is not None or result.status_code not in _REDIRECTS:
+            return results
+        location = result.location
+        if not location:
+            return results
+        current = urljoin(current, location.strip())
+        if len(results) > max_redirects:
+            results.append(_failed(current, "", TOO_MANY_REDIRECTS, Clock(trace), headers, trace))
+            return results

@@ -1,0 +1,365 @@
+"""Traced TLS handshake that captures the whole presented chain, verified by us.
+
+The handshake itself never verifies (``CERT_NONE``): that way the complete chain the server
+presented is available even when it would not verify (an interception proxy's forged chain is
+the evidence). The chain is then verified with ``cryptography.x509.verification`` against a
+``TrustStore`` built from a PEM bundle (certifi's Mozilla bundle on real networks, the testbed
+root in testbed mode; never the OS store). A chain that fails verification closes the
+connection, as a browser would (unless ``keep_unverified=True``).
+
+``TLSStream`` is an ``asyncio.StreamReader``/``StreamWriter`` pair made with
+``asyncio.open_connection(sock=..., ssl=...)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import ipaddress
+import os
+import socket
+import ssl
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.utils import CryptographyDeprecationWarning
+from cryptography.x509 import DNSName, IPAddress
+from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+
+from .failures import (
+    SSL_FAILED_HANDSHAKE,
+    SSL_INVALID_CERTIFICATE,
+    SSL_INVALID_HOSTNAME,
+    SSL_UNKNOWN_AUTHORITY,
+    failure_string,
+)
+from .tcp import format_address
+from .trace import Clock, Trace
+
+__all__ = [
+    "MAX_CHAIN",
+    "TLSResult",
+    "TLSStream",
+    "TrustStore",
+    "client_context",
+    "handshake",
+    "verify_chain",
+]
+
+MAX_CHAIN = 32
+"""Certificates kept (and considered for verification) from a presented chain."""
+
+_READ_LIMIT = 64 * 1024
+_ENCODING_DER: int = getattr(ssl, "_ssl").ENCODING_DER  # noqa: B009 - private CPython module
+
+
+class TrustStore:
+    """Trusted roots, parsed once. Build it once and share it between handshakes."""
+
+    __slots__ = ("roots", "store")
+    _cache: dict[tuple[str, int, int], TrustStore] = {}  # noqa: RUF012 - class-level cache
+
+    def __init__(self, roots: Iterable[x509.Certificate]) -> None:
+        self.roots: tuple[x509.Certificate, ...] = tuple(roots)
+        if not self.roots:
+            raise ValueError("a trust store needs at least one root certificate")
+        self.store = Store(list(self.roots))
+
+    @classmethod
+    def from_pem_bytes(cls, data: bytes) -> TrustStore:
+        with warnings.catch_warnings():
+            # A few long-lived roots have non-positive serials; they are still roots.
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            return cls(x509.load_pem_x509_certificates(data))
+
+    @classmethod
+    def from_pem_file(cls, path: str | os.PathLike[str]) -> TrustStore:
+        """Load a PEM bundle; cached by path, size and mtime, so repeated calls are free."""
+        resolved = Path(path).resolve()
+        stat = resolved.stat()
+        key = (str(resolved), stat.st_size, stat.st_mtime_ns)
+        found = cls._cache.get(key)
+        if found is None:
+            found = cls.from_pem_bytes(resolved.read_bytes())
+            cls._cache[key] = found
+        return found
+
+    @classmethod
+    def mozilla(cls) -> TrustStore:
+        """certifi's copy of the Mozilla root bundle (what the probe trusts on real networks)."""
+        import certifi
+
+        return cls.from_pem_file(certifi.where())
+
+
+_contexts: dict[tuple[str, ...], ssl.SSLContext] = {}
+
+
+def client_context(alpn: Sequence[str] = ("http/1.1",)) -> ssl.SSLContext:
+    """A cached non-verifying client context (verification is done by ``verify_chain``)."""
+    key = tuple(alpn)
+    ctx = _contexts.get(key)
+    if ctx is None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        if key:
+            ctx.set_alpn_protocols(list(key))
+        _contexts[key] = ctx
+    return ctx
+
+
+@dataclass(frozen=True, slots=True)
+class TLSStream:
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@dataclass(frozen=True, slots=True)
+class TLSResult:
+    address: str
+    server_name: str
+    failure: str | None
+    tls_version: str
+    cipher_suite: str
+    negotiated_protocol: str
+    peer_chain: tuple[bytes, ...]
+    verify_failure: str | None
+    t0: float
+    t: float
+    transaction_id: int = 0
+    chain_truncated: bool = False
+
+    def to_ooni(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "address": self.address,
+            "cipher_suite": self.cipher_suite,
+            "failure": self.failure,
+            "negotiated_protocol": self.negotiated_protocol,
+            "no_tls_verify": False,
+            "peer_certificates": [
+                {"data": base64.b64encode(der).decode("ascii"), "format": "base64"}
+                for der in self.peer_chain
+            ],
+            "server_name": self.server_name,
+            "t0": self.t0,
+            "t": self.t,
+            "tls_version": self.tls_version,
+            "transaction_id": self.transaction_id,
+            "x_verify_failure": self.verify_failure,
+        }
+        if self.chain_truncated:
+            out["x_peer_certificates_truncated"] = True
+        return out
+
+
+def _subject(name: str) -> DNSName | IPAddress:
+    try:
+        return IPAddress(ipaddress.ip_address(name.strip("[]")))
+    except ValueError:
+        return DNSName(name.rstrip(".").lower())
+
+
+def _verify(
+    leaf: x509.Certificate,
+    intermediates: list[x509.Certificate],
+    trust: TrustStore,
+    when: dt.datetime,
+    subject: DNSName | IPAddress,
+) -> str | None:
+    """None when the chain verifies, else the verifier's message."""
+    try:
+        verifier = PolicyBuilder().store(trust.store).time(when).build_server_verifier(subject)
+        verifier.verify(leaf, intermediates)
+    except VerificationError as exc:
+        return str(exc)
+    except Exception as exc:  # unsupported algorithms, odd encodings: still a bad certificate
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _own_subject(leaf: x509.Certificate) -> DNSName | IPAddress | None:
+    """A name the leaf is valid for (to ask "would the chain verify for its own name?")."""
+    try:
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except Exception:
+        return None
+    for entry in san:
+        try:
+            if isinstance(entry, DNSName):
+                value = entry.value
+                return DNSName("x" + value[1:] if value.startswith("*.") else value)
+            if isinstance(entry, IPAddress) and not isinstance(
+                entry.value, ipaddress.IPv4Network | ipaddress.IPv6Network
+            ):
+                return IPAddress(entry.value)
+        except ValueError:
+            continue
+    return None
+
+
+def _is_no_path(message: str) -> bool:
+    return "candidates exhausted" in message
+
+
+def verify_chain(
+    chain: Sequence[bytes],
+    server_name: str,
+    trust: TrustStore,
+    *,
+    now: dt.datetime | None = None,
+) -> tuple[str | None, str | None]:
+    """Verify a presented chain (DER, leaf first) for ``server_name``.
+
+    Returns ``(failure, message)``: ``(None, None)`` when it verifies, else an OONI string
+    (``ssl_unknown_authority`` when there is no path to a trusted root, which wins over the
+    other two as in OpenSSL; ``ssl_invalid_hostname``; ``ssl_invalid_certificate`` for
+    expired, not yet valid, malformed or otherwise unacceptable certificates) and the
+    verifier's message. Only the first ``MAX_CHAIN`` certificates are considered, duplicates
+    dropped, so hostile chains are bounded in time.
+    """
+    if not chain:
+        return SSL_INVALID_CERTIFICATE, "no certificate presented"
+    when = now or dt.datetime.now(dt.UTC)
+    try:
+        leaf = x509.load_der_x509_certificate(chain[0])
+    except Exception as exc:
+        return SSL_INVALID_CERTIFICATE, f"malformed leaf certificate: {exc}"
+    intermediates: list[x509.Certificate] = []
+    seen = {chain[0]}
+    for position, der in enumerate(chain[1:MAX_CHAIN], start=1):
+        if der in seen:
+            continue
+        seen.add(der)
+        try:
+            intermediates.append(x509.load_der_x509_certificate(der))
+        except Exception as exc:
+            return SSL_INVALID_CERTIFICATE, f"malformed certificate at position {position}: {exc}"
+    try:
+        subject = _subject(server_name)
+    except ValueError as exc:
+        return SSL_INVALID_HOSTNAME, f"invalid server name {server_name!r}: {exc}"
+    message = _verify(leaf, intermediates, trust, when, subject)
+    if message is None:
+        return None, None
+    if _is_no_path(message):
+        return SSL_UNKNOWN_AUTHORITY, message
+    # The verifier stops at the first problem and checks the leaf (name, validity) before
+    # building a path. Ask again for the leaf's own name at a time it is valid: if
+    # even that finds no trusted path, the authority is unknown (a forged chain).
+    own = _own_subject(leaf)
+    if own is not None:
+        probe_time = min(max(when, leaf.not_valid_before_utc), leaf.not_valid_after_utc)
+        probe = _verify(leaf, intermediates, trust, probe_time, own)
+        if probe is not None and _is_no_path(probe):
+            return SSL_UNKNOWN_AUTHORITY, message
+    if "subjectAltName" in message:
+        return SSL_INVALID_HOSTNAME, message
+    return SSL_INVALID_CERTIFICATE, message
+
+
+def _der_chain(sslobj: Any) -> list[bytes]:
+    """The unverified presented chain: public API on 3.13+, private ``_sslobj`` on 3.11."""
+    getter = getattr(sslobj, "get_unverified_chain", None)
+    if getter is None:
+        inner = getattr(sslobj, "_sslobj", None)
+        getter = getattr(inner, "get_unverified_chain", None)
+    if getter is None:
+        der = sslobj.getpeercert(binary_form=True)
+        return [der] if der else []
+    items = getter() or []
+    out: list[bytes] = []
+    for item in items[: MAX_CHAIN + 1]:
+        out.append(item if isinstance(item, bytes) else item.public_bytes(_ENCODING_DER))
+    if len(items) > MAX_CHAIN + 1:
+        out.append(b"")  # marker: more than MAX_CHAIN + 1, the exact count is not needed
+    return out
+
+
+def _peer_address(sock: socket.socket) -> str:
+    try:
+        peer = sock.getpeername()
+    except OSError:
+        return ""
+    return format_address(str(peer[0]), int(peer[1]))
+
+
+async def handshake(
+    sock: socket.socket,
+    server_name: str,
+    *,
+    trust: TrustStore,
+    timeout: float = 10.0,
+    alpn: Sequence[str] = ("http/1.1",),
+    trace: Trace | None = None,
+    keep_unverified: bool = False,
+) -> tuple[TLSResult, TLSStream | None]:
+    """TLS over a connected socket with SNI ``server_name`` (none for IP literals).
+
+    The socket is taken over: on any failure it is closed and the stream is None. On success
+    the returned ``TLSStream`` owns it.
+    """
+    clock = Clock(trace)
+    address = _peer_address(sock)
+    failure: str | None = None
+    verify_failure: str | None = None
+    chain: list[bytes] = []
+    version = cipher = protocol = ""
+    stream: TLSStream | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(
+                sock=sock,
+                ssl=client_context(alpn),
+                server_hostname=server_name,
+                ssl_handshake_timeout=timeout + 1.0,
+                limit=_READ_LIMIT,
+            )
+        stream = TLSStream(reader, writer)
+        sslobj = writer.get_extra_info("ssl_object")
+        if sslobj is not None:
+            chain = _der_chain(sslobj)
+            version = sslobj.version() or ""
+            cipher_info = sslobj.cipher()
+            cipher = cipher_info[0] if cipher_info else ""
+            protocol = sslobj.selected_alpn_protocol() or ""
+    except (OSError, ssl.SSLError, TimeoutError, EOFError, ValueError) as exc:
+        failure = failure_string(exc)
+        if failure.startswith("unknown_failure") and isinstance(exc, ssl.SSLError):
+            failure = SSL_FAILED_HANDSHAKE
+        sock.close()
+    except BaseException:
+        sock.close()
+        raise
+    truncated = len(chain) > MAX_CHAIN
+    chain = chain[:MAX_CHAIN]
+    if stream is not None:
+        failure, verify_failure = verify_chain(chain, server_name, trust)
+        if failure is not None and not keep_unverified:
+            stream.writer.transport.abort()
+            stream = None
+    result = TLSResult(
+        address=address,
+        server_name=server_name,
+        failure=failure,
+        tls_version=version,
+        cipher_suite=cipher,
+        negotiated_protocol=protocol,
+        peer_chain=tuple(chain),
+        verify_failure=verify_failure,
+        t0=clock.t0,
+        t=clock.now(),
+        transaction_id=clock.transaction_id,
+        chain_truncated=truncated,
+    )
+    if trace is not None:
+        trace.tls_handshakes.append(result)
+    return result, stream
