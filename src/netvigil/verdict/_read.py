@@ -1,0 +1,175 @@
+"""Defensive readers for measurement JSON: any key may be missing, None or of the wrong type."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+MAX_BODY_CHARS = 1 << 20  # bodies are capped at 512 KiB by probes; never look past 1 MiB
+
+
+def d(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def lst(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+def s(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def integer(value: Any) -> int | None:
+    n = num(value)
+    return int(n) if n is not None and n == int(n) else None
+
+
+def failure(value: Any) -> str | None:
+    """A failure string, or None (empty strings count as no failure)."""
+    text = s(value)
+    return text if text else None
+
+
+def host_of(url: str | None) -> str:
+    if not url:
+        return ""
+    try:
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+def scheme_of(url: str | None) -> str:
+    if not url:
+        return ""
+    try:
+        return urlsplit(url).scheme.lower()
+    except ValueError:
+        return ""
+
+
+def port_of(url: str | None) -> int:
+    try:
+        parts = urlsplit(url or "")
+        if parts.port:
+            return int(parts.port)
+        return 443 if parts.scheme.lower() == "https" else 80
+    except ValueError:
+        return 80
+
+
+def ip_or_none(text: Any) -> str | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return str(ipaddress.ip_address(text.strip().strip("[]")))
+    except ValueError:
+        return None
+
+
+def is_ip_literal(host: str) -> bool:
+    return ip_or_none(host) is not None
+
+
+_BOGON_NETS = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "192.168.0.0/16",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+        "::/128",
+        "::1/128",
+        "fc00::/7",
+        "fe80::/10",
+        "ff00::/8",
+    )
+)
+
+
+def is_bogon(address: str) -> bool:
+    """Private, loopback, link-local, CGNAT, documentation, multicast, reserved addresses.
+
+    198.18.0.0/15 (RFC 2544 benchmarking) is deliberately *not* a bogon: it is the testbed's
+    whole network, where every honest site lives.
+    """
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in net for net in _BOGON_NETS if net.version == ip.version)
+
+
+def endpoint(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def body_text(response: Mapping[str, Any]) -> tuple[str, int]:
+    """(body as text, body length in bytes) of an OONI response; base64 bodies decoded."""
+    body = response.get("body")
+    if isinstance(body, str):
+        text = body[:MAX_BODY_CHARS]
+        try:
+            size = len(body.encode("utf-8", "surrogatepass"))
+        except UnicodeError:
+            size = len(body)
+        return text, size
+    if isinstance(body, Mapping):
+        data = body.get("data")
+        if isinstance(data, str):
+            try:
+                raw = base64.b64decode(data[: MAX_BODY_CHARS * 2], validate=False)
+            except (binascii.Error, ValueError):
+                return "", 0
+            return raw[:MAX_BODY_CHARS].decode("utf-8", "replace"), len(raw)
+    return "", 0
+
+
+def headers_of(response: Mapping[str, Any]) -> dict[str, str]:
+    """Response headers as {name: value}; from ``headers`` or ``headers_list``."""
+    out: dict[str, str] = {}
+    headers = response.get("headers")
+    if isinstance(headers, Mapping):
+        for k, v in list(headers.items())[:500]:
+            if isinstance(v, list):
+                v = ", ".join(str(x) for x in v[:20])
+            if isinstance(k, str) and isinstance(v, str | int | float):
+                out[k] = str(v)
+    if not out:
+        for pair in lst(response.get("headers_list"))[:500]:
+            if isinstance(pair, list | tuple) and len(pair) == 2:
+                k, v = pair
+                if isinstance(k, str) and isinstance(v, str):
+                    out.setdefault(k, v)
+    return out
+
+
+_TITLE = re.compile(r"(?i)<title>([^<]{1,512})</title>")
+
+
+def title_of(body: str) -> str:
+    m = _TITLE.search(body[:MAX_BODY_CHARS])
+    return m.group(1) if m else ""

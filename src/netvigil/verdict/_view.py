@@ -1,0 +1,267 @@
+"""One parsed, type-checked view of a web_connectivity measurement, shared by both analyses."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from netvigil.verdict import _read as r
+
+
+@dataclass
+class Query:
+    hostname: str
+    query_type: str
+    engine: str
+    failure: str | None
+    addrs: list[str]
+    late: list[Mapping[str, Any]]
+    # netvigil asks a second, independent resolver too; its answers are evidence, not what the
+    # user's browser got, so they do not take part in the user's DNS verdict.
+    second_opinion: bool = False
+
+
+@dataclass
+class Connect:
+    ip: str
+    port: int
+    failure: str | None
+    success: bool
+
+
+@dataclass
+class Handshake:
+    address: str | None  # "ip:port" or None (old probes did not record it)
+    server_name: str
+    failure: str | None
+    no_tls_verify: bool
+    certs: list[Any]
+
+
+@dataclass
+class Exchange:
+    url: str
+    failure: str | None
+    code: int  # 0 when no response
+    body: str
+    body_length: int
+    truncated: bool
+    headers: dict[str, str]
+    raw: Mapping[str, Any]
+
+
+@dataclass
+class Control:
+    present: bool
+    failure: str | None  # control_failure
+    dns_failure: str | None
+    dns_addrs: list[str]
+    dns_names: list[str]
+    tcp: dict[str, tuple[bool, str | None]]
+    tls: dict[str, tuple[bool, str | None]]
+    http_failure: str | None
+    http_present: bool
+    http_status: int
+    http_body_length: int
+    http_title: str
+    http_headers: dict[str, str]
+    ip_info: dict[str, tuple[int, int]]  # ip -> (asn, flags)
+
+    @property
+    def usable(self) -> bool:
+        return self.present and self.failure is None
+
+    @property
+    def http_ok(self) -> bool:
+        return self.http_present and self.http_failure is None and self.http_status > 0
+
+
+@dataclass
+class View:
+    test_name: str | None
+    test_version: str
+    input: str | None
+    host: str
+    scheme: str
+    port: int
+    tk: Mapping[str, Any]
+    queries: list[Query] = field(default_factory=list)
+    connects: list[Connect] = field(default_factory=list)
+    handshakes: list[Handshake] = field(default_factory=list)
+    requests: list[Exchange] = field(default_factory=list)
+    control: Control | None = None
+
+    @property
+    def version(self) -> tuple[int, ...]:
+        out = []
+        for part in self.test_version.split("."):
+            digits = "".join(ch for ch in part if ch.isdigit())
+            out.append(int(digits) if digits else 0)
+        return tuple(out)
+
+    # -- DNS ------------------------------------------------------------------------------
+
+    def main_queries(self) -> list[Query]:
+        """Queries for the input's host, by the system/UDP resolver (DoH only as a fallback)."""
+        qs = [
+            q
+            for q in self.queries
+            if (not q.hostname or q.hostname.rstrip(".") == self.host) and not q.second_opinion
+        ]
+        plain = [q for q in qs if q.engine != "doh"]
+        return plain or qs
+
+    def probe_addrs(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for q in self.main_queries():
+            for a in q.addrs:
+                seen.setdefault(a, None)
+        return list(seen)
+
+    def dns_failure(self) -> str | None:
+        explicit = r.failure(self.tk.get("dns_experiment_failure"))
+        if explicit:
+            return explicit
+        qs = self.main_queries()
+        if not qs or self.probe_addrs():
+            return None
+        failures = [q.failure for q in qs if q.failure]
+        hard = [f for f in failures if f != "dns_no_answer"]
+        picked = hard or failures
+        return picked[0] if picked else None
+
+
+def _query(q: Mapping[str, Any]) -> Query:
+    addrs = []
+    for a in r.lst(q.get("answers"))[:256]:
+        a = r.d(a)
+        ip = r.ip_or_none(a.get("ipv4")) or r.ip_or_none(a.get("ipv6"))
+        if ip:
+            addrs.append(ip)
+    late = [r.d(x) for x in r.lst(q.get("x_late_replies"))[:64]]
+    return Query(
+        hostname=(r.s(q.get("hostname")) or "").lower(),
+        query_type=r.s(q.get("query_type")) or "",
+        engine=r.s(q.get("engine")) or "",
+        failure=r.failure(q.get("failure")),
+        addrs=addrs,
+        late=late,
+        second_opinion=q.get("x_second_opinion") is True,
+    )
+
+
+def late_addrs(reply: Mapping[str, Any]) -> list[str]:
+    out = []
+    for a in r.lst(reply.get("answers"))[:256]:
+        a = r.d(a)
+        ip = r.ip_or_none(a.get("ipv4")) or r.ip_or_none(a.get("ipv6"))
+        if ip:
+            out.append(ip)
+    return out
+
+
+def _connect(t: Mapping[str, Any]) -> Connect | None:
+    ip = r.ip_or_none(t.get("ip"))
+    port = r.integer(t.get("port"))
+    if ip is None or port is None:
+        return None
+    status = r.d(t.get("status"))
+    fail = r.failure(status.get("failure"))
+    success = status.get("success")
+    return Connect(ip, port, fail, bool(success) if isinstance(success, bool) else fail is None)
+
+
+def _handshake(t: Mapping[str, Any]) -> Handshake:
+    return Handshake(
+        address=r.s(t.get("address")),
+        server_name=(r.s(t.get("server_name")) or "").lower(),
+        failure=r.failure(t.get("failure")),
+        no_tls_verify=t.get("no_tls_verify") is True,
+        certs=r.lst(t.get("peer_certificates")),
+    )
+
+
+def _exchange(x: Mapping[str, Any]) -> Exchange:
+    request = r.d(x.get("request"))
+    response = r.d(x.get("response"))
+    body, size = r.body_text(response)
+    return Exchange(
+        url=r.s(request.get("url")) or "",
+        failure=r.failure(x.get("failure")),
+        code=r.integer(response.get("code")) or 0,
+        body=body,
+        body_length=size,
+        truncated=response.get("body_is_truncated") is True,
+        headers=r.headers_of(response),
+        raw=x,
+    )
+
+
+def _status_map(value: Any) -> dict[str, tuple[bool, str | None]]:
+    out: dict[str, tuple[bool, str | None]] = {}
+    for k, v in list(r.d(value).items())[:4096]:
+        v = r.d(v)
+        out[str(k)] = (v.get("status") is True, r.failure(v.get("failure")))
+    return out
+
+
+def _control(tk: Mapping[str, Any]) -> Control:
+    raw = tk.get("control")
+    c = r.d(raw)
+    dns = r.d(c.get("dns"))
+    http = r.d(c.get("http_request"))
+    addrs, names = [], []
+    for a in r.lst(dns.get("addrs"))[:1024]:
+        ip = r.ip_or_none(a)
+        if ip:
+            addrs.append(ip)
+        elif isinstance(a, str):
+            names.append(a)
+    info: dict[str, tuple[int, int]] = {}
+    for ip, v in list(r.d(c.get("ip_info")).items())[:4096]:
+        norm = r.ip_or_none(ip)
+        v = r.d(v)
+        if norm:
+            info[norm] = (r.integer(v.get("asn")) or 0, r.integer(v.get("flags")) or 0)
+    return Control(
+        present=bool(c) and (bool(dns) or bool(http) or bool(c.get("tcp_connect"))),
+        failure=r.failure(tk.get("control_failure")),
+        dns_failure=r.failure(dns.get("failure")),
+        dns_addrs=addrs,
+        dns_names=names,
+        tcp=_status_map(c.get("tcp_connect")),
+        tls=_status_map(c.get("tls_handshake")),
+        http_failure=r.failure(http.get("failure")),
+        http_present=bool(http),
+        http_status=r.integer(http.get("status_code")) or 0,
+        http_body_length=r.integer(http.get("body_length")) or 0,
+        http_title=r.s(http.get("title")) or "",
+        http_headers=r.headers_of({"headers": http.get("headers")}),
+        ip_info=info,
+    )
+
+
+MAX_ITEMS = 4096
+
+
+def parse(m: Mapping[str, Any]) -> View:
+    inp = r.s(m.get("input"))
+    tk = r.d(m.get("test_keys"))
+    view = View(
+        test_name=r.s(m.get("test_name")),
+        test_version=r.s(m.get("test_version")) or "",
+        input=inp,
+        host=r.host_of(inp),
+        scheme=r.scheme_of(inp),
+        port=r.port_of(inp),
+        tk=tk,
+    )
+    view.queries = [_query(r.d(q)) for q in r.lst(tk.get("queries"))[:MAX_ITEMS]]
+    view.connects = [
+        c for c in (_connect(r.d(t)) for t in r.lst(tk.get("tcp_connect"))[:MAX_ITEMS]) if c
+    ]
+    view.handshakes = [_handshake(r.d(t)) for t in r.lst(tk.get("tls_handshakes"))[:MAX_ITEMS]]
+    view.requests = [_exchange(r.d(x)) for x in r.lst(tk.get("requests"))[:64]]
+    view.control = _control(tk)
+    return view

@@ -1,0 +1,40 @@
+"""Decode a presented chain (``peer_certificates``) for evidence; hostile input never raises."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from typing import Any
+
+from cryptography import x509
+
+MAX_CERTS = 16  # chains longer than this are summarised, not decoded
+MAX_CERT_B64 = 64 * 1024
+
+
+def describe_chain(certs: list[Any]) -> dict[str, Any]:
+    """Subjects, issuers and SHA-256 of the first certificates of a chain."""
+    out: list[dict[str, Any]] = []
+    for item in certs[:MAX_CERTS]:
+        data = item.get("data") if isinstance(item, dict) else item
+        out.append(_describe(data))
+    return {"count": len(certs), "decoded": len(out), "certificates": out}
+
+
+def _describe(data: Any) -> dict[str, Any]:
+    if not isinstance(data, str) or len(data) > MAX_CERT_B64:
+        return {"error": "unparseable"}
+    try:
+        der = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        return {"error": "unparseable"}
+    info: dict[str, Any] = {"sha256": hashlib.sha256(der).hexdigest()}
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        info["subject"] = cert.subject.rfc4514_string()
+        info["issuer"] = cert.issuer.rfc4514_string()
+        info["self_signed"] = cert.subject == cert.issuer
+    except Exception:  # malformed DER, odd names, unsupported keys: evidence, not a crash
+        info["error"] = "unparseable"
+    return info

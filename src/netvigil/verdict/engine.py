@@ -1,0 +1,337 @@
+"""measurement → Verdict. Pure: no I/O, no clock, no globals mutated.
+
+The precise outcome is decided stage by stage (DNS → TCP → TLS → HTTP) with the control as
+referee: a failure the control also saw at the same step is ``down``, not censorship.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from netvigil.verdict import _read as r
+from netvigil.verdict._view import Control, Exchange, View, late_addrs, parse
+from netvigil.verdict.certs import describe_chain
+from netvigil.verdict.fingerprints import Fingerprints, Match, load_fingerprints
+from netvigil.verdict.model import NOT_BLOCKED, Verdict
+from netvigil.verdict.ooni import CERT_FAILURES, OONIResult, analyze_ooni
+
+THROTTLE_RATE = 50_000  # bytes/s: a body slower than this, cut by a timeout, is throttled
+_TCP = {
+    "generic_timeout_error": "tcp/timeout",
+    "connection_refused": "tcp/reset",
+    "connection_reset": "tcp/reset",
+    "host_unreachable": "tcp/unreachable",
+    "network_unreachable": "tcp/unreachable",
+}
+
+
+class _Outcome(Exception):
+    """Raised to end the stage walk with an outcome (keeps the stages flat and readable)."""
+
+    def __init__(self, outcome: str, confidence: float, **evidence: Any) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
+        self.confidence = confidence
+        self.evidence = evidence
+
+
+def analyze(measurement: Mapping[str, Any], fingerprints: Fingerprints | None = None) -> Verdict:
+    """The verdict for one OONI-format measurement (any web_connectivity version, or ours)."""
+    m = measurement if isinstance(measurement, Mapping) else {}
+    fps = fingerprints if fingerprints is not None else load_fingerprints()
+    view = parse(m)
+    envelope = {
+        "input": r.s(m.get("input")),
+        "report_id": r.s(m.get("report_id")),
+        "measurement_uid": r.s(m.get("measurement_uid")),
+        "test_name": view.test_name,
+        "probe_cc": r.s(m.get("probe_cc")),
+        "probe_asn": r.s(m.get("probe_asn")),
+        "measurement_start_time": r.s(m.get("measurement_start_time")),
+    }
+    if view.test_name != "web_connectivity":
+        return Verdict(
+            **envelope,
+            blocking=None,
+            accessible=None,
+            dns_consistency=None,
+            body_length_match=None,
+            body_proportion=None,
+            status_code_match=None,
+            headers_match=None,
+            title_match=None,
+            outcome="unsupported",
+            confidence=0.0,
+            blocked=False,
+            evidence={"reason": f"test_name {view.test_name!r} is not web_connectivity"},
+        )
+    ooni = analyze_ooni(view)
+    try:
+        _walk(view, ooni, fps)
+        raise _Outcome("unknown", 0.0, reason="no stage could be judged")
+    except _Outcome as done:
+        outcome, confidence, evidence = done.outcome, done.confidence, done.evidence
+    evidence["ooni_engine"] = ooni.engine
+    if view.control is not None and not view.control.usable:
+        evidence.setdefault("control", "missing" if not view.control.present else "failed")
+    return Verdict(
+        **envelope,
+        blocking=ooni.blocking,
+        accessible=ooni.accessible,
+        dns_consistency=ooni.dns_consistency,
+        body_length_match=ooni.diff.body_length_match,
+        body_proportion=ooni.diff.body_proportion,
+        status_code_match=ooni.diff.status_code_match,
+        headers_match=ooni.diff.headers_match,
+        title_match=ooni.diff.title_match,
+        outcome=outcome,
+        confidence=confidence,
+        blocked=outcome.split(":", 1)[0] not in NOT_BLOCKED,
+        evidence=evidence,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _walk(view: View, ooni: OONIResult, fps: Fingerprints) -> None:
+    c = view.control if view.control is not None and view.control.usable else None
+    if not view.tk:
+        raise _Outcome("unknown", 0.0, reason="no test_keys")
+    _dns_stage(view, ooni, c, fps)
+    _tcp_stage(view, c)
+    _tls_stage(view, c)
+    _http_stage(view, ooni, c, fps)
+
+
+def _blockpage(x: Exchange, fps: Fingerprints) -> tuple[Match | None, Match | None]:
+    return fps.match_response(x.body, x.headers)
+
+
+def _chain_blockpage(view: View, fps: Fingerprints) -> tuple[Match | None, Exchange | None]:
+    """A blockpage anywhere in the redirect chain (final body, or a hop's Location/headers)."""
+    for x in view.requests:  # newest first: the final page, then the hops that led to it
+        hit, _ = _blockpage(x, fps)
+        if hit is not None:
+            return hit, x
+    return None, None
+
+
+def _dns_stage(view: View, ooni: OONIResult, c: Control | None, fps: Fingerprints) -> None:
+    # Injection: a first reply, then a different one for the same query.
+    for q in view.main_queries():
+        for late in q.late:
+            late_set = set(late_addrs(late))
+            late_fail = r.failure(late.get("failure"))
+            if (late_set and late_set != set(q.addrs)) or (late_fail and not q.failure and q.addrs):
+                raise _Outcome(
+                    "dns/injected",
+                    0.95,
+                    query={"hostname": q.hostname, "type": q.query_type},
+                    first_reply={"answers": q.addrs, "failure": q.failure},
+                    late_replies=[
+                        {"answers": late_addrs(x), "failure": r.failure(x.get("failure"))}
+                        for x in q.late[:8]
+                    ],
+                    note="the first reply is the forged one",
+                )
+    if r.is_ip_literal(view.host):
+        return
+    addrs = view.probe_addrs()
+    failure = view.dns_failure()
+    ctrl_addrs = c.dns_addrs if c else []
+    dns_ev: dict[str, Any] = {
+        "probe_answers": addrs,
+        "probe_failure": failure,
+        "control_answers": ctrl_addrs,
+        "control_failure": c.dns_failure if c else None,
+    }
+    if failure and not addrs:
+        if c is None:
+            raise _Outcome("unknown", 0.0, dns=dns_ev, reason="DNS failed; no control")
+        if not ctrl_addrs:
+            raise _Outcome("down", 0.8, dns=dns_ev, reason="the control did not resolve it either")
+        if failure in ("dns_nxdomain_error", "dns_no_answer", "android_dns_cache_no_data"):
+            raise _Outcome("dns/nxdomain", 0.9, dns=dns_ev)
+        if failure == "generic_timeout_error":
+            raise _Outcome("dns/timeout", 0.85, dns=dns_ev)
+        raise _Outcome("dns/bogus", 0.6, dns=dns_ev, reason=f"resolver failed: {failure}")
+    if not addrs:
+        return
+    bogons = [a for a in addrs if r.is_bogon(a) and a not in set(ctrl_addrs)]
+    if bogons:
+        raise _Outcome("dns/bogon", 0.95, dns=dns_ev, bogons=bogons)
+    dns_fp = next((hit for a in addrs if (hit := fps.match_dns(a)) is not None), None)
+    if dns_fp is not None:
+        dns_ev["fingerprint"] = dns_fp.to_dict()
+    if ooni.dns_consistency != "inconsistent" and not (c is None and dns_fp is not None):
+        return
+    # The answers differ from the control's (or, with no control, a known censor address).
+    pages = [p for p in r.lst(view.tk.get("x_dns_answer_pages"))[:16] if isinstance(p, Mapping)]
+    for page in pages:
+        x = parse({"test_keys": {"requests": [page]}}).requests[0]
+        hit, _ = _blockpage(x, fps)
+        if hit is not None:
+            raise _Outcome(
+                "dns/blockpage", 0.95, dns=dns_ev, fingerprint=hit.to_dict(), where=x.url
+            )
+    hit, hop = _chain_blockpage(view, fps)
+    if hit is not None and hop is not None:
+        raise _Outcome("dns/blockpage", 0.9, dns=dns_ev, fingerprint=hit.to_dict(), where=hop.url)
+    if dns_fp is not None:
+        raise _Outcome("dns/bogus", 0.85, dns=dns_ev)
+    if c is None:
+        return
+    final = view.requests[0] if view.requests else None
+    if final is not None and not final.failure and final.code > 0 and ooni.diff.same_page():
+        raise _Outcome(
+            "ok",
+            0.6,
+            dns=dns_ev,
+            reason="answers differ from the control's but the page served matches (CDN/geo-DNS)",
+        )
+    raise _Outcome("dns/bogus", 0.7, dns=dns_ev)
+
+
+def _tcp_stage(view: View, c: Control | None) -> None:
+    tried = [x for x in view.connects if x.port == view.port] or view.connects
+    if not tried or any(x.success for x in tried):
+        return
+    ev: dict[str, Any] = {
+        "probe": [{"endpoint": r.endpoint(x.ip, x.port), "failure": x.failure} for x in tried[:32]],
+    }
+    if c is None:
+        raise _Outcome("unknown", 0.0, tcp=ev, reason="every connect failed; no control")
+    ctrl = [c.tcp[ep] for x in tried if (ep := r.endpoint(x.ip, x.port)) in c.tcp]
+    ev["control"] = {
+        r.endpoint(x.ip, x.port): c.tcp.get(r.endpoint(x.ip, x.port)) for x in tried[:32]
+    }
+    failure = next((x.failure for x in tried if x.failure), "") or ""
+    outcome = _TCP.get(failure, "tcp/timeout")
+    if any(ok for ok, _ in ctrl):
+        raise _Outcome(outcome, 0.9, tcp=ev, failure=failure)
+    if ctrl:
+        raise _Outcome("down", 0.8, tcp=ev, reason="the control could not connect either")
+    if c.http_ok:
+        raise _Outcome(outcome, 0.7, tcp=ev, failure=failure, note="control fetched the page")
+    raise _Outcome("unknown", 0.0, tcp=ev, reason="the control did not test these endpoints")
+
+
+def _tls_stage(view: View, c: Control | None) -> None:
+    if view.scheme != "https":
+        return
+    mine = [h for h in view.handshakes if not h.server_name or h.server_name == view.host]
+    if not mine or any(not h.failure for h in mine):
+        return
+    h = mine[0]
+    failure = h.failure or ""
+    ctrl = c.tls.get(h.address or "") if c else None
+    ev: dict[str, Any] = {
+        "address": h.address,
+        "server_name": h.server_name,
+        "failure": failure,
+        "x_verify_failure": None,
+    }
+    for raw in r.lst(view.tk.get("tls_handshakes"))[:1]:
+        ev["x_verify_failure"] = r.s(r.d(raw).get("x_verify_failure"))
+    ev["control_tls"] = (
+        {"status": ctrl[0], "failure": ctrl[1]} if ctrl is not None else "not measured"
+    )
+    if failure in CERT_FAILURES or failure.startswith("ssl_"):
+        ev["chain"] = describe_chain(h.certs)
+    if c is None:
+        raise _Outcome("unknown", 0.0, tls=ev, reason="TLS failed; no control")
+    control_ok = ctrl[0] if ctrl is not None else c.http_ok
+    confidence = 0.95 if ctrl is not None else 0.75
+    if not control_ok:
+        raise _Outcome("down", 0.8, tls=ev, reason="the control's handshake failed too")
+    if failure in CERT_FAILURES:
+        raise _Outcome("tls/interception", confidence, tls=ev)
+    if failure in ("connection_reset", "eof_error"):
+        raise _Outcome("tls/reset", confidence, tls=ev)
+    if failure == "generic_timeout_error":
+        raise _Outcome("tls/timeout", confidence, tls=ev)
+    raise _Outcome("tls/failure", confidence * 0.8, tls=ev)
+
+
+def _http_stage(view: View, ooni: OONIResult, c: Control | None, fps: Fingerprints) -> None:
+    if not view.requests:
+        if c is not None and c.http_present and c.http_failure:
+            raise _Outcome("down", 0.6, reason="no HTTP exchange; the control failed too")
+        raise _Outcome("unknown", 0.0, reason="no HTTP exchange recorded")
+    final = view.requests[0]
+    hit, where = _chain_blockpage(view, fps)
+    if hit is not None and where is not None:
+        raise _Outcome(
+            f"http/blockpage:{hit.name}",
+            0.95,
+            fingerprint=hit.to_dict(),
+            where={"url": where.url, "status": where.code},
+            redirects=[x.url for x in reversed(view.requests)],
+        )
+    _, fp_hit = _blockpage(final, fps)
+    http_ev: dict[str, Any] = {
+        "url": final.url,
+        "failure": final.failure,
+        "status": final.code,
+        "body_length": final.body_length,
+        "control": (
+            {
+                "failure": c.http_failure,
+                "status": c.http_status,
+                "body_length": c.http_body_length,
+            }
+            if c is not None
+            else None
+        ),
+    }
+    if fp_hit is not None:
+        http_ev["false_positive_signature"] = fp_hit.to_dict()
+    if final.failure:
+        if c is None or not c.http_present:
+            raise _Outcome("unknown", 0.0, http=http_ev, reason="HTTP failed; no control")
+        if c.http_failure:
+            raise _Outcome("down", 0.8, http=http_ev, reason="the control's fetch failed too")
+        # The input may be http:// and redirect to https://, where the forgery shows up (an
+        # http URL of an intercepted site): judge by the scheme of the request that failed.
+        if r.scheme_of(final.url) == "https" and final.failure in CERT_FAILURES:
+            chain = next((h.certs for h in view.handshakes if h.failure), [])
+            raise _Outcome("tls/interception", 0.75, http=http_ev, chain=describe_chain(chain))
+        if final.failure == "connection_reset":
+            raise _Outcome("http/reset", 0.9, http=http_ev)
+        if final.failure == "generic_timeout_error":
+            rate = _body_rate(final)
+            if final.body_length > 0 and rate is not None and rate < THROTTLE_RATE:
+                raise _Outcome("http/throttled", 0.85, http=http_ev, x_body_rate=rate)
+            raise _Outcome("http/timeout", 0.8, http=http_ev)
+        raise _Outcome("http/failure", 0.7, http=http_ev)
+    if c is None or not c.http_ok:
+        if view.scheme == "https" and r.scheme_of(final.url) == "https":
+            raise _Outcome("ok", 0.6, http=http_ev, reason="HTTPS fetch verified; no control")
+        raise _Outcome("unknown", 0.0, http=http_ev, reason="page fetched; no control to compare")
+    if final.code in (403, 451) and c.http_status in (403, 451):
+        raise _Outcome("ok", 0.7, http=http_ev, reason="the site answers everyone this way")
+    if ooni.diff.same_page() or (
+        r.scheme_of(final.url) == "https" and ooni.diff.status_code_match is not False
+    ):
+        raise _Outcome("ok", 0.9, http=http_ev)
+    raise _Outcome(
+        "http/diff",
+        0.5,
+        http=http_ev,
+        diff={
+            "status_code_match": ooni.diff.status_code_match,
+            "body_proportion": ooni.diff.body_proportion,
+            "headers_match": ooni.diff.headers_match,
+            "title_match": ooni.diff.title_match,
+        },
+    )
+
+
+def _body_rate(x: Exchange) -> float | None:
+    for source in (x.raw, r.d(x.raw.get("response"))):
+        rate = r.num(source.get("x_body_rate"))
+        if rate is not None:
+            return rate
+    return None

@@ -1,0 +1,575 @@
+"""Blockpage fingerprints: OONI's, Censored Planet's and Citizen Lab's, compiled once.
+
+The three sets ship as package data under ``verdict/data/`` (origins and licences in
+``data/ATTRIBUTION.md``). Every signature becomes a :class:`Fingerprint` with a prefixed name
+(``ooni.ru_3``, ``cp.a_prod_fortinet_1``, ``cl.isp_ru_rostelcom_block``) and a location:
+
+- ``body`` — the response body (text);
+- ``header.<name>`` — the value of one response header (``header.location``, ``header.server``…);
+- ``headers`` — the whole header block serialised as ``Name: value`` lines (Citizen Lab's
+  ``header`` signatures, and Censored Planet's, which match the raw response);
+- ``dns`` — an address returned by a resolver.
+
+False-positive signatures (OONI scope ``fp``, Censored Planet's ``false_positive_signatures``,
+benign injections scoped ``injb``) are checked first: a response that matches one is not a
+blockpage.
+
+Speed: the ~1,800 plain-substring body signatures are matched in *one* ``re`` pass. Each literal
+is anchored on its rarest character (by frequency in real web pages); the pattern starts with
+the set of anchor characters so the regex engine skips every other character at C speed, and at
+an anchor it walks a trie of what follows the anchor, confirming the full literal with a
+look-behind. Regular-expression signatures are matched one by one; those of the form
+``A.*B`` are split at ``.*`` and matched piecewise, line by line, so a hostile body cannot make
+them quadratic. See ``benchmarks/bench_fingerprints.py`` for the measured time.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import ipaddress
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+# ASCII characters from most to least frequent in real web pages (measured on the bodies of
+# the OONI sample measurements). A literal is anchored on its rarest character.
+_FREQUENCY_ORDER = "etai 0rs_on\"lducmp-hg2b\\:f36wv/y,.51=><k4xE{}ICA789TPMBNS;zDRLOqVjFU()GHKWQYXJ[]Z%'#?&@!|+$~*`^"
+_RANK = {c: i for i, c in enumerate(_FREQUENCY_ORDER)}
+# Characters outside that table (non-ASCII, control): as rare as an uppercase letter. A page in
+# Cyrillic or Persian is full of them, so they must not look rarer than punctuation.
+_DEFAULT_RANK = _RANK["E"]
+_PLAIN_BELOW = _RANK["k"]
+_NEWLINE_SENSITIVE = re.compile(r"(?<!\\)\.\*")
+
+FALSE_POSITIVE_SCOPES = frozenset({"fp", "injb"})
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """One signature of one source."""
+
+    name: str  # prefixed: ooni.*, cp.*, cl.*
+    source: str  # "ooni" | "censoredplanet" | "citizenlab"
+    location: str  # body | headers | header.<name> | dns
+    pattern_type: str  # contains | prefix | full | regexp
+    pattern: str
+    scope: str = ""
+    false_positive: bool = False
+    expected_countries: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "source": self.source,
+            "location": self.location,
+            "pattern_type": self.pattern_type,
+            "pattern": self.pattern,
+            "scope": self.scope,
+            "false_positive": self.false_positive,
+        }
+
+
+@dataclass(frozen=True)
+class Match:
+    """A fingerprint that matched, and where."""
+
+    fingerprint: Fingerprint
+    location: str  # where it matched: body, headers, header.location, dns
+    excerpt: str  # the matched text (truncated)
+
+    @property
+    def name(self) -> str:
+        return self.fingerprint.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.fingerprint.name,
+            "source": self.fingerprint.source,
+            "scope": self.fingerprint.scope,
+            "location": self.location,
+            "pattern_type": self.fingerprint.pattern_type,
+            "pattern": self.fingerprint.pattern[:200],
+            "excerpt": self.excerpt[:200],
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Fast literal matching
+
+
+def _anchor(literal: str) -> int:
+    """Index of the rarest character of the literal (first occurrence)."""
+    best, best_rank = 0, -1
+    for i, ch in enumerate(literal):
+        rank = _RANK.get(ch, _DEFAULT_RANK)
+        if rank > best_rank:
+            best, best_rank = i, rank
+    return best
+
+
+def _trie_regex(entries: list[tuple[str, str]]) -> str:
+    """Regex for (suffix, full literal) pairs: a trie over suffixes, look-behind at leaves."""
+    root: dict[str, Any] = {}
+    for suffix, literal in entries:
+        node = root
+        for ch in suffix:
+            node = node.setdefault(ch, {})
+        node.setdefault("", []).append(literal)
+
+    def build(node: dict[str, Any]) -> str:
+        alternatives = [f"(?<={re.escape(lit)})" for lit in sorted(set(node.get("", [])))]
+        for ch in sorted(k for k in node if k):
+            alternatives.append(re.escape(ch) + build(node[ch]))
+        if len(alternatives) == 1:
+            return alternatives[0]
+        return "(?:" + "|".join(alternatives) + ")"
+
+    return build(root)
+
+
+class LiteralMatcher:
+    """Finds which of many plain substrings occurs in a text, in one regex pass."""
+
+    def __init__(self, literals: Iterable[str]) -> None:
+        unique = sorted({lit for lit in literals if lit})
+        self.literals = frozenset(unique)
+        groups: dict[str, list[tuple[str, str]]] = {}
+        # Literals made only of very common characters would make the anchor set dense (every
+        # 'g' of a page a candidate): they are checked with a plain ``in`` (memchr speed).
+        self._plain: list[str] = []
+        for lit in unique:
+            i = _anchor(lit)
+            if _RANK.get(lit[i], _DEFAULT_RANK) < _PLAIN_BELOW:
+                self._plain.append(lit)
+                continue
+            groups.setdefault(lit[i], []).append((lit[i + 1 :], lit))
+        self._by_anchor = {ch: [lit for _, lit in entries] for ch, entries in groups.items()}
+        # Most frequent anchors first: the engine tries top-level branches in order.
+        order = sorted(groups, key=lambda ch: _RANK.get(ch, _DEFAULT_RANK))
+        parts = [re.escape(ch) + _trie_regex(groups[ch]) for ch in order]
+        self._regex: re.Pattern[str] | None = (
+            re.compile("|".join(parts), re.DOTALL) if parts else None
+        )
+
+    def search(self, text: str) -> str | None:
+        """A literal found in ``text``, or None."""
+        for lit in self._plain:
+            if lit in text:
+                return lit
+        if self._regex is None:
+            return None
+        m = self._regex.search(text)
+        if m is None:
+            return None
+        end = m.end()
+        for lit in sorted(self._by_anchor.get(m.group(0)[0], ()), key=len, reverse=True):
+            if text.startswith(lit, end - len(lit)):
+                return lit
+        return None  # pragma: no cover - the look-behind guarantees a literal
+
+    def find_all(self, text: str, limit: int = 64) -> list[str]:
+        """Literals found in ``text`` (one pass; at most ``limit``)."""
+        found: list[str] = [lit for lit in self._plain if lit in text]
+        if self._regex is None:
+            return found
+        for m in self._regex.finditer(text):
+            end = m.end()
+            for lit in self._by_anchor.get(m.group(0)[0], ()):
+                if len(lit) <= end and text.startswith(lit, end - len(lit)) and lit not in found:
+                    found.append(lit)
+            if len(found) >= limit:
+                break
+        return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Regular-expression signatures
+
+
+def required_literal(pattern: str) -> str:
+    """The longest run of plain characters every match of ``pattern`` must contain ("" if unsure)."""
+    if "|" in pattern:
+        return ""
+    runs: list[str] = []
+    run: list[str] = []
+    depth = 0
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        nxt = (
+            pattern[i + 2]
+            if ch == "\\" and i + 2 < len(pattern)
+            else (pattern[i + 1] if i + 1 < len(pattern) else "")
+        )
+        if ch == "\\" and i + 1 < len(pattern) and not pattern[i + 1].isalnum():
+            lit, step = pattern[i + 1], 2
+        elif ch in ".^$[]()*+?{}\\":
+            depth += ch == "("
+            depth -= ch == ")"
+            runs.append("".join(run))
+            run = []
+            if ch == "[":
+                close = pattern.find("]", i + 2)
+                i = close + 1 if close > 0 else len(pattern)
+                continue
+            i += 2 if ch == "\\" else 1
+            continue
+        else:
+            lit, step = ch, 1
+        if nxt in ("?", "*", "{") or depth:
+            runs.append("".join(run))
+            run = []
+        else:
+            run.append(lit)
+        i += step
+    runs.append("".join(run))
+    return max(runs, key=len)
+
+
+class _RegexSignature:
+    """A regex signature; ``A.*B`` patterns are matched piecewise, linear in the text.
+
+    A literal every match must contain is checked first with ``in`` (C speed).
+    """
+
+    def __init__(self, pattern: str) -> None:
+        alternatives = pattern.split("|") if "(" not in pattern else [pattern]
+        required = [required_literal(p) for p in alternatives]
+        self.required_any = required if all(required) else []
+        self.pieces: list[re.Pattern[str]] = []
+        pieces = _NEWLINE_SENSITIVE.split(pattern)
+        if len(pieces) > 1:
+            try:
+                self.pieces = [re.compile(p) for p in pieces]
+            except re.error:
+                self.pieces = []
+        self.whole: re.Pattern[str] | None = None
+        if not self.pieces:
+            self.whole = re.compile(pattern)
+
+    def search(self, text: str) -> tuple[int, int] | None:
+        if self.required_any and not any(lit in text for lit in self.required_any):
+            return None
+        if self.whole is not None:
+            m = self.whole.search(text)
+            return (m.start(), m.end()) if m else None
+        first, rest = self.pieces[0], self.pieces[1:]
+        pos = 0
+        while pos <= len(text):
+            m = first.search(text, pos)
+            if m is None:
+                return None
+            end = m.end()
+            newline = text.find("\n", m.start())
+            limit = len(text) if newline < 0 else newline
+            ok = True
+            for piece in rest:
+                found = piece.search(text, end, limit)
+                if found is None:
+                    ok = False
+                    break
+                end = found.end()
+            if ok:
+                return (m.start(), end)
+            if newline < 0:
+                return None
+            pos = newline + 1
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# A compiled set for one location
+
+
+class _LocationSet:
+    """Blockpage and false-positive signatures of one location; literals in one shared pass."""
+
+    def __init__(self, fingerprints: list[Fingerprint]) -> None:
+        self.contains: dict[str, Fingerprint] = {}
+        self.fp_contains: dict[str, Fingerprint] = {}
+        self.prefix: list[Fingerprint] = []
+        self.full: dict[str, Fingerprint] = {}
+        self.regexes: list[tuple[_RegexSignature, Fingerprint]] = []
+        # false positives first, so a pattern listed as both counts as a false positive
+        for fp in sorted(fingerprints, key=lambda f: not f.false_positive):
+            if fp.pattern_type == "contains":
+                target = self.fp_contains if fp.false_positive else self.contains
+                if fp.pattern not in self.fp_contains:
+                    target.setdefault(fp.pattern, fp)
+            elif fp.pattern_type == "prefix":
+                self.prefix.append(fp)
+            elif fp.pattern_type == "full":
+                self.full.setdefault(fp.pattern, fp)
+            else:
+                try:
+                    self.regexes.append((_RegexSignature(fp.pattern), fp))
+                except re.error:
+                    continue  # an upstream pattern Python cannot compile: skip it
+        self.literals = LiteralMatcher([*self.contains, *self.fp_contains])
+
+    def match(self, text: str, location: str) -> tuple[Match | None, Match | None]:
+        """(first blockpage match, first false-positive match) in ``text``."""
+        block: Match | None = None
+        false: Match | None = None
+        if not text:
+            return None, None
+
+        def take(hit: Match) -> None:
+            nonlocal block, false
+            if hit.fingerprint.false_positive:
+                false = false or hit
+            else:
+                block = block or hit
+
+        full = self.full.get(text)
+        if full is not None:
+            take(Match(full, location, text))
+        for fp in self.prefix:
+            if text.startswith(fp.pattern):
+                take(Match(fp, location, fp.pattern))
+        for lit in self.literals.find_all(text):
+            fp = self.fp_contains.get(lit) or self.contains[lit]
+            take(Match(fp, location, lit))
+            if false is not None:
+                return None, false
+        for sig, fp in self.regexes:
+            if false is not None or (block is not None and not fp.false_positive):
+                continue
+            span = sig.search(text)
+            if span is not None:
+                take(Match(fp, location, text[span[0] : min(span[1], span[0] + 200)]))
+        return (None, false) if false is not None else (block, None)
+
+
+# ---------------------------------------------------------------------------------------------
+# The database
+
+
+def _ascii_title(name: str) -> str:
+    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
+
+
+def header_block(headers: Mapping[str, str]) -> str:
+    """Headers as ``Name: value`` lines (canonical capitalisation), as on the wire."""
+    return "".join(f"{_ascii_title(k)}: {v}\r\n" for k, v in headers.items())
+
+
+@dataclass
+class Fingerprints:
+    """All signatures, compiled per location and kind (blockpage / false positive)."""
+
+    fingerprints: tuple[Fingerprint, ...]
+    _sets: dict[str, _LocationSet] = field(default_factory=dict, repr=False)
+    _dns: dict[str, Fingerprint] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        by_location: dict[str, list[Fingerprint]] = {}
+        for fp in self.fingerprints:
+            if fp.location == "dns":
+                if not fp.false_positive:
+                    self._dns.setdefault(_normalise_ip(fp.pattern), fp)
+                continue
+            by_location.setdefault(fp.location, []).append(fp)
+        self._sets = {loc: _LocationSet(fps) for loc, fps in by_location.items()}
+
+    def __len__(self) -> int:
+        return len(self.fingerprints)
+
+    @property
+    def locations(self) -> set[str]:
+        return set(self._sets)
+
+    def match_response(
+        self, body: str | None, headers: Mapping[str, str] | None = None
+    ) -> tuple[Match | None, Match | None]:
+        """(blockpage match, false-positive match) for one HTTP response.
+
+        When a false-positive signature matches, the blockpage match is None: the page is a
+        known non-blockpage (a CDN error, a captcha, a parking page…).
+        """
+        body = body or ""
+        lowered = {str(k).lower(): str(v) for k, v in (headers or {}).items()}
+        block = header_block(headers or {}) if headers else ""
+        targets: list[tuple[str, str]] = [("body", body), ("headers", block)]
+        for name, value in lowered.items():
+            targets.append((f"header.{name}", value))
+        first: Match | None = None
+        for location, text in targets:
+            s = self._sets.get(location)
+            if s is None:
+                continue
+            hit, fp_hit = s.match(text, location)
+            if fp_hit is not None:
+                return None, fp_hit
+            first = first or hit
+        return first, None
+
+    def match_body(self, body: str) -> Match | None:
+        """Blockpage match for a body alone (False-positive signatures checked first)."""
+        hit, _ = self.match_response(body, None)
+        return hit
+
+    def match_dns(self, address: str) -> Match | None:
+        fp = self._dns.get(_normalise_ip(address))
+        return Match(fp, "dns", address) if fp is not None else None
+
+
+def _normalise_ip(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        return text.strip()
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def _read(*parts: str) -> str:
+    return resources.files("netvigil.verdict").joinpath("data", *parts).read_text("utf-8")
+
+
+def _countries(value: Any) -> tuple[str, ...]:
+    if isinstance(value, list):
+        return tuple(str(v) for v in value)
+    if isinstance(value, str):
+        return tuple(c.strip() for c in value.split(",") if c.strip())
+    return ()
+
+
+def _ooni(filename: str) -> list[Fingerprint]:
+    out = []
+    for row in csv.DictReader(io.StringIO(_read("ooni", filename))):
+        scope = (row.get("scope") or "").strip()
+        location = (row.get("location_found") or "").strip().lower()
+        pattern_type = (row.get("pattern_type") or "contains").strip()
+        pattern = row.get("pattern") or ""
+        if not pattern or not location:
+            continue
+        out.append(
+            Fingerprint(
+                name=(row.get("name") or "").strip(),
+                source="ooni",
+                location=location,
+                pattern_type="regexp" if pattern_type == "regexp" else pattern_type,
+                pattern=pattern,
+                scope=scope,
+                false_positive=scope in FALSE_POSITIVE_SCOPES,
+                expected_countries=_countries(row.get("expected_countries")),
+            )
+        )
+    return out
+
+
+def _is_plain(pattern: str) -> str | None:
+    """The literal a regex stands for, when it has no operators (only escapes)."""
+    out = []
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\":
+            if i + 1 >= len(pattern) or pattern[i + 1].isalnum():
+                return None
+            out.append(pattern[i + 1])
+            i += 2
+            continue
+        if ch in ".^$*+?{}[]|()":
+            return None
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def _censoredplanet(filename: str, false_positive: bool) -> list[Fingerprint]:
+    out = []
+    for line in _read("censoredplanet", filename).splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        pattern = str(row.get("pattern") or "")
+        name = "cp." + str(row.get("fingerprint") or "")
+        if not pattern:
+            continue
+        plain = _is_plain(pattern)
+        for location in ("body", "headers"):
+            out.append(
+                Fingerprint(
+                    name=name,
+                    source="censoredplanet",
+                    location=location,
+                    pattern_type="contains" if plain is not None else "regexp",
+                    pattern=plain if plain is not None else pattern,
+                    scope="fp" if false_positive else "",
+                    false_positive=false_positive,
+                )
+            )
+    return out
+
+
+def _citizenlab_http() -> list[Fingerprint]:
+    out = []
+    for row in json.loads(_read("citizenlab", "http.json")):
+        pattern = str(row.get("pattern") or "")
+        scope = str(row.get("scope") or "")
+        location = "body" if row.get("location_found") == "body" else "headers"
+        if not pattern:
+            continue
+        out.append(
+            Fingerprint(
+                name="cl." + str(row.get("name") or ""),
+                source="citizenlab",
+                location=location,
+                pattern_type="contains",
+                pattern=pattern,
+                scope=scope,
+                false_positive=scope in FALSE_POSITIVE_SCOPES,
+                expected_countries=_countries(row.get("expected_countries")),
+            )
+        )
+    return out
+
+
+def _citizenlab_dns() -> list[Fingerprint]:
+    out = []
+    for row in json.loads(_read("citizenlab", "dns.json")):
+        response = str(row.get("response") or "")
+        if not response:
+            continue
+        out.append(
+            Fingerprint(
+                name="cl." + str(row.get("name") or ""),
+                source="citizenlab",
+                location="dns",
+                pattern_type="full",
+                pattern=response,
+                scope=str(row.get("scope") or ""),
+                expected_countries=_countries(row.get("expected_countries")),
+            )
+        )
+    return out
+
+
+def build_fingerprints(fingerprints: Iterable[Fingerprint]) -> Fingerprints:
+    """Compile a database from any list of fingerprints (tests use small ones)."""
+    return Fingerprints(tuple(fingerprints))
+
+
+@functools.cache
+def load_fingerprints() -> Fingerprints:
+    """The shipped database (OONI + Censored Planet + Citizen Lab), compiled once."""
+    fps: list[Fingerprint] = []
+    fps += _ooni("fingerprints_http.csv")
+    fps += _ooni("fingerprints_dns.csv")
+    fps += _censoredplanet("blockpage_signatures.json", False)
+    fps += _censoredplanet("false_positive_signatures.json", True)
+    fps += _citizenlab_http()
+    fps += _citizenlab_dns()
+    return build_fingerprints(fps)
