@@ -34,3 +34,10 @@ if ! command -v uv >/dev/null 2>&1 || [ "$(uv --version | awk '{print $2}')" != 
 fi
 export UV_PYTHON_DOWNLOADS=never
 uv sync --frozen --python "$PY" -q
+
+# oonidata (the referee for "is our output valid OONI data?") pins an old cryptography, so it
+# lives in a venv of its own, pinned with hashes; the tests call it as a separate process.
+if [ ! -x .venv-oonidata/bin/python ] || ! .venv-oonidata/bin/python -c 'import oonidata' 2>/dev/null; then
+  uv venv -q --python "$PY" .venv-oonidata
+  uv pip install -q --python .venv-oonidata/bin/python --require-hashes -r tools/oonidata-requirements.txt
+fi

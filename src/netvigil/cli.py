@@ -14,11 +14,12 @@ from netvigil.testbed.profile import ProfileError
 DESCRIPTION = """\
 netvigil measures Internet censorship and says precisely how a site is blocked.
 
-This version ships the emulated censored network (the testbed) on which everything
-else is built and demonstrated. Start with:
+Start with:
 
-  netvigil testbed truth --profile kz-2019-interception   what the censor does, per URL
-  netvigil testbed demo                                    bring it up and watch from the client
+  netvigil testbed demo                                    the Kazakhstan 2019 network, emulated
+  netvigil testbed run -p kz-2016-protests -- netvigil measure --list kz
+                                                           measure a country list in the testbed
+  netvigil analyze measurements.jsonl                      verdicts for any OONI-format file
 """
 
 TESTBED_HELP = """\
@@ -99,7 +100,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_profile(p, required=False)
 
+    p = tb.add_parser(
+        "score", help="measure every URL of a profile with the probe and compare with the truth"
+    )
+    _add_profile(p)
+    p.add_argument("--json", action="store_true")
+
     tb.add_parser("profiles", help="list the shipped profiles")
+
+    from netvigil import measure
+    from netvigil.control import cli as control_cli
+    from netvigil.verdict import cli as verdict_cli
+
+    measure.add_parser(commands)
+    verdict_cli.add_parser(commands)
+    control_cli.add_parser(commands)
     return parser
 
 
@@ -197,6 +212,9 @@ def _testbed(args: argparse.Namespace) -> int:
     if action == "selftest":
         cmd = [sys.executable, "-m", "netvigil.testbed.observe"] + (["--json"] if args.json else [])
         return control.run(args.profile, cmd, name=f"selftest-{os.getpid()}")
+    if action == "score":
+        cmd = [sys.executable, "-m", "netvigil.testbed.score"] + (["--json"] if args.json else [])
+        return control.run(args.profile, cmd, name=f"score-{os.getpid()}")
     if action == "demo":
         from netvigil.testbed.report import make_console, print_truth
 
@@ -219,6 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from netvigil.measure import InputError
     from netvigil.testbed.control import TestbedError
 
     try:
@@ -226,7 +245,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.testbed_command is None:
                 parser.parse_args(["testbed", "--help"])
             return _testbed(args)
-    except (ProfileError, TestbedError) as exc:
+        if args.command == "measure":
+            from netvigil import measure
+
+            return measure.run(args)
+        if args.command == "analyze":
+            from netvigil.verdict import cli as verdict_cli
+
+            return verdict_cli.run(args)
+        if args.command == "helper":
+            from netvigil.control import cli as control_cli
+
+            return control_cli.run(args)
+    except (ProfileError, TestbedError, InputError) as exc:
         print(f"netvigil: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

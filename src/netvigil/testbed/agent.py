@@ -13,6 +13,7 @@ the background and returns a coroutine function that stops it. Roles:
     blockpage   (censor)   the ISP's blockpage / warning server
     middlebox   (censor)   transparent TCP proxy: SNI and HTTP rules, TLS interception
     injector    (censor)   on-path DNS injection (dns-inject rules)
+    control-helper (internet) the OONI-compatible control helper (uncensored vantage point)
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ ROLE_MODULES = {
     "blockpage": ("netvigil.testbed.sites", "start_blockpage_server"),
     "middlebox": ("netvigil.testbed.middlebox", "start_middlebox"),
     "injector": ("netvigil.testbed.dns_servers", "start_injector"),
+    "control-helper": ("netvigil.control.server", "start_control_helper"),
 }
 
 

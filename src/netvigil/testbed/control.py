@@ -299,7 +299,7 @@ def exec_argv(info: TestbedInfo, host: str, command: Sequence[str]) -> list[str]
     argv = ["nsenter", "-t", str(info.host_pid), "--mount"]
     if info.rootless:
         argv += ["--user", "--preserve-credentials"]
-    env = [f"{k}={v}" for k, v in testbed_environment(STATE_DIR).items()]
+    env = [f"{k}={v}" for k, v in testbed_environment(STATE_DIR, info.profile).items()]
     return [*argv, "--", "ip", "netns", "exec", host, "env", *env, *command]
 
 

@@ -60,10 +60,14 @@ BOGON_DEFAULT = "127.0.0.1"
 STATE_DIR = "/run/netvigil-testbed"
 
 
-def testbed_environment(state_dir: str = STATE_DIR) -> dict[str, str]:
+def testbed_environment(
+    state_dir: str = STATE_DIR, profile: str = "", country: str = ""
+) -> dict[str, str]:
     """What a program run inside the testbed is told about it (``testbed run`` and ``exec``)."""
     return {
         "NETVIGIL_TESTBED": "1",
+        "NETVIGIL_TESTBED_PROFILE": profile,
+        "NETVIGIL_PROBE_CC": country or "ZZ",
         "NETVIGIL_TESTBED_STATE": state_dir,
         # /etc/resolv.conf inside the testbed is the ISP's resolver: name look-ups stay inside.
         "NETVIGIL_TESTBED_RESOLV": "1",

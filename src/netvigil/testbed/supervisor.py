@@ -35,10 +35,13 @@ from netvigil.testbed.plan import (
 )
 from netvigil.testbed.profile import load_profile
 
-AGENTS: dict[str, tuple[str, ...]] = {
-    "internet": ("sites", "public-dns"),
-    "censor": ("isp-dns", "blockpage", "middlebox", "injector"),
-}
+# One process per line: the control helper gets its own, so a measurement burst does not
+# compete with the sites in one event loop (two cores: the kernel spreads processes).
+AGENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("internet", ("sites", "public-dns")),
+    ("internet", ("control-helper",)),
+    ("censor", ("isp-dns", "blockpage", "middlebox", "injector")),
+)
 REQUIRED_TOOLS = ("ip", "nft", "tc", "mount")
 
 
@@ -225,8 +228,8 @@ def start_agents(state: Path) -> list[Agent]:
     logs = state / "logs"
     logs.mkdir(exist_ok=True)
     agents = []
-    for host, roles in AGENTS.items():
-        log = open(logs / f"{host}.log", "ab")  # noqa: SIM115 - owned by the child for its life
+    for host, roles in AGENTS:
+        log = open(logs / f"{host}-{roles[0]}.log", "ab")  # noqa: SIM115 - owned by the child for its life
         proc = subprocess.Popen(
             [
                 "ip",
@@ -246,7 +249,7 @@ def start_agents(state: Path) -> list[Agent]:
             env=agent_env(state),
         )
         log.close()
-        agents.append(Agent(host, proc))
+        agents.append(Agent(f"{host}-{roles[0]}", proc))
     deadline = time.monotonic() + 60
     for agent in agents:
         assert agent.process.stdout is not None
@@ -365,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.ready_fd is not None:
             ready.close()
         if command:
-            env = {**os.environ, **testbed_environment(str(state))}
+            env = {**os.environ, **testbed_environment(str(state), plan.profile, plan.country)}
             child = subprocess.Popen(["ip", "netns", "exec", "client", *command], env=env)
             while child.poll() is None:
                 if stop_requested:

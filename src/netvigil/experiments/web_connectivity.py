@@ -1,0 +1,414 @@
+"""The web_connectivity experiment: one URL, measured from here and from the control helper.
+
+Steps (OONI's, done concurrently where OONI waits): resolve the host with the user's resolver
+(and a second opinion when configured); as soon as the answers are in, ask the control helper
+and, in parallel, connect to every address (TLS with the URL's SNI for https, capturing the
+whole presented chain), fetch the page over the first good connection and follow redirects;
+when an address looks wrong (not in the control's answers, no valid certificate), fetch
+``http://<address>/`` with the site's Host to see what it serves (``x_dns_answer_pages``).
+The result is an OONI-format measurement whose analysis keys come from the verdict engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ipaddress
+import platform
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from netvigil import __version__
+from netvigil.control.client import query_control
+from netvigil.net import dns as ndns
+from netvigil.net import http as nhttp
+from netvigil.net import tcp as ntcp
+from netvigil.net import tls as ntls
+from netvigil.net.http import HTTPResult
+from netvigil.net.trace import Trace
+from netvigil.verdict import analyze
+
+TEST_NAME = "web_connectivity"
+TEST_VERSION = "0.5.28"  # the OONI key set we follow (see docs/measurement-format.md)
+SCRUBBED_IP = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Where to resolve, whom to ask for control, what to trust, and how long to wait."""
+
+    trust: ntls.TrustStore
+    resolver: str | None = None  # an IP; None: the system resolver
+    resolver_port: int = 53
+    second_resolver: str | None = None  # an IP, asked over UDP as a second opinion
+    doh_url: str | None = None  # a DoH resolver as second opinion (real networks)
+    helper_url: str | None = None
+    probe_cc: str = "ZZ"
+    probe_asn: str = "AS0"
+    dns_timeout: float = 5.0
+    late_window: float = 0.5
+    connect_timeout: float = 10.0
+    tls_timeout: float = 10.0
+    http_timeout: float = 15.0
+    control_timeout: float = 30.0
+    url_budget: float = 60.0
+    max_body: int = 512 * 1024
+    max_addresses: int = 4
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+def new_report_id(probe_cc: str, probe_asn: str, when: dt.datetime) -> str:
+    stamp = when.strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}_webconnectivity_{probe_cc}_{probe_asn.removeprefix('AS')}_n1_{secrets.token_hex(8)}"
+
+
+def _ooni_time(when: dt.datetime) -> str:
+    return when.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _failed_request(url: str, address: str, failure: str, trace: Trace) -> HTTPResult:
+    """What OONI records when no HTTP exchange could start: a request carrying the failure."""
+    now = trace.elapsed()
+    result = HTTPResult(
+        url=url,
+        address=address,
+        failure=failure,
+        status_code=None,
+        headers_list=(),
+        body=b"",
+        body_is_truncated=False,
+        body_rate=None,
+        t0=now,
+        t=now,
+        transaction_id=trace.next_transaction_id(),
+        request_headers=nhttp.DEFAULT_HEADERS,
+    )
+    trace.requests.append(result)
+    return result
+
+
+class WebConnectivity:
+    """Measures URLs with one configuration; safe to use for many URLs concurrently."""
+
+    def __init__(self, config: ProbeConfig, report_id: str | None = None) -> None:
+        self.config = config
+        self.started = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        self.report_id = report_id or new_report_id(config.probe_cc, config.probe_asn, self.started)
+
+    async def _resolve(self, host: str, trace: Trace) -> list[str]:
+        cfg = self.config
+        if cfg.resolver is None:
+            main = ndns.resolve_system(host, timeout=cfg.dns_timeout, trace=trace)
+        else:
+            main = ndns.resolve(
+                host,
+                cfg.resolver,
+                port=cfg.resolver_port,
+                timeout=cfg.dns_timeout,
+                late_window=cfg.late_window,
+                trace=trace,
+            )
+        extra: list[Awaitable[Any]] = []
+        if cfg.second_resolver:
+            extra.append(
+                ndns.resolve(
+                    host,
+                    cfg.second_resolver,
+                    timeout=cfg.dns_timeout,
+                    late_window=cfg.late_window,
+                    trace=trace,
+                )
+            )
+        if cfg.doh_url:
+            extra.append(
+                ndns.resolve_doh(
+                    host,
+                    cfg.doh_url,
+                    ssl_context=ntls.client_context(("h2", "http/1.1")),
+                    timeout=cfg.dns_timeout,
+                    trace=trace,
+                )
+            )
+        results = await asyncio.gather(main, *extra)
+        # The user's resolver decides where the browser goes: measure what it answered.
+        return [a for a in results[0].addresses if ":" not in a]
+
+    async def measure(self, url: str) -> dict[str, Any]:
+        start = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        trace = Trace()
+        extra: dict[str, Any] = {}
+        control: dict[str, Any] | None = None
+        control_failure: str | None = None
+        try:
+            async with asyncio.timeout(self.config.url_budget):
+                control, control_failure = await self._measure(url, trace, extra)
+        except TimeoutError:
+            extra["x_measurement_failure"] = "generic_timeout_error"
+            control_failure = control_failure or (
+                "generic_timeout_error" if control is None else None
+            )
+        return self._assemble(url, start, trace, control, control_failure, extra)
+
+    async def _measure(
+        self, url: str, trace: Trace, extra: dict[str, Any]
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        cfg = self.config
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        scheme = parts.scheme.lower()
+        port = parts.port or (443 if scheme == "https" else 80)
+        addresses = [host] if _is_ip(host) else await self._resolve(host, trace)
+        addresses = addresses[: cfg.max_addresses]
+        endpoints = [ntcp.format_address(a, port) for a in addresses]
+
+        control_task: asyncio.Task[tuple[dict[str, Any] | None, str | None]] | None = None
+        if cfg.helper_url:
+            control_task = asyncio.create_task(
+                query_control(cfg.helper_url, url, endpoints, timeout=cfg.control_timeout)
+            )
+        else:
+            extra["x_control_skipped"] = "no control helper configured"
+
+        streams = await self._endpoints(addresses, host, port, scheme, trace)
+        verified_addresses = {ip for ip, _ in streams}
+        await self._http(url, host, port, scheme, streams, addresses, trace)
+
+        control: dict[str, Any] | None = None
+        control_failure: str | None = None if control_task else "x_no_control_helper"
+        if control_task is not None:
+            try:
+                control, control_failure = await control_task
+            except Exception as exc:  # the client returns failures; this is a last resort
+                control_failure = f"unknown_failure: {type(exc).__name__}"
+        await self._check_suspicious_answers(
+            host, addresses, verified_addresses, scheme, control, trace, extra
+        )
+        return control, control_failure
+
+    async def _endpoints(
+        self, addresses: list[str], host: str, port: int, scheme: str, trace: Trace
+    ) -> list[tuple[str, tuple[asyncio.StreamReader, asyncio.StreamWriter]]]:
+        """Connect (and TLS) to every address at once; the usable streams, in address order."""
+        cfg = self.config
+
+        async def one(ip: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+            _, sock = await ntcp.connect(ip, port, timeout=cfg.connect_timeout, trace=trace)
+            if sock is None:
+                return None
+            if scheme == "https":
+                _, stream = await ntls.handshake(
+                    sock, host, trust=cfg.trust, timeout=cfg.tls_timeout, trace=trace
+                )
+                return (stream.reader, stream.writer) if stream is not None else None
+            try:
+                return await asyncio.open_connection(sock=sock, limit=64 * 1024)
+            except OSError:
+                sock.close()
+                return None
+
+        opened = await asyncio.gather(*(one(ip) for ip in addresses))
+        return [(ip, s) for ip, s in zip(addresses, opened, strict=True) if s is not None]
+
+    async def _http(
+        self,
+        url: str,
+        host: str,
+        port: int,
+        scheme: str,
+        streams: list[tuple[str, tuple[asyncio.StreamReader, asyncio.StreamWriter]]],
+        addresses: list[str],
+        trace: Trace,
+    ) -> None:
+        cfg = self.config
+        try:
+            if not streams:
+                failure = self._first_failure(trace) or (
+                    "dns_no_answer" if not addresses else "unknown_failure"
+                )
+                address = ntcp.format_address(addresses[0], port) if addresses else ""
+                _failed_request(url, address, failure, trace)
+                return
+            ip, (reader, writer) = streams[0]
+            first = await nhttp.round_trip(
+                reader,
+                writer,
+                url,
+                address=ntcp.format_address(ip, port),
+                max_body=cfg.max_body,
+                timeout=cfg.http_timeout,
+                trace=trace,
+            )
+            location = first.location
+            if (
+                first.failure is None
+                and first.status_code in (301, 302, 303, 307, 308)
+                and location
+            ):
+                from urllib.parse import urljoin
+
+                cache: dict[str, list[str]] = {host: addresses}
+
+                async def resolve(name: str) -> list[str]:
+                    if name not in cache:
+                        cache[name] = await self._resolve(name, trace)
+                    return cache[name]
+
+                await nhttp.fetch(
+                    urljoin(url, location),
+                    resolve=resolve,
+                    trust=cfg.trust,
+                    max_redirects=9,
+                    timeout=cfg.http_timeout,
+                    max_body=cfg.max_body,
+                    trace=trace,
+                )
+        finally:
+            for _, (_, w) in streams:
+                w.transport.abort()
+
+    @staticmethod
+    def _first_failure(trace: Trace) -> str | None:
+        for record in (*trace.tls_handshakes, *trace.tcp_connect, *trace.queries):
+            failure = getattr(record, "failure", None)
+            if failure:
+                return str(failure)
+        return None
+
+    async def _check_suspicious_answers(
+        self,
+        host: str,
+        addresses: list[str],
+        verified: set[str],
+        scheme: str,
+        control: dict[str, Any] | None,
+        trace: Trace,
+        extra: dict[str, Any],
+    ) -> None:
+        """Fetch http://<address>/ for answers the control did not give and no valid cert vouches
+        for: a DNS blockpage server shows itself there, a bogus address does not."""
+        control_addrs = set(((control or {}).get("dns") or {}).get("addrs") or [])
+        if not control_addrs:
+            return
+        suspicious = [
+            a
+            for a in addresses
+            if a not in control_addrs and (scheme != "https" or a not in verified)
+        ]
+        pages = []
+        for ip in suspicious[:2]:
+
+            async def only(name: str, ip: str = ip) -> list[str]:
+                return [ip]
+
+            # A trace of its own: these fetches are evidence, not part of OONI's request chain.
+            page_trace = Trace(t0=trace.t0)
+            results = await nhttp.fetch(
+                f"http://{host}/",
+                resolve=only,
+                trust=self.config.trust,
+                max_redirects=0,
+                timeout=5.0,
+                max_body=64 * 1024,
+                trace=page_trace,
+            )
+            pages += [r.to_ooni() for r in results]
+        if pages:
+            extra["x_dns_answer_pages"] = pages
+
+    def _mark_second_opinions(self, queries: list[dict[str, Any]]) -> None:
+        second = self.config.second_resolver
+        for query in queries:
+            address = str(query.get("resolver_address") or "")
+            if query.get("engine") == "doh" or (second and address.split(":")[0] == second):
+                query["x_second_opinion"] = True
+
+    @staticmethod
+    def _dns_failure(url: str, queries: list[dict[str, Any]]) -> str | None:
+        """OONI's dns_experiment_failure: the user's resolver's failure for the input's host."""
+        host = (urlsplit(url).hostname or "").lower()
+        for query in queries:
+            if query.get("hostname") == host and not query.get("x_second_opinion"):
+                failure = query.get("failure")
+                return str(failure) if failure else None
+        return None
+
+    def _assemble(
+        self,
+        url: str,
+        start: dt.datetime,
+        trace: Trace,
+        control: dict[str, Any] | None,
+        control_failure: str | None,
+        extra: dict[str, Any],
+    ) -> dict[str, Any]:
+        cfg = self.config
+        fragment = trace.test_keys_fragment()
+        self._mark_second_opinions(fragment["queries"])
+        test_keys: dict[str, Any] = {
+            **fragment,
+            "dns_experiment_failure": self._dns_failure(url, fragment["queries"]),
+            "client_resolver": cfg.resolver or "",
+            "control": control or {},
+            "control_failure": control_failure,
+            **extra,
+        }
+        measurement: dict[str, Any] = {
+            "annotations": {
+                "engine_name": "netvigil",
+                "engine_version": __version__,
+                "platform": platform.system().lower(),
+                "architecture": platform.machine(),
+                **cfg.annotations,
+            },
+            "data_format_version": "0.2.0",
+            "input": url,
+            "measurement_start_time": _ooni_time(start),
+            "probe_asn": cfg.probe_asn,
+            "probe_cc": cfg.probe_cc,
+            "probe_ip": SCRUBBED_IP,
+            "probe_network_name": "",
+            "report_id": self.report_id,
+            "resolver_asn": "AS0",
+            "resolver_ip": cfg.resolver or "",
+            "resolver_network_name": "",
+            "software_name": "netvigil",
+            "software_version": __version__,
+            "test_helpers": {"backend": {"address": cfg.helper_url, "type": "https"}}
+            if cfg.helper_url
+            else {},
+            "test_name": TEST_NAME,
+            "test_runtime": round(trace.elapsed(), 6),
+            "test_start_time": _ooni_time(self.started),
+            "test_version": TEST_VERSION,
+            "test_keys": test_keys,
+        }
+        verdict = analyze(measurement)
+        summary = verdict.to_dict()
+        for key in (
+            "dns_consistency",
+            "body_length_match",
+            "body_proportion",
+            "status_code_match",
+            "headers_match",
+            "title_match",
+            "blocking",
+            "accessible",
+        ):
+            if key in summary:
+                test_keys[key] = summary[key]
+        test_keys["x_netvigil_verdict"] = summary
+        return measurement
+
+
+MeasureFn = Callable[[str], Awaitable[dict[str, Any]]]

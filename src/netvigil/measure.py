@@ -1,0 +1,432 @@
+"""`netvigil measure`: many URLs, concurrently, with progress, a summary and OONI JSONL output.
+
+Inputs come from the command line, a file (one URL per line, or a Citizen Lab CSV) or a shipped
+Citizen Lab list (``--list kz``). A malformed input is reported in one line and skipped; every
+measurement is written to the output file the moment it is done, so an interruption loses
+nothing already measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import os
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from netvigil.experiments.web_connectivity import ProbeConfig, WebConnectivity
+
+MAX_URL_LENGTH = 2048
+MAX_INPUTS = 100_000
+
+
+class InputError(ValueError):
+    """A problem with what the user asked to measure, as one line."""
+
+
+@dataclass
+class Inputs:
+    urls: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # one line each: where, what, why
+
+
+def check_url(url: str) -> str | None:
+    """None if `url` can be measured, else why not."""
+    if len(url) > MAX_URL_LENGTH:
+        return f"longer than {MAX_URL_LENGTH} characters"
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        _ = parts.port
+    except ValueError as exc:
+        return f"not a URL ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return "not an http:// or https:// URL"
+    if not host:
+        return "has no host name"
+    if any(c.isspace() for c in url):
+        return "contains white space"
+    return None
+
+
+def list_names() -> list[str]:
+    folder = resources.files("netvigil.data").joinpath("test-lists")
+    return sorted(
+        p.name[:-4]
+        for p in folder.iterdir()
+        if p.name.endswith(".csv") and not p.name.startswith("00-")
+    )
+
+
+def _read_lines(text: str, source: str, inputs: Inputs) -> None:
+    first = text.split("\n", 1)[0]
+    if first.startswith("url,") or first.startswith('"url"'):
+        reader = csv.DictReader(io.StringIO(text))
+        rows: Iterable[tuple[int, str]] = (
+            (n + 2, (row.get("url") or "").strip()) for n, row in enumerate(reader)
+        )
+    else:
+        rows = ((n + 1, line.strip()) for n, line in enumerate(text.splitlines()))
+    for line_number, url in rows:
+        if not url or url.startswith("#"):
+            continue
+        problem = check_url(url)
+        if problem:
+            inputs.skipped.append(f"{source}:{line_number}: '{url[:80]}' {problem} — skipped")
+        else:
+            inputs.urls.append(url)
+        if len(inputs.urls) > MAX_INPUTS:
+            raise InputError(f"{source}: more than {MAX_INPUTS} URLs — split the list")
+
+
+def gather_inputs(urls: list[str], files: list[str], lists: list[str]) -> Inputs:
+    inputs = Inputs()
+    for url in urls:
+        problem = check_url(url)
+        if problem:
+            inputs.skipped.append(f"argument: '{url[:80]}' {problem} — skipped")
+        else:
+            inputs.urls.append(url)
+    for name in files:
+        path = Path(name)
+        if name != "-" and not path.is_file():
+            raise InputError(
+                f"{name}: no such file — give a file with one URL per line or a Citizen Lab CSV"
+            )
+        text = (
+            sys.stdin.read() if name == "-" else path.read_text(encoding="utf-8", errors="replace")
+        )
+        _read_lines(text, name, inputs)
+    for code in lists:
+        code = code.lower()
+        if code not in list_names():
+            raise InputError(f"no test list '{code}' — use one of: {', '.join(list_names())}")
+        data = (
+            resources.files("netvigil.data")
+            .joinpath("test-lists", f"{code}.csv")
+            .read_text(encoding="utf-8")
+        )
+        _read_lines(data, f"list {code}", inputs)
+    inputs.urls = list(dict.fromkeys(inputs.urls))
+    if not inputs.urls:
+        raise InputError("nothing to measure — give URLs, --input-file FILE or --list CC")
+    return inputs
+
+
+@dataclass
+class RunResult:
+    verdicts: list[dict[str, Any]]
+    seconds: float
+
+
+async def run_measurements(
+    experiment: WebConnectivity,
+    urls: list[str],
+    *,
+    concurrency: int = 100,
+    per_host: int = 4,
+    output: IO[str] | None = None,
+    progress: Progress | None = None,
+) -> RunResult:
+    """Measure every URL with at most `concurrency` in flight and `per_host` per host name."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    overall = asyncio.Semaphore(max(1, concurrency))
+    hosts: defaultdict[str, asyncio.Semaphore] = defaultdict(
+        lambda: asyncio.Semaphore(max(1, per_host))
+    )
+    verdicts: list[dict[str, Any]] = []
+    counts: Counter[str] = Counter()
+    task_id = progress.add_task("measuring", total=len(urls), outcomes="") if progress else None
+
+    async def one(url: str) -> None:
+        host = (urlsplit(url).hostname or "").lower()
+        async with hosts[host], overall:
+            measurement = await experiment.measure(url)
+        verdict = measurement["test_keys"]["x_netvigil_verdict"]
+        verdicts.append(verdict)
+        if output is not None:
+            output.write(json.dumps(measurement, separators=(",", ":")) + "\n")
+            output.flush()
+        counts["blocked" if verdict.get("blocked") else "ok"] += 1
+        if progress is not None and task_id is not None:
+            summary = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+            progress.update(task_id, advance=1, outcomes=summary)
+
+    await asyncio.gather(*(one(u) for u in urls))
+    return RunResult(verdicts, loop.time() - started)
+
+
+def make_progress(enabled: bool) -> Progress | None:
+    if not enabled:
+        return None
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[outcomes]}"),
+        console=Console(stderr=True),
+        transient=False,
+    )
+
+
+def print_summary(result: RunResult, console: Console) -> None:
+    by_outcome: dict[str, list[str]] = defaultdict(list)
+    for verdict in result.verdicts:
+        by_outcome[str(verdict.get("outcome", "unknown"))].append(str(verdict.get("input", "")))
+    table = Table(
+        title=f"{len(result.verdicts)} URLs measured in {result.seconds:.1f} s",
+        title_justify="left",
+    )
+    table.add_column("outcome")
+    table.add_column("URLs", justify="right")
+    table.add_column("examples", overflow="fold")
+
+    def order(item: tuple[str, list[str]]) -> tuple[int, str]:
+        name = item[0]
+        return (0 if name == "ok" else 1 if name in ("down", "unknown") else 2, name)
+
+    for outcome, urls in sorted(by_outcome.items(), key=order):
+        style = (
+            "green"
+            if outcome == "ok"
+            else "yellow"
+            if outcome in ("down", "unknown")
+            else "bold red"
+        )
+        examples = ", ".join(urls[:3]) + (f" … (+{len(urls) - 3})" if len(urls) > 3 else "")
+        table.add_row(f"[{style}]{outcome}[/]", str(len(urls)), examples)
+    console.print(table)
+
+
+def consent_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "netvigil" / "consent.json"
+
+
+CONSENT_TEXT = """\
+Before netvigil measures your network, please read this.
+
+- The sites you test are contacted from YOUR connection. Anyone watching it (your ISP, your
+  employer, the state) can see that you connected to them, including blocked ones. In some
+  countries testing for censorship can have legal or personal consequences.
+- netvigil never records your public IP address, and uploads nothing unless you ask it to.
+- Measurements are written only where you tell it (--output).
+"""
+
+
+def ensure_consent(assume_yes: bool, stdin_is_tty: bool) -> None:
+    """Informed consent before the first real-network run; remembered afterwards."""
+    path = consent_path()
+    if path.exists():
+        return
+    if not assume_yes:
+        if not stdin_is_tty:
+            raise InputError(
+                "first real-network run needs your informed consent — run it once in a terminal, "
+                "or pass --consent after reading 'netvigil measure --help'"
+            )
+        print(CONSENT_TEXT, file=sys.stderr)
+        answer = input("Type 'yes' to measure from this network: ").strip().lower()
+        if answer != "yes":
+            raise InputError("no consent given — nothing was measured")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"consent": True, "text_version": 1}) + "\n")
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "measure",
+        help="measure websites from this network (OONI web_connectivity)",
+        description=(
+            "Measure websites from this network against an uncensored control and say how each is "
+            "blocked. Inside the testbed (netvigil testbed run ... -- netvigil measure ...) the "
+            "resolvers, the control helper and the trust anchor come from the testbed. On a real "
+            "network: the system resolver, a DoH resolver as a second opinion, the Mozilla roots "
+            "(certifi, never the OS store) and the control helper you give with --helper."
+        ),
+    )
+    p.add_argument("urls", nargs="*", metavar="URL")
+    p.add_argument(
+        "--input-file",
+        "-f",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="one URL per line, or a Citizen Lab CSV; - for stdin",
+    )
+    p.add_argument(
+        "--list",
+        "-l",
+        action="append",
+        default=[],
+        metavar="CC",
+        help="a shipped Citizen Lab test list (kz, ru, ir, cn, by, cis, global)",
+    )
+    p.add_argument("--output", "-o", metavar="FILE", help="write OONI measurements here (JSONL)")
+    p.add_argument(
+        "--json", action="store_true", help="print one verdict object per URL instead of a table"
+    )
+    p.add_argument("--concurrency", type=int, default=100, help="URLs in flight (default 100)")
+    p.add_argument(
+        "--per-host", type=int, default=4, help="URLs in flight per host name (default 4)"
+    )
+    p.add_argument(
+        "--resolver",
+        metavar="IP",
+        help="the resolver to test (default: system, or the testbed's ISP)",
+    )
+    p.add_argument("--second-resolver", metavar="IP", help="a second resolver, asked over UDP")
+    p.add_argument("--doh", metavar="URL", help="a DoH resolver as second opinion (real networks)")
+    p.add_argument("--no-doh", action="store_true", help="no DoH second opinion")
+    p.add_argument("--helper", metavar="URL", help="control helper URL (OONI-compatible)")
+    p.add_argument(
+        "--ca-bundle", metavar="PEM", help="trust anchors (default: certifi's Mozilla roots)"
+    )
+    p.add_argument("--probe-cc", default=None, help="country code to record (default ZZ)")
+    p.add_argument("--probe-asn", default=None, help="network to record, e.g. AS9198 (default AS0)")
+    p.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds per network step (default 10)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--consent",
+        action="store_true",
+        help="I have read the risks: measuring from my network is visible to whoever watches it",
+    )
+
+
+DEFAULT_DOH = "https://dns.quad9.net/dns-query"
+
+
+def probe_config(
+    *,
+    ca_bundle: str | None = None,
+    resolver: str | None = None,
+    second_resolver: str | None = None,
+    doh: str | None = None,
+    no_doh: bool = False,
+    helper: str | None = None,
+    probe_cc: str | None = None,
+    probe_asn: str | None = None,
+    timeout: float = 10.0,
+) -> ProbeConfig:
+    """The probe's configuration: what the user gave, else the testbed's, else real-network defaults."""
+    from netvigil.net.tls import TrustStore
+
+    env = os.environ
+    in_testbed = env.get("NETVIGIL_TESTBED") == "1"
+    bundle = ca_bundle or (env.get("NETVIGIL_CA_BUNDLE") if in_testbed else None)
+    if bundle and not Path(bundle).is_file():
+        raise InputError(f"{bundle}: no such trust bundle — give a PEM file with --ca-bundle")
+    try:
+        trust = TrustStore.from_pem_file(bundle) if bundle else TrustStore.mozilla()
+    except ValueError as exc:
+        raise InputError(f"{bundle}: not a PEM certificate bundle ({exc})") from None
+    timeout = max(1.0, float(timeout))
+    return ProbeConfig(
+        trust=trust,
+        resolver=resolver or (env.get("NETVIGIL_RESOLVER") if in_testbed else None),
+        second_resolver=second_resolver
+        or (env.get("NETVIGIL_PUBLIC_RESOLVER") if in_testbed else None),
+        doh_url=None if (no_doh or in_testbed) else (doh or DEFAULT_DOH),
+        helper_url=helper or (env.get("NETVIGIL_HELPER_URL") if in_testbed else None),
+        probe_cc=(probe_cc or env.get("NETVIGIL_PROBE_CC") or "ZZ").upper(),
+        probe_asn=probe_asn or env.get("NETVIGIL_PROBE_ASN") or "AS0",
+        connect_timeout=timeout,
+        tls_timeout=timeout,
+        http_timeout=timeout * 1.5,
+        control_timeout=timeout * 3,
+        url_budget=timeout * 6,
+        annotations={"netvigil_testbed": env.get("NETVIGIL_TESTBED_PROFILE", "")}
+        if in_testbed
+        else {},
+    )
+
+
+def testbed_config(timeout: float = 10.0) -> ProbeConfig:
+    """Inside `netvigil testbed run`: everything from the testbed's environment."""
+    return probe_config(timeout=timeout)
+
+
+def config_from_args(args: Any) -> ProbeConfig:
+    return probe_config(
+        ca_bundle=args.ca_bundle,
+        resolver=args.resolver,
+        second_resolver=args.second_resolver,
+        doh=args.doh,
+        no_doh=args.no_doh,
+        helper=args.helper,
+        probe_cc=args.probe_cc,
+        probe_asn=args.probe_asn,
+        timeout=args.timeout,
+    )
+
+
+def run(args: Any) -> int:
+    inputs = gather_inputs(list(args.urls), list(args.input_file), list(args.list))
+    for line in inputs.skipped:
+        print(f"netvigil: {line}", file=sys.stderr)
+    in_testbed = os.environ.get("NETVIGIL_TESTBED") == "1"
+    if not in_testbed:
+        ensure_consent(args.consent, sys.stdin.isatty())
+    config = config_from_args(args)
+    if config.helper_url is None:
+        print(
+            "netvigil: no control helper (--helper URL): verdicts will be less certain",
+            file=sys.stderr,
+        )
+    experiment = WebConnectivity(config)
+    output = open(args.output, "a", encoding="utf-8") if args.output else None  # noqa: SIM115
+    progress = make_progress(not args.no_progress and not args.json and sys.stderr.isatty())
+    try:
+        if progress is not None:
+            with progress:
+                result = asyncio.run(
+                    run_measurements(
+                        experiment,
+                        inputs.urls,
+                        concurrency=args.concurrency,
+                        per_host=args.per_host,
+                        output=output,
+                        progress=progress,
+                    )
+                )
+        else:
+            result = asyncio.run(
+                run_measurements(
+                    experiment,
+                    inputs.urls,
+                    concurrency=args.concurrency,
+                    per_host=args.per_host,
+                    output=output,
+                )
+            )
+    finally:
+        if output is not None:
+            output.close()
+    if args.json:
+        for verdict in result.verdicts:
+            print(json.dumps(verdict))
+    else:
+        from netvigil.testbed.report import make_console
+
+        print_summary(result, make_console())
+        if inputs.skipped:
+            print(f"  {len(inputs.skipped)} input(s) skipped (see above).")
+        if args.output:
+            print(f"  measurements: {args.output}")
+    return 0
