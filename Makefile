@@ -17,3 +17,5 @@ test: lint
 
 bench: setup
 	.venv/bin/python benchmarks/bench_testbed_up.py
+	.venv/bin/python benchmarks/bench_probe.py
+	.venv/bin/python benchmarks/bench_fingerprints.py

@@ -216,18 +216,24 @@ def _testbed(args: argparse.Namespace) -> int:
         cmd = [sys.executable, "-m", "netvigil.testbed.score"] + (["--json"] if args.json else [])
         return control.run(args.profile, cmd, name=f"score-{os.getpid()}")
     if action == "demo":
-        from netvigil.testbed.report import make_console, print_truth
+        from collections import Counter
+
+        from netvigil.testbed.report import make_console
 
         plan = make_plan(load_profile(args.profile))
         console = make_console()
         console.rule(f"[bold]netvigil testbed: {args.profile}")
-        console.print(plan.description)
-        print_truth(plan, ground_truth(plan), console)
-        console.rule("[bold]Bringing the emulated network up and looking from the client")
-        cmd = [sys.executable, "-m", "netvigil.testbed.observe"]
+        console.print(plan.description.strip())
+        counts = Counter(row.outcome for row in ground_truth(plan))
+        console.print(
+            "What the emulated censor does to the profile's URLs (netvigil testbed truth lists them): "
+            + ", ".join(f"{outcome} {n}" for outcome, n in sorted(counts.items()))
+        )
+        console.rule("[bold]Bringing the emulated network up; the probe measures from 'client'")
+        cmd = [sys.executable, "-m", "netvigil.testbed.demo"]
         return control.run(args.profile, cmd, name=f"demo-{os.getpid()}")
     raise control.TestbedError(
-        "choose an action: up, down, status, truth, run, exec, selftest, demo, profiles"
+        "choose an action: up, down, status, truth, run, exec, selftest, score, demo, profiles"
     )
 
 

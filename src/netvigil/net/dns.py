@@ -13,7 +13,9 @@ Bounds: replies over 64 KiB are ignored (UDP) or impossible (TCP framing); at mo
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
+import random
 import socket
 import ssl
 import struct
@@ -24,6 +26,7 @@ from urllib.parse import urlsplit
 
 import dns.flags
 import dns.message
+import dns.name
 import dns.rcode
 import dns.rdata
 import dns.rdataclass
@@ -68,6 +71,35 @@ _RCODE_FAILURES = {
 _HEADER = struct.Struct("!HHHH")
 _TYPE_CLASS = struct.Struct("!HH")
 _RECORD = struct.Struct("!HHIH")
+_FULL_HEADER = struct.Struct("!HHHHHH")
+_OPT_RECORD = b"\x00" + struct.pack("!HHIH", 41, EDNS_PAYLOAD, 0, 0)  # root, OPT, payload size
+
+
+@functools.lru_cache(maxsize=4096)
+def _name_wire(hostname: str) -> bytes:
+    """The name as lowercase wire labels (IDNA); raises like dnspython on a bad name."""
+    wire = dns.name.from_text(hostname).to_wire()
+    assert wire is not None
+    return wire.lower()
+
+
+@dataclass(slots=True)
+class _Query:
+    """A query built straight to wire: dnspython's builder costs ~0.3 ms a query, and the
+    probe asks two resolvers for every URL."""
+
+    id: int
+    name_wire: bytes
+    rdtype: int
+    edns: bool = True
+
+    def to_wire(self) -> bytes:
+        header = _FULL_HEADER.pack(self.id, 0x0100, 1, 0, 0, 1 if self.edns else 0)  # RD set
+        question = self.name_wire + _TYPE_CLASS.pack(self.rdtype, dns.rdataclass.IN)
+        return header + question + (_OPT_RECORD if self.edns else b"")
+
+
+AnyQuery = dns.message.Message | _Query
 _A = dns.rdatatype.A
 _AAAA = dns.rdatatype.AAAA
 _CNAME = dns.rdatatype.CNAME
@@ -193,8 +225,10 @@ def _read_name(wire: bytes, offset: int) -> str:
         offset += 1 + length
 
 
-def question_key(query: dns.message.Message) -> bytes:
+def question_key(query: AnyQuery) -> bytes:
     """The query's question as lowercase wire bytes (name, type, class)."""
+    if isinstance(query, _Query):
+        return query.name_wire + _TYPE_CLASS.pack(query.rdtype, dns.rdataclass.IN)
     question = query.question[0]
     name = question.name.to_wire()
     assert name is not None
@@ -222,7 +256,7 @@ def _answer(wire: bytes, rdtype: int, start: int, size: int, ttl: int) -> DNSAns
 
 def parse_reply(
     wire: bytes,
-    query: dns.message.Message,
+    query: AnyQuery,
     t: float,
     *,
     retransmission: bool = False,
@@ -241,7 +275,7 @@ def parse_reply(
     if ident != query.id or not flags & dns.flags.QR or (flags >> 11) & 0xF != 0 or qdcount != 1:
         return None
     key = expected if expected is not None else question_key(query)
-    qtype = query.question[0].rdtype
+    qtype = query.rdtype if isinstance(query, _Query) else query.question[0].rdtype
     end = 12 + len(key)
     # The question must come back as sent (case aside: DNS 0x20), uncompressed.
     if wire[12 : end - 4].lower() != key[:-4] or wire[end - 4 : end] != key[-4:]:
@@ -285,10 +319,9 @@ def parse_reply(
     )
 
 
-def _make_query(hostname: str, qtype: str, *, edns: bool = True) -> dns.message.Message:
-    if edns:
-        return dns.message.make_query(hostname, qtype, use_edns=0, payload=EDNS_PAYLOAD)
-    return dns.message.make_query(hostname, qtype)
+def _make_query(hostname: str, qtype: str, *, edns: bool = True) -> _Query:
+    rdtype = int(dns.rdatatype.from_text(qtype))
+    return _Query(random.getrandbits(16), _name_wire(hostname), rdtype, edns)
 
 
 def _result(
@@ -327,7 +360,7 @@ def _result(
 
 
 class _UDPCollector(asyncio.DatagramProtocol):
-    def __init__(self, queries: list[dns.message.Message], clock: Clock) -> None:
+    def __init__(self, queries: list[_Query], clock: Clock) -> None:
         self.queries = queries
         self.key = question_key(queries[0])  # a retry asks the same question
         self.clock = clock
@@ -366,7 +399,7 @@ def _family(ip: str) -> socket.AddressFamily:
 
 
 async def _udp(
-    query: dns.message.Message,
+    query: _Query,
     hostname: str,
     qtype: str,
     resolver_ip: str,
@@ -426,7 +459,7 @@ async def _recv_exactly(loop: asyncio.AbstractEventLoop, sock: socket.socket, n:
 
 
 async def _tcp(
-    query: dns.message.Message, resolver_ip: str, port: int, timeout: float, clock: Clock
+    query: _Query, resolver_ip: str, port: int, timeout: float, clock: Clock
 ) -> tuple[DNSReply | None, str | None, float]:
     loop = asyncio.get_running_loop()
     sock = socket.socket(_family(resolver_ip), socket.SOCK_STREAM)

@@ -130,10 +130,16 @@ def censor_ruleset(plan: Plan) -> str:
     # Only flows to live, unblocked sites go through the middlebox: a flow to a dead address
     # must fail exactly as it would without a censor (refused, unreachable), not at the proxy.
     diverted = [a for a in plan.live_site_addresses if a not in blocked]
+    # The middlebox sees a port only when a rule may act there (a censor with no SNI rules
+    # has no reason to proxy TLS): other flows go through the kernel untouched and fast.
+    ports = sorted(
+        ({443} if plan.rules_for("tls") else set()) | ({80} if plan.rules_for("http") else set())
+    )
     prerouting: list[str] = []
-    if diverted:
+    if diverted and ports:
         prerouting.append(
-            f'iifname "{CENSOR_CLIENT_IF}" meta l4proto tcp ip daddr @diverted tcp dport {{ 80, 443 }} '
+            f'iifname "{CENSOR_CLIENT_IF}" meta l4proto tcp ip daddr @diverted '
+            f"tcp dport {{ {', '.join(map(str, ports))} }} "
             f"tproxy ip to :{MIDDLEBOX_TCP_PORT} meta mark set {TPROXY_MARK} accept"
         )
     if any(r.action == "dns-inject" for r in plan.rules):
