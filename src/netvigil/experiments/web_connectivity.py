@@ -27,8 +27,7 @@ from netvigil.net import dns as ndns
 from netvigil.net import http as nhttp
 from netvigil.net import tcp as ntcp
 from netvigil.net import tls as ntls
-from netvigil.net.http import HTTPResult
-from netvigil.net.trace import Trace
+from netvigil.net.trace import Clock, Trace
 from netvigil.verdict import analyze
 
 TEST_NAME = "web_connectivity"
@@ -75,27 +74,6 @@ def _is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _failed_request(url: str, address: str, failure: str, trace: Trace) -> HTTPResult:
-    """What OONI records when no HTTP exchange could start: a request carrying the failure."""
-    now = trace.elapsed()
-    result = HTTPResult(
-        url=url,
-        address=address,
-        failure=failure,
-        status_code=None,
-        headers_list=(),
-        body=b"",
-        body_is_truncated=False,
-        body_rate=None,
-        t0=now,
-        t=now,
-        transaction_id=trace.next_transaction_id(),
-        request_headers=nhttp.DEFAULT_HEADERS,
-    )
-    trace.requests.append(result)
-    return result
 
 
 class WebConnectivity:
@@ -237,7 +215,9 @@ class WebConnectivity:
                     "dns_no_answer" if not addresses else "unknown_failure"
                 )
                 address = ntcp.format_address(addresses[0], port) if addresses else ""
-                _failed_request(url, address, failure, trace)
+                nhttp.failed_request(
+                    url, address, failure, Clock(trace), nhttp.DEFAULT_HEADERS, trace
+                )
                 return
             ip, (reader, writer) = streams[0]
             first = await nhttp.round_trip(

@@ -399,9 +399,10 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def _failed(
+def failed_request(
     url: str, address: str, failure: str, clock: Clock, headers: Headers, trace: Trace | None
 ) -> HTTPResult:
+    """The record of an HTTP exchange that could not start (OONI's request with a failure)."""
     target, host = _target(url)
     del target
     result = HTTPResult(
@@ -440,9 +441,11 @@ async def _hop(
         host = parts.hostname or ""
         port = parts.port or (443 if scheme == "https" else 80)
     except ValueError as exc:
-        return _failed(url, "", unknown_failure(f"bad URL: {exc}"), Clock(trace), headers, trace)
+        return failed_request(
+            url, "", unknown_failure(f"bad URL: {exc}"), Clock(trace), headers, trace
+        )
     if scheme not in ("http", "https") or not host:
-        return _failed(
+        return failed_request(
             url, "", unknown_failure(f"unsupported URL: {url[:100]}"), Clock(trace), headers, trace
         )
     if _is_ip(host):
@@ -451,9 +454,9 @@ async def _hop(
         try:
             addresses = list(await resolve(host))
         except Exception as exc:
-            return _failed(url, "", failure_string(exc), Clock(trace), headers, trace)
+            return failed_request(url, "", failure_string(exc), Clock(trace), headers, trace)
         if not addresses:
-            return _failed(url, "", "dns_no_answer", Clock(trace), headers, trace)
+            return failed_request(url, "", "dns_no_answer", Clock(trace), headers, trace)
     last_failure = "dns_no_answer"
     last_address = ""
     for ip in addresses[:max_addresses]:
@@ -469,7 +472,7 @@ async def _hop(
             )
             if stream is None:
                 sock.close()
-                return _failed(
+                return failed_request(
                     url,
                     address,
                     shake.failure or "ssl_failed_handshake",
@@ -483,7 +486,9 @@ async def _hop(
                 reader, writer = await asyncio.open_connection(sock=sock, limit=_READ_SIZE)
             except OSError as exc:
                 sock.close()
-                return _failed(url, address, failure_string(exc), Clock(trace), headers, trace)
+                return failed_request(
+                    url, address, failure_string(exc), Clock(trace), headers, trace
+                )
         try:
             return await round_trip(
                 reader,
@@ -497,7 +502,7 @@ async def _hop(
             )
         finally:
             _abort(writer)
-    return _failed(url, last_address, last_failure, Clock(trace), headers, trace)
+    return failed_request(url, last_address, last_failure, Clock(trace), headers, trace)
 
 
 async def fetch(
@@ -542,5 +547,7 @@ async def fetch(
             return results
         current = urljoin(current, location.strip())
         if len(results) > max_redirects:
-            results.append(_failed(current, "", TOO_MANY_REDIRECTS, Clock(trace), headers, trace))
+            results.append(
+                failed_request(current, "", TOO_MANY_REDIRECTS, Clock(trace), headers, trace)
+            )
             return results
