@@ -136,7 +136,7 @@ async def run_measurements(
     urls: list[str],
     *,
     concurrency: int = 100,
-    per_host: int = 4,
+    per_host: int = 1,
     output: IO[str] | None = None,
     progress: Progress | None = None,
 ) -> RunResult:
@@ -282,7 +282,11 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--concurrency", type=int, default=100, help="URLs in flight (default 100)")
     p.add_argument(
-        "--per-host", type=int, default=4, help="URLs in flight per host name (default 4)"
+        "--per-host",
+        type=int,
+        default=1,
+        help="URLs in flight per host name (default 1: a site is not hammered, "
+        "and its URLs do not slow each other down)",
     )
     p.add_argument(
         "--resolver",

@@ -197,9 +197,10 @@ def internet_ruleset(plan: Plan) -> str:
 def throttle_tc_lines(plan: Plan) -> list[str]:
     """`tc -batch` lines: an htb root whose default class is unlimited, one tbf class per rule.
 
-    The tbf queue is deep (20 s of traffic) so that a throttled site is slow for every flow, as
-    a shaper makes it, rather than starving one TCP flow in retransmission back-off while
-    another takes the bandwidth: the probe must see bytes trickle in to call it throttling.
+    The tbf queue holds 5 s of traffic: deep enough that a lone throttled flow trickles
+    instead of collapsing into retransmission back-off, shallow enough that what a closed
+    connection left queued drains within seconds. (This kernel has no sfq/fq_codel to share the
+    throttle fairly between flows; the probe measures one URL per host at a time by default.)
     """
     rules = plan.rules_for("throttle")
     if not rules:
@@ -214,7 +215,7 @@ def throttle_tc_lines(plan: Plan) -> list[str]:
         rate = str(rule.params.get("rate", "128kbit"))
         lines += [
             f"class add dev {dev} parent 1: classid 1:{classid} htb rate 10gbit",
-            f"qdisc add dev {dev} parent 1:{classid} handle {classid}: tbf rate {rate} burst 16kbit latency 20s",
+            f"qdisc add dev {dev} parent 1:{classid} handle {classid}: tbf rate {rate} burst 16kbit latency 5s",
         ]
     return lines
 
