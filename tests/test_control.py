@@ -8,6 +8,7 @@ the allow-list and the network guard: a helper that connected anyway would fail 
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import ipaddress
 import json
@@ -417,11 +418,17 @@ def test_normal_request_gives_a_full_ooni_response(pki: Pki) -> None:
             assert response["dns"] == {"failure": None, "addrs": ["127.0.0.1"], "x_failure": None}
             assert response["tcp_connect"][endpoint]["status"] is True
             assert response["tcp_connect"][endpoint]["failure"] is None
-            assert response["tls_handshake"][endpoint] == {
-                "server_name": DOMAIN,
-                "status": True,
-                "failure": None,
-            }
+            tls = dict(response["tls_handshake"][endpoint])
+            chain = tls.pop("x_peer_certificates")
+            assert tls == {"server_name": DOMAIN, "status": True, "failure": None}
+            # The chain the helper saw (an x_ key OONI clients ignore): leaf, then the root.
+            ders = [base64.b64decode(c["data"], validate=True) for c in chain]
+            assert [c["format"] for c in chain] == ["base64", "base64"]
+            good = x509.load_pem_x509_certificates(pki.good_chain.read_bytes())
+            assert ders == [c.public_bytes(serialization.Encoding.DER) for c in good]
+            assert x509.load_der_x509_certificate(ders[0]).subject.rfc4514_string() == (
+                f"CN={DOMAIN}"
+            )
             http = response["http_request"]
             assert http["status_code"] == 200
             assert http["failure"] is None
@@ -481,6 +488,11 @@ def test_wrong_certificate(pki: Pki) -> None:
             assert tls["server_name"] == DOMAIN
             assert tls["failure"].startswith("ssl_")
             assert tls["failure"] == "ssl_unknown_authority"
+            # The unverified chain is kept too: it is what the probe compares its own with.
+            bad = x509.load_pem_x509_certificates(pki.bad_chain.read_bytes())
+            assert [base64.b64decode(c["data"]) for c in tls["x_peer_certificates"]] == [
+                c.public_bytes(serialization.Encoding.DER) for c in bad
+            ]
             info = response["ip_info"]["127.0.0.2"]
             assert info["flags"] & 8 == 0
             assert info["flags"] & 1 == 1
@@ -891,3 +903,19 @@ def test_testbed_role_starts_and_answers(pki: Pki, monkeypatch: pytest.MonkeyPat
 @dataclass(frozen=True)
 class _FakePlan:
     pki_dir: Path
+
+
+def test_peer_certificates_are_capped() -> None:
+    from netvigil.control.measure import _peer_certificates
+
+    config = MeasureConfig(peer_certificates_budget=3000)
+    chain = tuple(bytes([n]) * 500 for n in range(1, 21))
+    budget = [10**9]
+    out = _peer_certificates(chain, config, budget)
+    assert len(out) == 8  # at most 8 per endpoint
+    assert [base64.b64decode(c["data"]) for c in out] == list(chain[:8])
+    budget = [config.peer_certificates_budget]
+    assert len(_peer_certificates(chain, config, budget)) == 4  # 4 x 668 base64 chars fit
+    assert _peer_certificates(chain, config, budget) == []  # the response's budget is spent
+    huge = (b"x" * (config.max_peer_certificate_bytes + 1),)
+    assert _peer_certificates(huge, config, [10**9]) == []

@@ -12,6 +12,7 @@ every address passes the ``AddressPolicy`` before anything is sent to it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
@@ -53,6 +54,9 @@ class Resolved:
 class Connected:
     tcp_failure: str | None
     tls_failure: str | None = None  # only meaningful when TLS was asked for and TCP succeeded
+    # The chain the server presented (DER, leaf first), verified or not: the probe compares it
+    # with its own to tell a forged certificate from the site's real one.
+    peer_chain: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,11 @@ class MeasureConfig:
     max_redirects: int = 10
     max_addresses: int = 16  # of the helper's own DNS answer
     max_endpoints: int = 64
+    # x_peer_certificates: per endpoint, and for the whole response (the probe's client reads
+    # at most 1 MiB); the probe's own endpoints come first when the budget runs out.
+    max_peer_certificates: int = 8
+    max_peer_certificate_bytes: int = 16 * 1024
+    peer_certificates_budget: int = 384 * 1024
     # Where the TLS check runs (OONI: port 443 only); tests serve TLS on a free port instead.
     tls_ports: frozenset[int] = frozenset({443})
     asn_lookup: Callable[[str], int] | None = None  # no GeoIP database: AS0, as OONI on failure
@@ -246,6 +255,7 @@ async def measure(
         await asyncio.wait(pending, timeout=1.0)
 
     valid: set[IPAddress] = set()
+    chains: dict[str, tuple[bytes, ...]] = {}
     for task, target in tasks.items():
         if target is None:
             continue
@@ -270,11 +280,17 @@ async def measure(
                 "status": outcome.tls_failure is None,
                 "failure": outcome.tls_failure,
             }
+            chains[endpoint.key] = outcome.peer_chain
             if outcome.tls_failure is None:
                 valid.add(endpoint.ip)
     for ip in valid:
         if ip in flags:
             flags[ip] |= FLAG_VALID_FOR_DOMAIN
+    # x_peer_certificates (an x_ key: OONI clients ignore it), the probe's endpoints first.
+    budget = [config.peer_certificates_budget]
+    probe_keys = {e.key for e in request.tcp_connect}
+    for key in sorted(tls, key=lambda k: k not in probe_keys):
+        tls[key]["x_peer_certificates"] = _peer_certificates(chains.get(key, ()), config, budget)
 
     if http_task in done and http_task.exception() is None:
         http: dict[str, Any] = http_task.result()
@@ -297,6 +313,23 @@ async def measure(
             for ip, value in flags.items()
         },
     }
+
+
+def _peer_certificates(
+    chain: tuple[bytes, ...], config: MeasureConfig, budget: list[int]
+) -> list[dict[str, str]]:
+    """The presented chain as OONI ``peer_certificates`` (base64 DER), capped in count, per
+    certificate and against the response's remaining ``budget`` (a one-item list, updated)."""
+    out: list[dict[str, str]] = []
+    for der in chain[: config.max_peer_certificates]:
+        if not der or len(der) > config.max_peer_certificate_bytes:
+            break
+        data = base64.b64encode(der).decode("ascii")
+        if len(data) > budget[0]:
+            break
+        budget[0] -= len(data)
+        out.append({"data": data, "format": "base64"})
+    return out
 
 
 async def _fetch(

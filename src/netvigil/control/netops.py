@@ -163,7 +163,7 @@ class NetvigilOps:
         )
         if stream is not None:
             stream.writer.transport.abort()
-        return Connected(None, shake.failure)
+        return Connected(None, shake.failure, shake.peer_chain)
 
     # -- HTTP -------------------------------------------------------------------------------------
     async def fetch(

@@ -67,6 +67,8 @@ class Control:
     http_title: str
     http_headers: dict[str, str]
     ip_info: dict[str, tuple[int, int]]  # ip -> (asn, flags)
+    # netvigil's helper: the chain it saw per endpoint (x_peer_certificates, base64 items)
+    tls_chains: dict[str, list[Any]] = field(default_factory=dict)
 
     @property
     def usable(self) -> bool:
@@ -239,7 +241,17 @@ def _control(tk: Mapping[str, Any]) -> Control:
         http_title=r.s(http.get("title")) or "",
         http_headers=r.headers_of({"headers": http.get("headers")}),
         ip_info=info,
+        tls_chains=_chains(c.get("tls_handshake")),
     )
+
+
+def _chains(value: Any) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for k, v in list(r.d(value).items())[:4096]:
+        chain = r.lst(r.d(v).get("x_peer_certificates"))[:32]
+        if chain:
+            out[str(k)] = chain
+    return out
 
 
 MAX_ITEMS = 4096

@@ -10,11 +10,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from netvigil.verdict import _read as r
-from netvigil.verdict._view import Control, Exchange, View, late_addrs, parse
+from netvigil.verdict._view import Control, Exchange, Handshake, View, late_addrs, parse
 from netvigil.verdict.certs import describe_chain
 from netvigil.verdict.fingerprints import Fingerprints, Match, load_fingerprints
+from netvigil.verdict.interception import MAX_CHAIN, describe_interception
 from netvigil.verdict.model import NOT_BLOCKED, Verdict
 from netvigil.verdict.ooni import CERT_FAILURES, OONIResult, analyze_ooni
+from netvigil.verdict.roots import decode_peer_certificates
 
 THROTTLE_RATE = 50_000  # bytes/s: a body slower than this, cut by a timeout, is throttled
 _TCP = {
@@ -261,19 +263,122 @@ def _tls_stage(view: View, c: Control | None) -> None:
     )
     if failure in CERT_FAILURES or failure.startswith("ssl_"):
         ev["chain"] = describe_chain(h.certs)
+    found = _interception(view, h, c) if failure in CERT_FAILURES else None
     if c is None:
+        if found is not None and _proven_root(found):
+            raise _Outcome(
+                "tls/interception",
+                0.85,
+                tls=ev,
+                interception=found,
+                reason="no control, but the chain presents a known interception root (or its key)",
+            )
         raise _Outcome("unknown", 0.0, tls=ev, reason="TLS failed; no control")
     control_ok = ctrl[0] if ctrl is not None else c.http_ok
     confidence = 0.95 if ctrl is not None else 0.75
+    if found is not None:
+        _judge_certificate(found, ev, control_ok, confidence)
     if not control_ok:
         raise _Outcome("down", 0.8, tls=ev, reason="the control's handshake failed too")
-    if failure in CERT_FAILURES:
-        raise _Outcome("tls/interception", confidence, tls=ev)
     if failure in ("connection_reset", "eof_error"):
         raise _Outcome("tls/reset", confidence, tls=ev)
     if failure == "generic_timeout_error":
         raise _Outcome("tls/timeout", confidence, tls=ev)
     raise _Outcome("tls/failure", confidence * 0.8, tls=ev)
+
+
+def _interception(view: View, h: Handshake, c: Control | None) -> dict[str, Any]:
+    """describe_interception for a failed handshake, with the control's chain when it has one
+    (the same endpoint's, else that of any endpoint whose handshake verified)."""
+    real: list[bytes] | None = None
+    real_from: dict[str, Any] | None = None
+    if c is not None:
+        key = h.address or ""
+        if key not in c.tls_chains:
+            key = next((k for k in c.tls_chains if c.tls.get(k, (False, None))[0]), "")
+        if key in c.tls_chains:
+            real = decode_peer_certificates(c.tls_chains[key])
+            status = c.tls.get(key)
+            real_from = {"endpoint": key, "status": status[0] if status else None}
+    presented = decode_peer_certificates(h.certs, MAX_CHAIN)
+    found = describe_interception(presented, real, view.host, count=len(h.certs))
+    found["real_from"] = real_from
+    return found
+
+
+def _proven_root(found: Mapping[str, Any]) -> bool:
+    known = found.get("known_root")
+    return isinstance(known, Mapping) and known.get("proven") is True
+
+
+def _judge_certificate(
+    found: dict[str, Any], ev: dict[str, Any], control_ok: bool, confidence: float
+) -> None:
+    """The decision for a certificate failure (ssl_unknown_authority, ssl_invalid_hostname,
+    ssl_invalid_certificate), now that the control's view of the certificate may be known.
+
+    - the probe was shown the site's own key (the control saw the same): nobody in the middle;
+      a site broken for everyone (control failed, or self-signed) is ``down``, else the probe's
+      own trust store or clock is at fault: ``unknown``;
+    - control fine: ``tls/interception`` (a leaf not even for this host lowers the confidence:
+      a captive portal or a blockpage server looks the same, see docs/verdict.md);
+    - control failed too: ``down``, unless the chain shows a known interception root, or a key
+      and issuer other than those the control saw (a broken site, intercepted anyway).
+    """
+    copied = found.get("copied") or {}
+    key_differs = copied.get("key_differs")
+    leaf = (found.get("certificates") or [{}])[0]
+    real = found.get("real") or {}
+    proven = _proven_root(found)
+    if key_differs is False:
+        broken = not control_ok or leaf.get("self_signed") is True
+        if broken:
+            raise _Outcome(
+                "down",
+                0.8,
+                tls=ev,
+                certificates=found,
+                reason="site misconfigured: the control was shown the same certificate key; "
+                "not interception",
+            )
+        raise _Outcome(
+            "unknown",
+            0.0,
+            tls=ev,
+            certificates=found,
+            reason="the probe was shown the site's own certificate key (as the control was) "
+            "but could not verify it: its trust store, clock or an incomplete chain; "
+            "not interception",
+        )
+    if not control_ok:
+        if proven:
+            raise _Outcome(
+                "tls/interception",
+                0.85,
+                tls=ev,
+                interception=found,
+                reason="the control failed too, but the chain presents a known interception root",
+            )
+        if key_differs is True and leaf.get("issuer") != real.get("issuer"):
+            raise _Outcome(
+                "tls/interception",
+                0.7,
+                tls=ev,
+                interception=found,
+                reason="the control failed too, but the probe was shown another key from "
+                "another issuer than the control",
+            )
+        return  # down, below
+    if key_differs is True or proven:
+        confidence = max(confidence, 0.9)
+    extra: dict[str, Any] = {}
+    if found.get("leaf_covers_host") is False and not proven:
+        confidence = min(confidence, 0.8)
+        extra["note"] = (
+            "the presented leaf is not for this host: a captive portal or a blockpage server "
+            "with its own certificate looks like this too"
+        )
+    raise _Outcome("tls/interception", confidence, tls=ev, interception=found, **extra)
 
 
 def _http_stage(view: View, ooni: OONIResult, c: Control | None, fps: _Scan) -> None:
@@ -328,8 +433,15 @@ def _http_stage(view: View, ooni: OONIResult, c: Control | None, fps: _Scan) -> 
         # The input may be http:// and redirect to https://, where the forgery shows up (an
         # http URL of an intercepted site): judge by the scheme of the request that failed.
         if r.scheme_of(final.url) == "https" and final.failure in CERT_FAILURES:
-            chain = next((h.certs for h in view.handshakes if h.failure), [])
-            raise _Outcome("tls/interception", 0.75, http=http_ev, chain=describe_chain(chain))
+            failed = next((h for h in view.handshakes if h.failure), None)
+            chain = failed.certs if failed is not None else []
+            raise _Outcome(
+                "tls/interception",
+                0.75,
+                http=http_ev,
+                chain=describe_chain(chain),
+                interception=_interception(view, failed, c) if failed is not None else None,
+            )
         if final.failure == "connection_reset":
             raise _Outcome("http/reset", 0.9, http=http_ev)
         if final.failure == "generic_timeout_error":
