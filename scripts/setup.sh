@@ -11,6 +11,8 @@ command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v nsenter >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v lsns >/dev/null 2>&1 || need_apt+=(util-linux)
+# certutil: the trust-store audit's tests build a real Firefox (NSS) certificate database.
+command -v certutil >/dev/null 2>&1 || need_apt+=(libnss3-tools)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup: missing ${need_apt[*]}; run as root (sudo make ...) or install them yourself" >&2
