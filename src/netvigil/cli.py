@@ -19,6 +19,7 @@ Start with:
   netvigil testbed demo                                    the Kazakhstan 2019 network, emulated
   netvigil testbed run -p kz-2016-protests -- netvigil measure --list kz
                                                            measure a country list in the testbed
+  netvigil check                                           is my HTTPS being intercepted?
   netvigil analyze measurements.jsonl                      verdicts for any OONI-format file
 """
 
@@ -108,11 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     tb.add_parser("profiles", help="list the shipped profiles")
 
-    from netvigil import measure
+    from netvigil import check_cli, measure
     from netvigil.control import cli as control_cli
     from netvigil.verdict import cli as verdict_cli
 
     measure.add_parser(commands)
+    check_cli.add_parser(commands)
     verdict_cli.add_parser(commands)
     control_cli.add_parser(commands)
     return parser
@@ -255,6 +257,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from netvigil import measure
 
             return measure.run(args)
+        if args.command == "check":
+            from netvigil import check_cli
+
+            return check_cli.run(args)
         if args.command == "analyze":
             from netvigil.verdict import cli as verdict_cli
 
