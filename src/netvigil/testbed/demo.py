@@ -2,7 +2,8 @@
 
 ``netvigil testbed demo`` (the README's main job) prints what the censor does, brings the
 testbed up and runs this: the probe's summary grouped by outcome, its agreement with the ground
-truth per technique, and a close look at one forged certificate next to the real one.
+truth per technique, a close look at one forged certificate next to the real one, and the
+answer of ``netvigil check``.
 """
 
 from __future__ import annotations
@@ -61,6 +62,20 @@ def main() -> int:
             )
             console.rule("[bold]Evidence")
             print_interception_closeup(host, forged, real, console)
+    console.rule("[bold]Is my HTTPS being intercepted? (netvigil check)")
+    from collections import Counter
+
+    from netvigil.experiments import interception_check as ic
+
+    domains = [s.domain for s in plan.sites if s.kind != "down"]
+    report = asyncio.run(ic.check_domains(domains, testbed_config(timeout=5.0)))
+    console.print(f"[bold]{ic.headline(report)}[/]", highlight=False)
+    verdicts = Counter(r.verdict for r in report.results)
+    console.print(
+        f"  {len(report.results)} sites checked in {report.seconds:.1f} s: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(verdicts.items()))
+        + " (netvigil check --json for the chains)"
+    )
     return 0 if all(s.agrees for s in scores) else 1
 
 
