@@ -17,7 +17,7 @@ netvigil measures Internet censorship and says precisely how a site is blocked.
 Start with:
 
   netvigil testbed demo                                    the Kazakhstan 2019 network, emulated
-  netvigil testbed run -p kz-2016-protests -- netvigil measure --list kz
+  netvigil testbed run -p kz-2024 -- netvigil measure --list kz
                                                            measure a country list in the testbed
   netvigil check                                           is my HTTPS being intercepted?
   netvigil analyze measurements.jsonl                      verdicts for any OONI-format file
