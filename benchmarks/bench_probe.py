@@ -92,7 +92,7 @@ def main() -> int:
     )
     parser.add_argument("--urls", type=int, default=1000)
     parser.add_argument("--baseline-urls", type=int, default=100)
-    parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "probe.json"))
     args = parser.parse_args()
