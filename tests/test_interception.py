@@ -374,13 +374,25 @@ def test_known_root_without_control_is_interception(world: World) -> None:
     assert analyze(m).outcome == "unknown"
 
 
-def test_leaf_for_another_name_lowers_confidence(world: World) -> None:
-    """A portal's (or blockpage server's) own certificate: interception, less sure."""
-    portal, _ = issue_leaf(world.inter, "login.portal.example")
-    v = analyze(measurement([der(portal)], "ssl_invalid_hostname", world.real_chain))
+def test_untrusted_leaf_for_another_name_lowers_confidence(world: World) -> None:
+    """An untrusted certificate for another name (a blockpage server's own): interception,
+    less sure."""
+    other, _ = issue_leaf(world.inter, "blocked.isp.example")
+    v = analyze(measurement([der(other)], "ssl_unknown_authority", world.real_chain))
     assert v.outcome == "tls/interception" and v.confidence == pytest.approx(0.8)
     assert v.evidence["interception"]["leaf_covers_host"] is False
     assert "captive portal" in v.evidence["note"]
+
+
+def test_publicly_trusted_leaf_for_another_name_is_a_captive_portal(world: World) -> None:
+    """A valid certificate for the portal's own name (ssl_invalid_hostname: the chain verified,
+    the name did not): a forger cannot get one, a captive portal has one. Not censorship."""
+    portal, _ = issue_leaf(world.web_inter, "login.portal.example")
+    portal_chain = [der(portal), der(world.web_inter.cert)]
+    v = analyze(measurement(portal_chain, "ssl_invalid_hostname", world.real_chain))
+    assert v.outcome == "captive-portal"
+    assert v.blocked is False
+    assert v.evidence["certificates"]["leaf_covers_host"] is False
 
 
 def test_hostile_chain_in_a_measurement_is_bounded(world: World) -> None:

@@ -320,8 +320,9 @@ def _judge_certificate(
     - the probe was shown the site's own key (the control saw the same): nobody in the middle;
       a site broken for everyone (control failed, or self-signed) is ``down``, else the probe's
       own trust store or clock is at fault: ``unknown``;
-    - control fine: ``tls/interception`` (a leaf not even for this host lowers the confidence:
-      a captive portal or a blockpage server looks the same, see docs/verdict.md);
+    - control fine: ``tls/interception``; but a publicly trusted leaf for another name
+      (``ssl_invalid_hostname``) is a ``captive-portal``, and an untrusted leaf not even for this
+      host lowers the confidence (a blockpage server with its own certificate looks the same);
     - control failed too: ``down``, unless the chain shows a known interception root, or a key
       and issuer other than those the control saw (a broken site, intercepted anyway).
     """
@@ -372,6 +373,22 @@ def _judge_certificate(
     if key_differs is True or proven:
         confidence = max(confidence, 0.9)
     extra: dict[str, Any] = {}
+    if (
+        found.get("leaf_covers_host") is False
+        and not proven
+        and ev.get("failure") == "ssl_invalid_hostname"
+    ):
+        # The chain verified for the leaf's own name (ssl_invalid_hostname, not
+        # ssl_unknown_authority): a publicly trusted certificate for another name. A forger
+        # cannot get one; a captive portal answering every HTTPS connection has one.
+        raise _Outcome(
+            "captive-portal",
+            0.6,
+            tls=ev,
+            certificates=found,
+            reason="a publicly trusted certificate for another name: a captive portal (or a "
+            "shared host answering for another site), not a forgery",
+        )
     if found.get("leaf_covers_host") is False and not proven:
         confidence = min(confidence, 0.8)
         extra["note"] = (

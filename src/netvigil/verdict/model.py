@@ -29,8 +29,10 @@ OUTCOMES = (
     "http/failure",
     "http/throttled",
     "http/diff",
+    "captive-portal",
 )
-NOT_BLOCKED = frozenset({"ok", "down", "unknown", "unsupported"})
+# captive-portal: the network asks for a login before anything else; not censorship.
+NOT_BLOCKED = frozenset({"ok", "down", "unknown", "unsupported", "captive-portal"})
 
 Blocking = bool | str | None
 
