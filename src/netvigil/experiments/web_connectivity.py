@@ -16,7 +16,7 @@ import datetime as dt
 import ipaddress
 import platform
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -389,6 +389,3 @@ class WebConnectivity:
                 test_keys[key] = summary[key]
         test_keys["x_netvigil_verdict"] = summary
         return measurement
-
-
-MeasureFn = Callable[[str], Awaitable[dict[str, Any]]]
