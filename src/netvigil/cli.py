@@ -111,12 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     from netvigil import check_cli, measure
     from netvigil.control import cli as control_cli
+    from netvigil.evidence import cli as evidence_cli
     from netvigil.verdict import cli as verdict_cli
 
     measure.add_parser(commands)
     check_cli.add_parser(commands)
     verdict_cli.add_parser(commands)
     control_cli.add_parser(commands)
+    evidence_cli.add_parser(commands)
     return parser
 
 
@@ -265,6 +267,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from netvigil.verdict import cli as verdict_cli
 
             return verdict_cli.run(args)
+        if args.command == "verify":
+            from netvigil.evidence import cli as evidence_cli
+
+            return evidence_cli.run(args)
         if args.command == "helper":
             from netvigil.control import cli as control_cli
 
