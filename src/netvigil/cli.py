@@ -110,8 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_parser("profiles", help="list the shipped profiles")
 
     from netvigil import check_cli, measure
+    from netvigil.collector import cli as collector_cli
     from netvigil.control import cli as control_cli
     from netvigil.evidence import cli as evidence_cli
+    from netvigil.upload import cli as upload_cli
     from netvigil.verdict import cli as verdict_cli
 
     measure.add_parser(commands)
@@ -119,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     verdict_cli.add_parser(commands)
     control_cli.add_parser(commands)
     evidence_cli.add_parser(commands)
+    upload_cli.add_parser(commands)
+    collector_cli.add_parser(commands)
     return parser
 
 
@@ -267,6 +271,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from netvigil.verdict import cli as verdict_cli
 
             return verdict_cli.run(args)
+        if args.command == "upload":
+            from netvigil.upload import cli as upload_cli
+
+            return upload_cli.run(args)
+        if args.command == "collector":
+            from netvigil.collector import cli as collector_cli
+
+            return collector_cli.run(args)
         if args.command == "verify":
             from netvigil.evidence import cli as evidence_cli
 

@@ -14,6 +14,7 @@ the background and returns a coroutine function that stops it. Roles:
     middlebox   (censor)   transparent TCP proxy: SNI and HTTP rules, TLS interception
     injector    (censor)   on-path DNS injection (dns-inject rules)
     control-helper (internet) the OONI-compatible control helper (uncensored vantage point)
+    collector   (internet) the measurement collector and evidence log
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ ROLE_MODULES = {
     "middlebox": ("netvigil.testbed.middlebox", "start_middlebox"),
     "injector": ("netvigil.testbed.dns_servers", "start_injector"),
     "control-helper": ("netvigil.control.server", "start_control_helper"),
+    "collector": ("netvigil.collector.testbed_role", "start_collector"),
 }
 
 

@@ -9,8 +9,13 @@ answer of ``netvigil check``.
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import os
 import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -21,6 +26,45 @@ from netvigil.testbed.plan import Plan
 from netvigil.testbed.report import make_console, print_interception_closeup
 from netvigil.testbed.score import compare, print_scores
 from netvigil.testbed.truth import ground_truth
+
+
+def upload_and_verify(measurements: list[dict[str, Any]], state: Path) -> str:
+    """Queue the measurements, upload them to the testbed's collector, and check one proof
+    offline, as a reader of a report would."""
+    from netvigil.evidence.log import verify_measurement
+    from netvigil.upload.cli import queue_measurements
+    from netvigil.upload.outbox import Outbox
+    from netvigil.upload.uploader import UploadConfig, upload_outbox
+
+    collector = os.environ.get("NETVIGIL_COLLECTOR_URL", "")
+    outbox_dir = state / "outbox"
+    queue_measurements(measurements, outbox_dir)
+    summary = asyncio.run(
+        upload_outbox(Outbox(outbox_dir), UploadConfig(collector=collector, timeout=10))
+    )
+
+    def get(path: str) -> bytes:
+        with urllib.request.urlopen(collector + path, timeout=10) as response:
+            data: bytes = response.read(8 * 1024 * 1024)
+            return data
+
+    listing = json.loads(get("api/v1/measurements?limit=1&test_name=web_connectivity"))
+    items = listing.get("results") or []
+    if not items:
+        return f"  uploaded {summary.sent}, but the collector lists nothing"
+    uid = items[0]["measurement_uid"]
+    stored = json.loads(get(f"api/v1/measurements/{uid}"))
+    key = get("api/v1/log/public-key")
+    result = verify_measurement(stored, stored["x_evidence"], None, key)
+    evidence = state / "evidence-example.json"
+    evidence.write_text(json.dumps(stored, indent=1))
+    verdict = "verifies" if result.ok else f"does NOT verify: {result.reason}"
+    return (
+        f"  {summary.sent} measurements uploaded to the collector at {collector} "
+        f"({summary.duplicates} already there, {summary.pending} pending).\n"
+        f"  The proof for {uid} (leaf {result.leaf_index} of a tree of {result.tree_size}) "
+        f"{verdict} offline against the log's signed tree head."
+    )
 
 
 def main() -> int:
@@ -36,9 +80,13 @@ def main() -> int:
     console = make_console()
     progress = make_progress(sys.stderr.isatty())
 
+    sink = io.StringIO()
+
     async def measure() -> RunResult:
         experiment = WebConnectivity(testbed_config(timeout=8.0))
-        return await run_measurements(experiment, [r.url for r in rows], progress=progress)
+        return await run_measurements(
+            experiment, [r.url for r in rows], progress=progress, output=sink
+        )
 
     if progress is not None:
         with progress:
@@ -62,6 +110,9 @@ def main() -> int:
             )
             console.rule("[bold]Evidence")
             print_interception_closeup(host, forged, real, console)
+    console.rule("[bold]Into the evidence log (netvigil upload, netvigil verify)")
+    measurements = [json.loads(line) for line in sink.getvalue().splitlines()]
+    console.print(upload_and_verify(measurements, Path(state)), highlight=False)
     console.rule("[bold]Is my HTTPS being intercepted? (netvigil check)")
     from collections import Counter
 

@@ -40,6 +40,7 @@ from netvigil.testbed.profile import load_profile
 AGENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("internet", ("sites", "public-dns")),
     ("internet", ("control-helper",)),
+    ("internet", ("collector",)),
     ("censor", ("isp-dns", "blockpage", "middlebox", "injector")),
 )
 REQUIRED_TOOLS = ("ip", "nft", "tc", "mount")
