@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import base64
 import gzip
+import itertools
 import json
+import os
+import shutil
+import subprocess
+import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from starlette.testclient import TestClient
 
@@ -48,6 +54,86 @@ def measurement(n: int = 0, **over: Any) -> dict[str, Any]:
     return m
 
 
+# -- storage backends: every store-using test runs on SQLite and on PostgreSQL ------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_SCRIPT = ROOT / "scripts" / "pg-test-cluster.sh"
+REQUIRE_POSTGRES = os.environ.get("NETVIGIL_REQUIRE_POSTGRES") == "1"
+
+
+def _postgres_missing() -> str | None:
+    if shutil.which("initdb") or list(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
+        return None
+    return "PostgreSQL is not installed (no initdb on PATH or in /usr/lib/postgresql/*/bin)"
+
+
+class PgCluster:
+    def __init__(self, dsn: str, data_dir: Path) -> None:
+        self.dsn = dsn
+        self.data_dir = data_dir
+        self._n = itertools.count()
+
+    def new_database(self) -> str:
+        name = f"netvigil_test_{os.getpid()}_{next(self._n)}"
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.dsn.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """A throwaway PostgreSQL cluster (scripts/pg-test-cluster.sh) for the whole session."""
+    missing = _postgres_missing()
+    if missing:
+        if REQUIRE_POSTGRES:
+            pytest.fail(f"NETVIGIL_REQUIRE_POSTGRES=1 but {missing}: run scripts/setup.sh")
+        pytest.skip(f"{missing}; scripts/setup.sh installs it (CI requires it)")
+    # Under /tmp, not pytest's tmp_path: as root the cluster runs as the postgres user, who
+    # cannot enter pytest's private (0700) base directory.
+    base = Path(tempfile.mkdtemp(prefix="netvigil-pg-"))
+    try:
+        started = subprocess.run(
+            [str(PG_SCRIPT), "start", str(base)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if started.returncode != 0:
+            pytest.fail(f"pg-test-cluster.sh start failed:\n{started.stderr}")
+        yield PgCluster(started.stdout.strip().splitlines()[-1], base / "data")
+    finally:
+        subprocess.run([str(PG_SCRIPT), "stop", str(base)], timeout=120, check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+MakeClient = Callable[..., TestClient]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make(backend: str, request: pytest.FixtureRequest) -> MakeClient:
+    """make(data_dir, **cfg) → a TestClient on this backend (one database per data dir)."""
+    urls: dict[Path, str] = {}
+    cluster: PgCluster | None = None
+    if backend == "postgres":
+        cluster = request.getfixturevalue("pg_cluster")
+
+    def make_(data: Path, **cfg: Any) -> TestClient:
+        if cluster is not None:
+            if data not in urls:
+                urls[data] = cluster.new_database()
+            cfg["database_url"] = urls[data]
+        return make_client(data, **cfg)
+
+    make_.urls = urls  # type: ignore[attr-defined]
+    return make_
+
+
 def make_client(data: Path, **cfg: Any) -> TestClient:
     cfg.setdefault("admin_token", TOKEN)
     app = create_app(CollectorConfig(data_dir=data, **cfg))
@@ -55,8 +141,8 @@ def make_client(data: Path, **cfg: Any) -> TestClient:
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
-    with make_client(tmp_path / "data") as c:
+def client(make: MakeClient, tmp_path: Path) -> Iterator[TestClient]:
+    with make(tmp_path / "data") as c:
         yield c
 
 
@@ -269,7 +355,13 @@ def test_consistency_between_heads(client: TestClient) -> None:
     assert verify_measurement(doc, bundle, h1, pem(client)).ok
 
 
-def test_payload_removal_keeps_leaf(client: TestClient, tmp_path: Path) -> None:
+def test_payload_removal_keeps_leaf(
+    client: TestClient,
+    make: MakeClient,
+    backend: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
     res = submit(client, measurement(1)).json()
     submit(client, measurement(2))
     uid = res["measurement_uid"]
@@ -277,7 +369,22 @@ def test_payload_removal_keeps_leaf(client: TestClient, tmp_path: Path) -> None:
     payload = zlib.compress(canonical_json(measurement(1)), 6)
 
     def stored() -> bytes:
-        return b"".join(f.read_bytes() for f in (tmp_path / "data").glob("collector.sqlite3*"))
+        if backend == "sqlite":
+            return b"".join(f.read_bytes() for f in (tmp_path / "data").glob("collector.sqlite3*"))
+        # PostgreSQL: what the database holds (its files are the server's; see store_postgres)
+        # PostgreSQL: the table's heap file after a checkpoint, and what the database returns.
+        # (Its WAL segments still hold the old row until they are recycled: see store_postgres.)
+        dsn = make.urls[tmp_path / "data"]  # type: ignore[attr-defined]
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            rows = conn.execute("SELECT payload, input, domain FROM measurements").fetchall()
+            rel = conn.execute("SELECT pg_relation_filepath('measurements')").fetchone()
+            conn.execute("CHECKPOINT")
+        assert rel is not None
+        cluster = request.getfixturevalue("pg_cluster")
+        heap = b"".join(f.read_bytes() for f in cluster.data_dir.glob(f"{rel[0]}*"))
+        return heap + b"|".join(
+            x if isinstance(x, bytes) else str(x).encode() for r in rows for x in r if x
+        )
 
     assert payload[:48] in stored()
     assert client.delete(url).status_code == 401
@@ -300,10 +407,10 @@ def test_payload_removal_keeps_leaf(client: TestClient, tmp_path: Path) -> None:
     assert submit(client, measurement(1)).json()["duplicate"] is True
 
 
-def test_admin_requires_token(tmp_path: Path) -> None:
-    with make_client(tmp_path / "d1") as c:
+def test_admin_requires_token(make: MakeClient, tmp_path: Path) -> None:
+    with make(tmp_path / "d1") as c:
         assert c.post(f"{API}/admin/rotate-key").status_code == 401
-    with make_client(tmp_path / "d2", admin_token=None) as c:
+    with make(tmp_path / "d2", admin_token=None) as c:
         assert c.post(f"{API}/admin/rotate-key").status_code == 403
 
 
@@ -325,8 +432,8 @@ def test_key_rotation(client: TestClient) -> None:
     assert verify_measurement(doc, doc.pop("x_evidence"), None, new_pem).ok
 
 
-def test_rate_limit(tmp_path: Path) -> None:
-    with make_client(tmp_path / "d", rate=1.0, burst=3.0) as c:
+def test_rate_limit(make: MakeClient, tmp_path: Path) -> None:
+    with make(tmp_path / "d", rate=1.0, burst=3.0) as c:
         codes = [c.get(f"{API}/log/tree-head").status_code for _ in range(6)]
         assert codes[:3] == [200, 200, 200]
         assert 429 in codes
@@ -335,14 +442,14 @@ def test_rate_limit(tmp_path: Path) -> None:
         assert r.json()["error"] == "rate_limited"
 
 
-def test_restart_keeps_tree(tmp_path: Path) -> None:
+def test_restart_keeps_tree(make: MakeClient, tmp_path: Path) -> None:
     data = tmp_path / "data"
-    with make_client(data) as c:
+    with make(data) as c:
         uids = [submit(c, measurement(i)).json()["measurement_uid"] for i in range(7)]
         head1 = c.get(f"{API}/log/tree-head").json()
         key1 = pem(c)
     assert (data / KEY_FILE).stat().st_mode & 0o777 == 0o600
-    with make_client(data) as c:
+    with make(data) as c:
         head2 = c.get(f"{API}/log/tree-head").json()
         assert (head2["tree_size"], head2["root_hash"]) == (head1["tree_size"], head1["root_hash"])
         assert pem(c) == key1

@@ -52,7 +52,8 @@ DEFAULT_LIMIT = 100
 
 @dataclass
 class CollectorConfig:
-    data_dir: Path
+    data_dir: Path  # the log key, and the SQLite database unless database_url is set
+    database_url: str | None = None  # postgresql://… to store in PostgreSQL instead
     admin_token: bytes | None = None
     rate: float = 200.0  # tokens per second per client IP; 0 disables the limit
     burst: float = 400.0
@@ -131,7 +132,7 @@ class RateLimitMiddleware:
 async def read_body(request: Request, cfg: CollectorConfig) -> bytes:
     length = request.headers.get("content-length")
     if length is not None:
-        if not length.isdigit():
+        if not (length.isascii() and length.isdigit()):
             raise ApiError(400, "bad_request", "Content-Length is not a number")
         if int(length) > cfg.max_body:
             raise ApiError(413, "too_large", f"body is larger than {cfg.max_body} bytes")
@@ -175,7 +176,8 @@ def _int_param(request: Request, name: str, default: int | None, lo: int, hi: in
         if default is None:
             raise ApiError(400, "bad_request", f"{name} is required")
         return default
-    if not raw.isdigit() or len(raw) > 20:
+    # isascii: str.isdigit() also accepts '²' and other digits int() refuses.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 20:
         raise ApiError(400, "bad_request", f"{name} must be a non-negative integer")
     value = int(raw)
     if not lo <= value <= hi:
@@ -207,7 +209,7 @@ def create_app(cfg: CollectorConfig) -> Starlette:
     def clog() -> CollectorLog:
         c = state.get("log")
         if c is None:
-            c = state["log"] = CollectorLog(cfg.data_dir)
+            c = state["log"] = CollectorLog(cfg.data_dir, database_url=cfg.database_url)
         return c
 
     @asynccontextmanager

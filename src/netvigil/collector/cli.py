@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -19,7 +20,8 @@ def add_parser(
         "collector",
         help="run the measurement collector (HTTP API and evidence log)",
         description=(
-            "Accept OONI-format measurements over HTTP, store them durably (SQLite in --data) and"
+            "Accept OONI-format measurements over HTTP, store them durably (SQLite in --data, or"
+            " PostgreSQL with --database) and"
             " commit each one to a signed, RFC 6962-style evidence log. The Ed25519 log key is"
             " created in --data on first start (mode 0600). The schema is served at /openapi.json."
         ),
@@ -27,7 +29,18 @@ def add_parser(
     p.add_argument(
         "--listen", default="127.0.0.1:8480", help="HOST:PORT to listen on (default %(default)s)"
     )
-    p.add_argument("--data", required=True, type=Path, help="data directory (database and log key)")
+    p.add_argument(
+        "--data", required=True, type=Path, help="data directory (log key, and the SQLite database)"
+    )
+    p.add_argument(
+        "--database",
+        metavar="DSN",
+        default=os.environ.get("NETVIGIL_DATABASE_URL") or None,
+        help=(
+            "store in PostgreSQL instead of SQLite: a postgresql://… DSN (default: the"
+            " NETVIGIL_DATABASE_URL environment variable, which keeps a password out of ps)"
+        ),
+    )
     p.add_argument(
         "--admin-token-file", type=Path, default=None, help="file holding the admin bearer token"
     )
@@ -69,11 +82,19 @@ def run(args: argparse.Namespace) -> int:
     try:
         host, port = parse_listen(args.listen)
         token = read_token(args.admin_token_file) if args.admin_token_file else None
+        if args.database and not args.database.startswith(("postgresql://", "postgres://")):
+            raise ValueError("--database must be a postgresql://… DSN")
     except (OSError, ValueError) as exc:
         print(f"netvigil collector: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    cfg = CollectorConfig(data_dir=args.data, admin_token=token, rate=args.rate, burst=args.burst)
+    cfg = CollectorConfig(
+        data_dir=args.data,
+        database_url=args.database,
+        admin_token=token,
+        rate=args.rate,
+        burst=args.burst,
+    )
     app = create_app(cfg)
     uvicorn.run(
         app,

@@ -31,7 +31,8 @@ from urllib.parse import urlsplit
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from netvigil.collector.store import MeasurementRow, SQLiteStore, Store
+from netvigil.collector.store import DB_FILE as DB_FILE
+from netvigil.collector.store import MeasurementRow, Store, open_store
 from netvigil.evidence.log import (
     EVIDENCE_KEY,
     LEAF_PREFIX,
@@ -51,7 +52,6 @@ log = logging.getLogger("netvigil.collector")
 MAX_BATCH = 1000
 MAX_DEPTH = 64
 KEY_FILE = "log-key.pem"
-DB_FILE = "collector.sqlite3"
 
 _TEST_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _CC = re.compile(r"[A-Z]{2}")
@@ -249,12 +249,14 @@ _Job = tuple[str, Any, "concurrent.futures.Future[Any]"]
 class CollectorLog:
     """The evidence log over a :class:`Store`, with the writer thread."""
 
-    def __init__(self, data_dir: Path, store: Store | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, store: Store | None = None, database_url: str | None = None
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.key_path = self.data_dir / KEY_FILE
         self.key = load_or_create_key(self.key_path)
-        self.store: Store = store if store is not None else SQLiteStore(self.data_dir / DB_FILE)
+        self.store: Store = store if store is not None else open_store(self.data_dir, database_url)
         self.tree = MerkleTree(self.store.leaf_hashes())
         self.tree_lock = threading.Lock()
         self.store.add_public_key(

@@ -18,6 +18,8 @@ from typing import Protocol
 
 from netvigil.evidence.log import TreeHead
 
+DB_FILE = "collector.sqlite3"
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS measurements (
     uid TEXT PRIMARY KEY,
@@ -107,7 +109,7 @@ class SearchRow:
 
 
 class Store(Protocol):
-    """What the collector needs from a database (SQLite now, PostgreSQL later)."""
+    """What the collector needs from a database (:class:`SQLiteStore`, or PostgresStore)."""
 
     def find_by_content(self, content_sha256: bytes) -> MeasurementRow | None:
         """Writer side: the stored row with this content hash (idempotent resubmission)."""
@@ -315,3 +317,14 @@ class SQLiteStore:
             self._readers.clear()
         with self._write_lock:
             self._writer.close()
+
+
+def open_store(data_dir: Path, database_url: str | None = None) -> Store:
+    """The collector's store: SQLite in ``data_dir``, or PostgreSQL if a DSN is given."""
+    if database_url:
+        if not database_url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("the database URL must start with postgresql://")
+        from netvigil.collector.store_postgres import PostgresStore
+
+        return PostgresStore(database_url)
+    return SQLiteStore(Path(data_dir) / DB_FILE)
