@@ -27,6 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from netvigil.experiments.web_connectivity import ProbeConfig, WebConnectivity
+from netvigil.upload import cli as _upload_cli
 
 MAX_URL_LENGTH = 2048
 MAX_INPUTS = 100_000
@@ -139,8 +140,11 @@ async def run_measurements(
     per_host: int = 1,
     output: IO[str] | None = None,
     progress: Progress | None = None,
+    collected: list[dict[str, Any]] | None = None,
 ) -> RunResult:
-    """Measure every URL with at most `concurrency` in flight and `per_host` per host name."""
+    """Measure every URL with at most `concurrency` in flight and `per_host` per host name.
+
+    `collected`: also append every measurement there (for `--upload`)."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     overall = asyncio.Semaphore(max(1, concurrency))
@@ -160,6 +164,8 @@ async def run_measurements(
         if output is not None:
             output.write(json.dumps(measurement, separators=(",", ":")) + "\n")
             output.flush()
+        if collected is not None:
+            collected.append(measurement)
         counts["blocked" if verdict.get("blocked") else "ok"] += 1
         if progress is not None and task_id is not None:
             summary = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
@@ -311,6 +317,22 @@ def add_parser(subparsers: Any) -> None:
         action="store_true",
         help="I have read the risks: measuring from my network is visible to whoever watches it",
     )
+    p.add_argument(
+        "--upload",
+        action="store_true",
+        help="after measuring, queue the measurements in the outbox (scrubbed) and send them to "
+        "the collector you chose (--collector URL, or 'netvigil upload --collector URL "
+        "--remember'); nothing is uploaded without --upload",
+    )
+    p.add_argument(
+        "--collector",
+        nargs="?",
+        const=_upload_cli._FROM_ENV,
+        metavar="URL",
+        help="collector base URL for --upload (without URL: $NETVIGIL_COLLECTOR_URL, set "
+        "inside the testbed)",
+    )
+    p.add_argument("--outbox", metavar="DIR", help="outbox directory for --upload")
 
 
 DEFAULT_DOH = "https://dns.quad9.net/dns-query"
@@ -380,8 +402,70 @@ def config_from_args(args: Any) -> ProbeConfig:
     )
 
 
+def upload_target(args: Any) -> tuple[str, bool] | None:
+    """(collector URL, keep_network_name) for `--upload`, None without it; InputError, before
+    anything is measured, for a missing or refused collector. Chosen as `netvigil upload`
+    chooses: `--collector URL`, `--collector` alone ($NETVIGIL_COLLECTOR_URL), else the saved
+    choice."""
+    if not args.upload:
+        if args.collector is not None or args.outbox is not None:
+            raise InputError(
+                "--collector and --outbox need --upload: nothing is uploaded without it"
+            )
+        return None
+    url, error = _upload_cli._choose_collector(args)
+    if error:
+        raise InputError(error)
+    if url is None:
+        raise InputError(
+            "--upload needs a collector: --collector URL, or save one once with "
+            "'netvigil upload --collector URL --remember'"
+        )
+    from netvigil.upload.uploader import CollectorURLError, parse_collector_url
+
+    try:
+        parse_collector_url(url)
+    except CollectorURLError as exc:
+        raise InputError(str(exc)) from None
+    keep = not args.collector and _upload_cli.saved_choice().get("keep_network_name") is True
+    return url, keep
+
+
+def upload_measurements(
+    measurements: list[dict[str, Any]], url: str, keep_network_name: bool, outbox_dir: str | None
+) -> tuple[int, str]:
+    """Queue the measurements in the outbox and send the outbox: (exit code, one-line summary)."""
+    from netvigil.upload.outbox import Outbox, OutboxBusy, OutboxFull
+    from netvigil.upload.scrub import ScrubOptions
+    from netvigil.upload.uploader import UploadConfig, upload_outbox
+
+    options = ScrubOptions(keep_network_name=keep_network_name)
+    try:
+        queued = _upload_cli.queue_measurements(
+            measurements, outbox_dir, keep_network_name=keep_network_name
+        )
+    except OutboxFull as exc:
+        return 1, f"upload: {exc}"
+    outbox = Outbox(outbox_dir, scrub_options=options)
+    try:
+        summary = asyncio.run(
+            upload_outbox(outbox, UploadConfig(collector=url, scrub_options=options))
+        )
+    except OutboxBusy as exc:
+        return 1, f"upload: queued {queued}, not sent: {exc}"
+    line = (
+        f"upload to {url}: queued {queued}, sent {summary.sent} "
+        f"({summary.duplicates} already known), rejected {summary.rejected}, "
+        f"still pending {summary.pending}"
+    )
+    if summary.pending:
+        line += " (run 'netvigil upload' later to resend them)"
+    return (0 if summary.pending == 0 and summary.rejected == 0 else 1), line
+
+
 def run(args: Any) -> int:
     inputs = gather_inputs(list(args.urls), list(args.input_file), list(args.list))
+    upload = upload_target(args)
     for line in inputs.skipped:
         print(f"netvigil: {line}", file=sys.stderr)
     in_testbed = os.environ.get("NETVIGIL_TESTBED") == "1"
@@ -396,6 +480,7 @@ def run(args: Any) -> int:
     experiment = WebConnectivity(config)
     output = open(args.output, "a", encoding="utf-8") if args.output else None  # noqa: SIM115
     progress = make_progress(not args.no_progress and not args.json and sys.stderr.isatty())
+    collected: list[dict[str, Any]] | None = [] if upload is not None else None
     try:
         if progress is not None:
             with progress:
@@ -407,6 +492,7 @@ def run(args: Any) -> int:
                         per_host=args.per_host,
                         output=output,
                         progress=progress,
+                        collected=collected,
                     )
                 )
         else:
@@ -417,6 +503,7 @@ def run(args: Any) -> int:
                     concurrency=args.concurrency,
                     per_host=args.per_host,
                     output=output,
+                    collected=collected,
                 )
             )
     finally:
@@ -433,4 +520,8 @@ def run(args: Any) -> int:
             print(f"  {len(inputs.skipped)} input(s) skipped (see above).")
         if args.output:
             print(f"  measurements: {args.output}")
+    if upload is not None and collected is not None:
+        code, line = upload_measurements(collected, upload[0], upload[1], args.outbox)
+        print(line, file=sys.stderr if args.json else sys.stdout)
+        return code
     return 0
