@@ -24,6 +24,7 @@ import fcntl
 import hashlib
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -107,6 +108,8 @@ class Outbox:
         for folder in (self.pending_dir, self.sent_dir, self.rejected_dir, self.tmp_dir):
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._usage: list[int] | None = None
+        # The uploader marks files sent from worker threads: the running totals need a lock.
+        self._usage_lock = threading.Lock()
         self._clean_tmp()
 
     # -- writing ---------------------------------------------------------------------------
@@ -148,9 +151,10 @@ class Outbox:
         return self._usage[0], self._usage[1]
 
     def _account(self, files: int, size: int) -> None:
-        if self._usage is not None:
-            self._usage[0] = max(0, self._usage[0] + files)
-            self._usage[1] = max(0, self._usage[1] + size)
+        with self._usage_lock:
+            if self._usage is not None:
+                self._usage[0] = max(0, self._usage[0] + files)
+                self._usage[1] = max(0, self._usage[1] + size)
 
     def add(self, measurement: dict[str, Any]) -> tuple[str, bool]:
         """Scrub and store one measurement: (id, newly stored). Raises ``OutboxFull``."""

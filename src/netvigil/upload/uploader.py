@@ -306,10 +306,11 @@ class _Run:
                 continue
             await self.one(entry)
 
-    def _body(self, entry: PendingEntry) -> bytes | None:
+    def _body(self, entry: PendingEntry) -> tuple[bytes | None, bool]:
+        """(gzip body, rejected): file work, run in a worker thread."""
         raw = self.outbox.read(entry.id)
         if raw is None:  # moved by someone else meanwhile
-            return None
+            return None, False
         try:
             measurement = json.loads(raw)
             if not isinstance(measurement, dict):
@@ -320,9 +321,8 @@ class _Run:
             self.outbox.mark_rejected(
                 entry.id, {"status": None, "reason": f"unreadable in outbox: {exc}"[:200]}
             )
-            self.summary.rejected += 1
-            return None
-        return gzip.compress(data, compresslevel=6, mtime=0)
+            return None, True
+        return gzip.compress(data, compresslevel=6, mtime=0), False
 
     async def _wait(self, delay: float) -> bool:
         """Sleep ``delay`` unless told to stop; True when stopped."""
@@ -333,7 +333,11 @@ class _Run:
         return True
 
     async def one(self, entry: PendingEntry) -> None:
-        body = self._body(entry)
+        # Reading, scrubbing and the outbox's fsyncs run in worker threads: on the event loop
+        # they would serialise every upload behind the disk.
+        body, rejected = await asyncio.to_thread(self._body, entry)
+        if rejected:
+            self.summary.rejected += 1
         if body is None:
             return
         cfg = self.config
@@ -346,11 +350,15 @@ class _Run:
                 failure = exc
             else:
                 if 200 <= answer.status < 300:
-                    self._accepted(entry, answer)
+                    await self._accepted(entry, answer)
                     return
                 if 400 <= answer.status < 500 and answer.status not in (408, 429):
                     reason = _reason(answer)
-                    self.outbox.mark_rejected(entry.id, {"status": answer.status, "reason": reason})
+                    await asyncio.to_thread(
+                        self.outbox.mark_rejected,
+                        entry.id,
+                        {"status": answer.status, "reason": reason},
+                    )
                     self.summary.rejected += 1
                     return
                 failure = _Transient(
@@ -375,7 +383,7 @@ class _Run:
             self.summary.stopped = True
             self.stop.set()
 
-    def _accepted(self, entry: PendingEntry, answer: _Answer) -> None:
+    async def _accepted(self, entry: PendingEntry, answer: _Answer) -> None:
         data = _json_object(answer.body)
         record: dict[str, Any] = {
             "status": answer.status,
@@ -385,7 +393,7 @@ class _Run:
             "leaf_hash": data.get("leaf_hash"),
             "duplicate": data.get("duplicate") is True,
         }
-        self.outbox.mark_sent(entry.id, record)
+        await asyncio.to_thread(self.outbox.mark_sent, entry.id, record)
         self.summary.sent += 1
         if record["duplicate"]:
             self.summary.duplicates += 1
