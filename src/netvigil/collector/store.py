@@ -63,6 +63,29 @@ _SEARCH_COLUMNS = (
 )
 
 
+def search_sql(query: SearchQuery, mark: str) -> tuple[str, list[object]]:
+    """The search query for either backend; ``mark`` is its placeholder ("?" or "%s")."""
+    where = [f"leaf_index > {mark}"]
+    params: list[object] = [query.after_leaf]
+    for column in ("probe_cc", "probe_asn", "domain", "test_name"):
+        value = getattr(query, column)
+        if value is not None:
+            where.append(f"{column} = {mark}")
+            params.append(value)
+    if query.since is not None:
+        where.append(f"measurement_start_time >= {mark}")
+        params.append(query.since)
+    if query.until is not None:
+        where.append(f"measurement_start_time < {mark}")
+        params.append(query.until)
+    sql = (
+        f"SELECT {_SEARCH_COLUMNS} FROM measurements WHERE {' AND '.join(where)}"
+        f" ORDER BY leaf_index LIMIT {mark}"
+    )
+    params.append(query.limit)
+    return sql, params
+
+
 @dataclass(frozen=True)
 class MeasurementRow:
     """A measurement as stored (``payload`` is zlib-compressed canonical JSON, or None)."""
@@ -263,24 +286,7 @@ class SQLiteStore:
         return None if r is None else _row(r)
 
     def search(self, query: SearchQuery) -> list[SearchRow]:
-        where = ["leaf_index > ?"]
-        params: list[object] = [query.after_leaf]
-        for column in ("probe_cc", "probe_asn", "domain", "test_name"):
-            value = getattr(query, column)
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if query.since is not None:
-            where.append("measurement_start_time >= ?")
-            params.append(query.since)
-        if query.until is not None:
-            where.append("measurement_start_time < ?")
-            params.append(query.until)
-        sql = (
-            f"SELECT {_SEARCH_COLUMNS} FROM measurements WHERE {' AND '.join(where)}"
-            " ORDER BY leaf_index LIMIT ?"
-        )
-        params.append(query.limit)
+        sql, params = search_sql(query, "?")
         rows = self._reader().execute(sql, params).fetchall()
         return [SearchRow(*r[:9], removed=bool(r[9])) for r in rows]  # type: ignore[misc]
 

@@ -21,6 +21,7 @@ from netvigil.collector.store import (
     MeasurementRow,
     SearchQuery,
     SearchRow,
+    search_sql,
 )
 from netvigil.evidence.log import TreeHead
 
@@ -67,10 +68,6 @@ CREATE TABLE IF NOT EXISTS log_keys (
 _COLUMNS = (
     "uid, content_sha256, leaf_index, leaf_hash, received_at, probe_cc, probe_asn, test_name,"
     " input, domain, measurement_start_time, payload, removed_reason"
-)
-_SEARCH_COLUMNS = (
-    "uid, leaf_index, received_at, probe_cc, probe_asn, test_name, input, domain, "
-    "measurement_start_time, payload IS NULL"
 )
 _INSERT = (
     f"INSERT INTO measurements ({_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
@@ -236,24 +233,7 @@ class PostgresStore:
         return None if r is None else _row(r)
 
     def search(self, query: SearchQuery) -> list[SearchRow]:
-        where = ["leaf_index > %s"]
-        params: list[object] = [query.after_leaf]
-        for column in ("probe_cc", "probe_asn", "domain", "test_name"):
-            value = getattr(query, column)
-            if value is not None:
-                where.append(f"{column} = %s")
-                params.append(value)
-        if query.since is not None:
-            where.append("measurement_start_time >= %s")
-            params.append(query.since)
-        if query.until is not None:
-            where.append("measurement_start_time < %s")
-            params.append(query.until)
-        sql = (
-            f"SELECT {_SEARCH_COLUMNS} FROM measurements WHERE {' AND '.join(where)}"
-            " ORDER BY leaf_index LIMIT %s"
-        )
-        params.append(query.limit)
+        sql, params = search_sql(query, "%s")
         rows = self._reader().execute(sql, params).fetchall()
         return [SearchRow(*r[:9], removed=bool(r[9])) for r in rows]  # type: ignore[misc]
 
