@@ -20,7 +20,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from netvigil.collector.app import CollectorConfig, create_app
-from netvigil.collector.service import KEY_FILE
+from netvigil.collector.service import KEY_FILE, PAYLOAD_ZLIB_LEVEL
 from netvigil.evidence.log import (
     PAYLOAD_ALTERED,
     TreeHead,
@@ -366,7 +366,7 @@ def test_payload_removal_keeps_leaf(
     submit(client, measurement(2))
     uid = res["measurement_uid"]
     url = f"{API}/measurements/{uid}/payload"
-    payload = zlib.compress(canonical_json(measurement(1)), 6)
+    payload = zlib.compress(canonical_json(measurement(1)), PAYLOAD_ZLIB_LEVEL)
 
     def stored() -> bytes:
         if backend == "sqlite":

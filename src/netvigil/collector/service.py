@@ -51,6 +51,8 @@ log = logging.getLogger("netvigil.collector")
 
 MAX_BATCH = 1000
 MAX_DEPTH = 64
+# Level 1: a third of level 6's CPU on the submission path, and most of its saving.
+PAYLOAD_ZLIB_LEVEL = 1
 KEY_FILE = "log-key.pem"
 
 _TEST_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -91,17 +93,18 @@ class SubmitResult:
 
 
 def _depth_ok(obj: Any, limit: int) -> bool:
-    stack: list[tuple[Any, int]] = [(obj, 1)]
+    # Only containers go on the stack: most values are leaves, and this runs on every
+    # submission.
+    if not isinstance(obj, dict | list):
+        return True
+    stack: list[tuple[dict[str, Any] | list[Any], int]] = [(obj, 1)]
     while stack:
         value, depth = stack.pop()
-        if isinstance(value, dict):
-            if depth > limit:
-                return False
-            stack.extend((v, depth + 1) for v in value.values())
-        elif isinstance(value, list):
-            if depth > limit:
-                return False
-            stack.extend((v, depth + 1) for v in value)
+        if depth > limit:
+            return False
+        for child in value.values() if isinstance(value, dict) else value:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
     return True
 
 
@@ -160,7 +163,7 @@ def validate(obj: Any) -> Prepared:
     if not isinstance(start, str) or not _START_TIME.fullmatch(start):
         raise ValidationError('measurement_start_time must be "YYYY-MM-DD hh:mm:ss"')
     try:
-        datetime.strptime(start, "%Y-%m-%d %H:%M:%S")
+        datetime.fromisoformat(start)  # the regex fixed the shape; this checks the calendar
     except ValueError:
         raise ValidationError("measurement_start_time is not a valid date and time") from None
     cc = body.get("probe_cc")
@@ -186,7 +189,7 @@ def validate(obj: Any) -> Prepared:
         body=body,
         content_sha256=content,
         leaf_hash=leaf_hash(LEAF_PREFIX + content),
-        payload=zlib.compress(encoded, 6),
+        payload=zlib.compress(encoded, PAYLOAD_ZLIB_LEVEL),
         probe_cc=cc,
         probe_asn=asn,
         test_name=test_name,

@@ -11,7 +11,8 @@ Layout under the outbox directory (default ``$XDG_DATA_HOME/netvigil/outbox``)::
 
 A file is named by the SHA-256 of its canonical JSON, so a measurement is stored once. Every
 file is written atomically (temporary file, ``fsync``, ``rename``, ``fsync`` of the directory):
-after a crash a file is either complete or absent. Nothing lives only in memory. The outbox is
+after a crash a file is either complete or absent. The one exception is marking a measurement
+sent (see ``mark_sent``), which a crash may undo harmlessly. Nothing lives only in memory. The outbox is
 bounded (``max_files``/``max_bytes`` of pending measurements): ``add`` raises ``OutboxFull``
 (one line) rather than dropping anything.
 """
@@ -121,27 +122,30 @@ class Outbox:
                 if now - path.stat().st_mtime > _STALE_TMP:
                     path.unlink()
 
-    def _write_atomic(self, final: Path, data: bytes) -> None:
+    def _write_atomic(self, final: Path, data: bytes, *, durable: bool = True) -> None:
         tmp = self.tmp_dir / f"{final.name}.{os.getpid()}.{time.monotonic_ns()}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+                if durable:
+                    handle.flush()
+                    os.fsync(handle.fileno())
             os.replace(tmp, final)
         except BaseException:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise
-        _fsync_dir(final.parent)
+        if durable:
+            _fsync_dir(final.parent)
 
-    def _move(self, source: Path, target: Path) -> None:
+    def _move(self, source: Path, target: Path, *, durable: bool = True) -> None:
         size = source.stat().st_size
         os.replace(source, target)
         self._account(-1, -size)
-        _fsync_dir(target.parent)
-        _fsync_dir(source.parent)
+        if durable:
+            _fsync_dir(target.parent)
+            _fsync_dir(source.parent)
 
     def usage(self) -> tuple[int, int]:
         """(files, bytes) pending: scanned once per ``Outbox``, then kept up to date."""
@@ -212,9 +216,13 @@ class Outbox:
             self.sent_dir / f"{ident}.answer.json",
             self.rejected_dir / f"{ident}.reason.json",
         ):
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 value = json.loads(path.read_bytes())
-                return value if isinstance(value, dict) else None
+            except FileNotFoundError:
+                continue
+            except ValueError:  # an answer cut short by a crash (written without fsync)
+                return None
+            return value if isinstance(value, dict) else None
         return None
 
     def count(self, state: str) -> int:
@@ -224,10 +232,20 @@ class Outbox:
     # -- state changes ---------------------------------------------------------------------
 
     def mark_sent(self, ident: str, answer: dict[str, Any]) -> None:
-        """Save the collector's answer next to the measurement, then move it to ``sent/``."""
-        self._write_atomic(self.sent_dir / f"{ident}.answer.json", canonical_json(answer))
+        """Save the collector's answer next to the measurement, then move it to ``sent/``.
+
+        Without fsync, unlike every other change here: the collector accepted the measurement
+        and submission is idempotent, so if a crash of this machine forgets the move, the
+        measurement is still pending, is sent again and the collector answers "duplicate" with
+        the same leaf. The four fsyncs cost more than the upload itself.
+        """
+        self._write_atomic(
+            self.sent_dir / f"{ident}.answer.json", canonical_json(answer), durable=False
+        )
         with contextlib.suppress(FileNotFoundError):
-            self._move(self.pending_dir / f"{ident}.json", self.sent_dir / f"{ident}.json")
+            self._move(
+                self.pending_dir / f"{ident}.json", self.sent_dir / f"{ident}.json", durable=False
+            )
 
     def mark_rejected(self, ident: str, reason: dict[str, Any]) -> None:
         self._write_atomic(self.rejected_dir / f"{ident}.reason.json", canonical_json(reason))
