@@ -55,8 +55,12 @@ def accept(n: int, measurement: dict[str, Any]) -> Reply:
 class FakeCollector:
     """A tiny h11 server on 127.0.0.1 in its own thread; ``reply(n, measurement)`` decides."""
 
-    def __init__(self, reply: Callable[[int, dict[str, Any]], Reply] = accept) -> None:
+    def __init__(
+        self, reply: Callable[[int, dict[str, Any]], Reply] = accept, keep_alive: int = 1
+    ) -> None:
         self.reply = reply
+        self.keep_alive = keep_alive
+        self.connections = 0
         self.requests: list[tuple[dict[str, str], dict[str, Any]]] = []
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
@@ -97,46 +101,62 @@ class FakeCollector:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        self.connections += 1
         conn = h11.Connection(h11.SERVER)
-        headers: dict[str, str] = {}
-        body = bytearray()
         try:
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(await asyncio.wait_for(reader.read(65536), 5))
-                elif isinstance(event, h11.Request):
-                    headers = {k.decode().lower(): v.decode() for k, v in event.headers}
-                    headers[":target"] = event.target.decode()
-                elif isinstance(event, h11.Data):
-                    body += event.data
-                elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                    break
-            raw = bytes(body)
-            if headers.get("content-encoding") == "gzip":
-                raw = gzip.decompress(raw)
-            measurement = json.loads(raw)
-            self.requests.append((headers, measurement))
-            reply = self.reply(len(self.requests), measurement)
-            if reply == "hang":
-                await asyncio.sleep(3)
-                return
-            assert not isinstance(reply, str)
-            status, extra, payload = reply
-            response = h11.Response(
-                status_code=status,
-                headers=[
-                    ("Content-Type", "application/json"),
-                    ("Content-Length", str(len(payload))),
-                    *extra.items(),
-                ],
-            )
-            writer.write(conn.send(response) or b"")
-            writer.write(conn.send(h11.Data(data=payload)) or b"")
-            writer.write(conn.send(h11.EndOfMessage()) or b"")
-            await writer.drain()
+            # Up to ``keep_alive`` requests on one connection, then close without warning
+            # (as a server dropping an idle connection does).
+            for _ in range(self.keep_alive):
+                if not await self._one(conn, reader, writer):
+                    return
+                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                    return
+                conn.start_next_cycle()
         finally:
             writer.close()
+
+    async def _one(
+        self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        headers: dict[str, str] = {}
+        body = bytearray()
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await asyncio.wait_for(reader.read(65536), 5))
+            elif isinstance(event, h11.Request):
+                headers = {k.decode().lower(): v.decode() for k, v in event.headers}
+                headers[":target"] = event.target.decode()
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.ConnectionClosed):
+                return False
+            elif isinstance(event, h11.EndOfMessage):
+                break
+        raw = bytes(body)
+        if headers.get("content-encoding") == "gzip":
+            raw = gzip.decompress(raw)
+        measurement = json.loads(raw)
+        self.requests.append((headers, measurement))
+        reply = self.reply(len(self.requests), measurement)
+        if reply == "hang":
+            await asyncio.sleep(3)
+            return False
+        assert not isinstance(reply, str)
+        status, extra, payload = reply
+        response = h11.Response(
+            status_code=status,
+            headers=[
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(payload))),
+                *extra.items(),
+            ],
+        )
+        writer.write(conn.send(response) or b"")
+        writer.write(conn.send(h11.Data(data=payload)) or b"")
+        writer.write(conn.send(h11.EndOfMessage()) or b"")
+        await writer.drain()
+        return True
 
 
 def fast(url: str, **kw: Any) -> UploadConfig:
@@ -442,6 +462,19 @@ def test_upload_success(outbox: Outbox) -> None:
         answer = outbox.answer(ident)
         assert answer is not None and answer["leaf_hash"] == "ab" * 32
         assert answer["measurement_uid"] and isinstance(answer["leaf_index"], int)
+
+
+def test_upload_reuses_connections_and_survives_idle_close(outbox: Outbox) -> None:
+    # The server keeps a connection for 3 requests, then drops it unannounced: the uploader
+    # reuses each connection and, when a reused one turns out closed, resends on a new one.
+    for m in samples()[:10]:
+        outbox.add(m)
+    with FakeCollector(keep_alive=3) as fake:
+        summary = run_upload(outbox, fast(fake.url, concurrency=1))
+    assert (summary.sent, summary.rejected, summary.pending) == (10, 0, 0)
+    assert len(fake.requests) == 10
+    assert fake.connections == 4
+    assert summary.attempts == 10
 
 
 def test_upload_duplicate(outbox: Outbox) -> None:
