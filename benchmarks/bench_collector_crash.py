@@ -216,8 +216,10 @@ async def crash_run(
         concurrency=clients,
         timeout=10.0,
         max_attempts=4,
-        backoff_base=0.25,
-        backoff_max=2.0,
+        # A collector on loopback that was just restarted: retry soon (0.1 s doubling to
+        # 0.5 s), as a probe next to its own collector would be configured.
+        backoff_base=0.1,
+        backoff_max=0.5,
     )
     heads: list[dict[str, Any]] = []
     kills: list[dict[str, Any]] = []
