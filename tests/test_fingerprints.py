@@ -89,3 +89,58 @@ def test_prefix_and_full_patterns() -> None:
     assert fps.match_response("", {"location": "http://block.isp/x"})[0] is not None
     assert fps.match_response("", {"Server": "Censor/1.0"})[0] is not None
     assert fps.match_response("", {"Server": "Censor/1.0 extra"})[0] is None
+
+
+def _sample_texts(literals: list[str], seed: int) -> list[str]:
+    """Long texts stitched from pieces of literals (overlaps, near-misses) and filler."""
+    import random
+
+    rnd = random.Random(seed)
+    filler = ["<div class='x'>", " the ", "новости ", "\n", "http://", ".com/", "ёж", "\ud800"]
+    out: list[str] = []
+    for _ in range(40):
+        parts: list[str] = []
+        while sum(map(len, parts)) < 4096:
+            lit = rnd.choice(literals)
+            cut = rnd.choice(
+                [lit, lit[: rnd.randint(1, len(lit))], lit[rnd.randint(0, len(lit)) :]]
+            )
+            parts.append(cut if rnd.random() < 0.5 else rnd.choice(filler))
+        out.append("".join(parts))
+    return out
+
+
+def test_vectorised_find_all_equals_the_regex_pass() -> None:
+    """The 4-gram filter replays the regex pass exactly: same literals, same order."""
+    for loc in ("body", "headers", "header.location"):
+        matcher = load_fingerprints()._sets[loc].literals
+        texts = _sample_texts(sorted(matcher.literals), seed=len(loc))
+        for text in texts:
+            assert len(text) >= 1024
+            for limit in (1, 3, 64):
+                assert matcher.find_all(text, limit) == matcher.find_all_regex(text, limit)
+
+
+def test_vectorised_find_all_on_overlapping_literals() -> None:
+    lits = ["xyzw-block", "zw-blocked page", "blocked page!", "Zebra crossing", "доступ ограничен"]
+    m = LiteralMatcher(lits)
+    for text in (
+        "." * 2000 + "xyzw-blocked page!" + "." * 10,
+        "доступ ограничен" * 100 + "Zebra crossing",
+        "xyzw-block" * 300,
+    ):
+        assert m.find_all(text) == m.find_all_regex(text)
+
+
+def test_repeated_literal_body_is_bounded() -> None:
+    """A body that is one literal over and over (more occurrences than the index keeps)
+    falls back to the constant-memory regex pass, with the same answer."""
+    import time
+
+    m = load_fingerprints()._sets["body"].literals
+    lit = next(iter(sorted(m.literals, key=len)))
+    body = lit * (256 * 1024 // len(lit))
+    assert m._grams is not None and m._grams.occurrences(body) is None
+    start = time.perf_counter()
+    assert m.find_all(body) == m.find_all_regex(body) == [lit]
+    assert time.perf_counter() - start < 10.0

@@ -14,11 +14,17 @@ from urllib.parse import urlsplit
 MAX_BODY_CHARS = 1 << 20  # bodies are capped at 512 KiB by probes; never look past 1 MiB
 
 
+# d() and lst() run tens of times per measurement: an exact-type test first skips the slow
+# ABC isinstance check for what json/orjson produce (dict, list).
 def d(value: Any) -> Mapping[str, Any]:
+    if type(value) is dict:
+        return value
     return value if isinstance(value, Mapping) else {}
 
 
 def lst(value: Any) -> list[Any]:
+    if type(value) is list:
+        return list(value)
     return list(value) if isinstance(value, list | tuple) else []
 
 
@@ -74,11 +80,16 @@ def port_of(url: str | None) -> int:
 def ip_or_none(text: Any) -> str | None:
     if not isinstance(text, str):
         return None
-    return _canonical_ip(text)
+    return _canonical_ip(text) if len(text) <= CACHED_KEY_CHARS else _canonical_ip.__wrapped__(text)
 
 
 # Pure functions of short strings, called many times per verdict (every answer, endpoint and
 # address of a measurement): cached, bounded. Parsing an address costs ~10 µs in ipaddress.
+# Only short keys are cached (an address is at most ~50 characters): a hostile measurement's
+# megabyte-long "address" is computed, not kept, so the caches stay a few MiB.
+CACHED_KEY_CHARS = 64
+
+
 @functools.lru_cache(maxsize=65536)
 def _canonical_ip(text: str) -> str | None:
     try:
@@ -116,13 +127,19 @@ _BOGON_NETS = tuple(
 )
 
 
-@functools.lru_cache(maxsize=65536)
 def is_bogon(address: str) -> bool:
     """Private, loopback, link-local, CGNAT, documentation, multicast, reserved addresses.
 
     198.18.0.0/15 (RFC 2544 benchmarking) is deliberately *not* a bogon: it is the testbed's
     whole network, where every honest site lives.
     """
+    if isinstance(address, str) and len(address) <= CACHED_KEY_CHARS:
+        return _is_bogon(address)
+    return _is_bogon.__wrapped__(address)
+
+
+@functools.lru_cache(maxsize=65536)
+def _is_bogon(address: str) -> bool:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -141,6 +158,8 @@ def body_text(response: Mapping[str, Any]) -> tuple[str, int]:
     body = response.get("body")
     if isinstance(body, str):
         text = body[:MAX_BODY_CHARS]
+        if body.isascii():  # O(1) in CPython; the UTF-8 length is the length
+            return text, len(body)
         try:
             size = len(body.encode("utf-8", "surrogatepass"))
         except UnicodeError:

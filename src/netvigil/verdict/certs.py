@@ -7,7 +7,7 @@ import binascii
 import hashlib
 from typing import Any
 
-from cryptography import x509
+from netvigil.verdict.roots import parse_der
 
 MAX_CERTS = 16  # chains longer than this are summarised, not decoded
 MAX_CERT_B64 = 64 * 1024
@@ -30,8 +30,11 @@ def _describe(data: Any) -> dict[str, Any]:
     except (binascii.Error, ValueError):
         return {"error": "unparseable"}
     info: dict[str, Any] = {"sha256": hashlib.sha256(der).hexdigest()}
+    cert = parse_der(der)  # cached: the same chains recur across measurements
+    if cert is None:
+        info["error"] = "unparseable"
+        return info
     try:
-        cert = x509.load_der_x509_certificate(der)
         info["subject"] = cert.subject.rfc4514_string()
         info["issuer"] = cert.issuer.rfc4514_string()
         info["self_signed"] = cert.subject == cert.issuer

@@ -260,20 +260,55 @@ def _pem_body(data: bytes) -> bytes:
 # -- certificate helpers (shared with interception.py) ------------------------------------------
 
 
+# Real measurements present the same chains over and over (one CDN's intermediates, one
+# middlebox's root): parsed certificates are cached, keyed by their DER (a dict hashes it once),
+# in a bounded LRU. Certificate objects are immutable, so sharing them is safe. Only DER up to
+# CACHED_DER bytes is kept, so the cache holds at most ~DER_CACHE_SIZE x 8 KiB x 2.
+DER_CACHE_SIZE = 512
+CACHED_DER = 8 * 1024
+
+
 def load_der(der: Any) -> x509.Certificate | None:
     """A parsed certificate, or None for anything malformed, oversized or not bytes."""
     if not isinstance(der, bytes | bytearray) or not der or len(der) > MAX_DER:
         return None
+    data = bytes(der)
+    return _load_der_cached(data) if len(data) <= CACHED_DER else _load_der(data)
+
+
+def parse_der(der: bytes) -> x509.Certificate | None:
+    """``x509.load_der_x509_certificate`` (names not touched), None when it raises; cached."""
+    if len(der) <= CACHED_DER:
+        return _parse_der_cached(der)
+    return _parse_der(der)
+
+
+def _load_der(der: bytes) -> x509.Certificate | None:
+    cert = _parse_der(der)
+    if cert is None:
+        return None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-            cert = x509.load_der_x509_certificate(bytes(der))
             # Names are decoded lazily: touch them so a bad one fails here, not later.
             cert.subject.rfc4514_string()
             cert.issuer.rfc4514_string()
             return cert
     except Exception:
         return None
+
+
+def _parse_der(der: bytes) -> x509.Certificate | None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            return x509.load_der_x509_certificate(der)
+    except Exception:
+        return None
+
+
+_load_der_cached = functools.lru_cache(maxsize=DER_CACHE_SIZE)(_load_der)
+_parse_der_cached = functools.lru_cache(maxsize=DER_CACHE_SIZE)(_parse_der)
 
 
 def name_key(name: x509.Name) -> tuple[tuple[str, str], ...]:
