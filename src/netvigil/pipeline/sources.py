@@ -1,0 +1,421 @@
+"""What the pipeline reads: finding input files and streaming measurements out of them.
+
+Inputs are OONI's files as published (JSONL, gzip, the ``raw/YYYYMMDD/HH/CC/testname/``
+layout), single-measurement ``.json`` files, legacy YAML reports (counted, not parsed) and the
+collector's SQLite database (read read-only). Every read is bounded: lines longer than
+``MAX_LINE`` are skipped without being held in memory, gzip output is decompressed in slices,
+and a truncated gzip keeps every complete line before the truncation.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import urllib.parse
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+__all__ = [
+    "CORRUPT_REASONS",
+    "MAX_LINE",
+    "OONI_TEST_NAMES",
+    "FileReport",
+    "PipelineInputError",
+    "SourceFile",
+    "discover",
+    "read_records",
+]
+
+MAX_LINE = 32 * 1024 * 1024  # bytes: one measurement longer than this is skipped
+CHUNK = 1024 * 1024  # bytes read (and at most decompressed) per step
+MAX_EXAMPLES = 5
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+# Why a record was not processed. ``corrupt-payload``: a collector row whose zlib payload does
+# not decompress; ``unreadable``: the file could not be opened or read at all.
+CORRUPT_REASONS = (
+    "truncated-gzip",
+    "invalid-json",
+    "wrong-types",
+    "unknown-test-name",
+    "line-too-long",
+    "not-an-object",
+    "corrupt-payload",
+    "unreadable",
+)
+
+# OONI's registry of test names (ooni/spec ``nettests/``, current and legacy, as they appear in
+# measurements' ``test_name``). A name outside it is a corrupt or foreign record.
+OONI_TEST_NAMES = frozenset(
+    {
+        "bridge_reachability",
+        "browser_web",
+        "dash",
+        "dns_consistency",
+        "dns_injection",
+        "dnscheck",
+        "dnsping",
+        "echcheck",
+        "facebook_messenger",
+        "http_filtering_bypass",
+        "http_header_field_manipulation",
+        "http_host",
+        "http_invalid_request_line",
+        "http_requests",
+        "http_keyword_filtering",
+        "http_uk_mobile_networks",
+        "lantern",
+        "meek_fronted_requests_test",
+        "multi_protocol_traceroute",
+        "ndt",
+        "openvpn",
+        "openvpn_client_test",
+        "portfiltering",
+        "psiphon",
+        "quicping",
+        "riseupvpn",
+        "signal",
+        "simplequicping",
+        "sni_blocking",
+        "stun_reachability",
+        "stunreachability",
+        "tcp_connect",
+        "tcpping",
+        "telegram",
+        "tlsmiddlebox",
+        "tlsping",
+        "tlstool",
+        "tor",
+        "torsf",
+        "urlgetter",
+        "vanilla_tor",
+        "web_connectivity",
+        "whatsapp",
+    }
+)
+
+Kind = Literal["jsonl", "json", "yaml", "sqlite"]
+
+
+class PipelineInputError(ValueError):
+    """Bad input to a pipeline run; the message is one line that says what to fix."""
+
+
+@dataclass(frozen=True, order=True)
+class SourceFile:
+    """One input file. ``name`` is its path relative to the ingest root it was found under
+    (the ``source`` column); plain data, so it pickles to any engine's workers."""
+
+    name: str
+    path: str
+    kind: Kind
+    size: int = 0
+
+
+@dataclass
+class FileReport:
+    """What happened to one input file."""
+
+    source: str
+    kind: str = ""
+    measurements: int = 0  # records read that were processed into rows
+    verdict_rows: int = 0
+    observation_rows: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)  # not errors: legacy-yaml, removed
+    corrupt: dict[str, int] = field(default_factory=dict)  # reason → count
+    examples: list[str] = field(default_factory=list)  # "line N: reason: detail", at most 5
+
+    @property
+    def rows(self) -> int:
+        return self.verdict_rows + self.observation_rows
+
+    @property
+    def corrupt_total(self) -> int:
+        return sum(self.corrupt.values())
+
+    def bad(self, reason: str, line: int, detail: str) -> None:
+        self.corrupt[reason] = self.corrupt.get(reason, 0) + 1
+        if len(self.examples) < MAX_EXAMPLES:
+            self.examples.append(f"line {line}: {reason}: {detail[:200]}")
+
+    def skip(self, reason: str, n: int = 1) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + n
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "kind": self.kind,
+            "measurements": self.measurements,
+            "verdict_rows": self.verdict_rows,
+            "observation_rows": self.observation_rows,
+            "skipped": dict(sorted(self.skipped.items())),
+            "corrupt": dict(sorted(self.corrupt.items())),
+            "examples": list(self.examples),
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Discovery
+
+
+def _kind_by_name(name: str) -> Kind | None:
+    lower = name.lower()
+    if lower.endswith((".jsonl", ".jsonl.gz", ".json.gz")):
+        return "jsonl"
+    if lower.endswith(".json"):
+        return "json"
+    if lower.endswith((".yaml", ".yaml.gz", ".yml", ".yml.gz")):
+        return "yaml"
+    return None
+
+
+def _is_sqlite(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
+    except OSError:
+        return False
+
+
+def _classify(path: Path) -> Kind | None:
+    kind = _kind_by_name(path.name)
+    if kind is None and _is_sqlite(path):
+        return "sqlite"
+    return kind
+
+
+def discover(srcs: Sequence[str | os.PathLike[str]]) -> list[SourceFile]:
+    """The input files under ``srcs`` (files, or directories walked recursively in sorted
+    order). Files of other types inside a directory are ignored; given by name, they are an
+    error. A file reached twice is listed once."""
+    if not srcs:
+        raise PipelineInputError("no input: give at least one file or directory")
+    out: list[SourceFile] = []
+    seen: set[str] = set()
+
+    def add(path: Path, name: str, kind: Kind) -> None:
+        real = os.path.realpath(path)
+        if real in seen:
+            return
+        seen.add(real)
+        try:
+            size = path.stat().st_size
+        except OSError:
+            size = 0
+        out.append(SourceFile(name=name, path=str(path), kind=kind, size=size))
+
+    for src in srcs:
+        root = Path(src)
+        if not root.exists():
+            raise PipelineInputError(f"{src}: no such file or directory")
+        if root.is_file():
+            kind = _classify(root)
+            if kind is None:
+                raise PipelineInputError(
+                    f"{src}: not JSONL (.jsonl, .jsonl.gz), JSON, YAML or a collector database"
+                )
+            add(root, root.name, kind)
+            continue
+        if not root.is_dir():
+            raise PipelineInputError(f"{src}: not a regular file or directory")
+        found: list[tuple[tuple[str, ...], Path]] = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for filename in filenames:
+                path = Path(dirpath) / filename
+                if not filename.startswith("."):
+                    found.append((path.relative_to(root).parts, path))
+        # Sorted by path components, so raw/YYYYMMDD/HH/... comes out in time order.
+        for parts, path in sorted(found):
+            kind = _classify(path) if path.is_file() else None
+            if kind is not None:
+                add(path, "/".join(parts), kind)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+@dataclass(frozen=True)
+class Record:
+    """One measurement's bytes and where it was (line number, or the collector's leaf index).
+    ``uid`` is the collector's id for a collector row."""
+
+    line: int
+    raw: bytes
+    uid: str | None = None
+
+
+def read_records(src: SourceFile, report: FileReport) -> Iterator[Record]:
+    """Every measurement record in ``src``, as bytes; counts what it cannot read in ``report``
+    (``truncated-gzip``, ``line-too-long``, ``corrupt-payload``, ``unreadable``, skipped YAML)."""
+    report.kind = src.kind
+    try:
+        if src.kind == "yaml":
+            # Legacy YAML reports (2012-2016) are not parsed: counted, so a run says how many.
+            report.skip("legacy-yaml")
+            return
+        if src.kind == "sqlite":
+            yield from _sqlite_records(src, report)
+            return
+        if src.kind == "json" and 0 < src.size <= MAX_LINE:
+            yield from _json_records(src, report)
+            return
+        yield from _jsonl_records(src.path, report)
+    except OSError as exc:
+        report.bad("unreadable", 0, exc.strerror or str(exc))
+
+
+def _json_records(src: SourceFile, report: FileReport) -> Iterator[Record]:
+    """A ``.json`` file: one (perhaps pretty-printed) measurement, else JSONL."""
+    with open(src.path, "rb") as handle:
+        data = handle.read(MAX_LINE + 1)
+    stripped = data.strip()
+    if stripped.startswith(b"{") and b"\n" in stripped:
+        try:
+            orjson.loads(stripped)
+        except orjson.JSONDecodeError:
+            pass  # not one document: read it as JSONL below
+        else:
+            yield Record(1, stripped)
+            return
+    yield from _split_lines(iter((data,)), report, _Stream())
+
+
+def _jsonl_records(path: str, report: FileReport) -> Iterator[Record]:
+    with open(path, "rb") as handle:
+        magic = handle.read(2)
+        handle.seek(0)
+        if magic == b"\x1f\x8b":
+            state = _Stream()
+            yield from _split_lines(_gunzip(handle, state), report, state)
+            if state.truncated:
+                report.bad("truncated-gzip", state.line, state.detail)
+        else:
+            yield from _split_lines(iter(lambda: handle.read(CHUNK), b""), report, _Stream())
+
+
+@dataclass
+class _Stream:
+    truncated: bool = (
+        False  # the gzip stream was cut (or corrupt): its last partial line is dropped
+    )
+    detail: str = ""
+    line: int = 0  # the line the stream ended in
+
+
+def _gunzip(handle: Any, state: _Stream) -> Iterator[bytes]:
+    """Decompressed slices of a (multi-member) gzip stream, never more than CHUNK at a time,
+    so a small file that inflates hugely cannot fill memory. On truncation or corruption
+    it stops and says so in ``state``; what was decompressed before is kept."""
+    d = zlib.decompressobj(wbits=31)
+    fed = False  # has the current member received any input (else EOF here is clean)
+    while True:
+        data = handle.read(CHUNK)
+        if not data:
+            break
+        while data:
+            fed = True
+            try:
+                out = d.decompress(data, CHUNK)
+            except zlib.error as exc:
+                state.truncated, state.detail = True, f"corrupt gzip data ({exc})"
+                return
+            if out:
+                yield out
+            if d.eof:
+                # Another gzip member may follow (concatenated files are valid gzip); trailing
+                # zero padding is not one.
+                data = d.unused_data
+                d = zlib.decompressobj(wbits=31)
+                fed = False
+                if not data.strip(b"\x00"):
+                    data = b""
+            else:
+                data = d.unconsumed_tail
+    if fed and not d.eof:
+        state.truncated, state.detail = True, "gzip stream ends before its end marker"
+
+
+def _split_lines(chunks: Iterator[bytes], report: FileReport, state: _Stream) -> Iterator[Record]:
+    """Lines of a byte stream, each at most MAX_LINE; a longer line is counted and skipped
+    while being read (its bytes are dropped, not accumulated). A final line without a newline
+    is kept unless the stream was truncated (then it is the cut-off part of a line)."""
+    pending = bytearray()
+    skipping = False
+    line = 0
+    too_long = f"longer than {MAX_LINE} bytes"
+    for chunk in chunks:
+        parts = chunk.split(b"\n")
+        last = parts.pop()
+        for part in parts:
+            line += 1
+            if skipping:
+                skipping = False
+                report.bad("line-too-long", line, too_long)
+                continue
+            if pending:
+                pending += part
+                if len(pending) > MAX_LINE:
+                    report.bad("line-too-long", line, too_long)
+                else:
+                    yield Record(line, bytes(pending))
+                pending.clear()
+            elif len(part) > MAX_LINE:
+                report.bad("line-too-long", line, too_long)
+            elif part.strip():
+                yield Record(line, part)
+        if skipping:
+            continue
+        if len(pending) + len(last) > MAX_LINE:
+            skipping = True
+            pending.clear()
+        else:
+            pending += last
+    state.line = line + 1
+    if state.truncated:
+        return  # the last partial line is where the stream was cut: not a measurement
+    if skipping:
+        report.bad("line-too-long", line + 1, too_long)
+    elif pending.strip():
+        yield Record(line + 1, bytes(pending))
+
+
+def _sqlite_records(src: SourceFile, report: FileReport) -> Iterator[Record]:
+    """The collector's measurements in log order, read-only (the collector may be running)."""
+    uri = "file:" + urllib.parse.quote(os.path.abspath(src.path)) + "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True)
+        cur = conn.execute("SELECT leaf_index, uid, payload FROM measurements ORDER BY leaf_index")
+    except sqlite3.Error as exc:
+        report.bad("unreadable", 0, f"not a collector database ({exc})")
+        return
+    try:
+        for leaf, uid, payload in cur:
+            line = int(leaf) + 1
+            if payload is None:
+                report.skip("removed")  # payload removed on request: only its log leaf is kept
+                continue
+            d = zlib.decompressobj()
+            try:
+                raw = d.decompress(bytes(payload), MAX_LINE + 1)
+            except zlib.error as exc:
+                report.bad("corrupt-payload", line, str(exc))
+                continue
+            if len(raw) > MAX_LINE:
+                report.bad("line-too-long", line, f"payload longer than {MAX_LINE} bytes")
+                continue
+            if not d.eof:
+                report.bad("corrupt-payload", line, "payload ends before its end marker")
+                continue
+            yield Record(line, raw, uid if isinstance(uid, str) else None)
+    except sqlite3.Error as exc:
+        report.bad("unreadable", 0, f"database read failed ({exc})")
+    finally:
+        conn.close()
