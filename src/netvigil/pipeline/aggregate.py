@@ -1,0 +1,393 @@
+"""Aggregates over the verdicts table, and event detection.
+
+``aggregate_duckdb(OUT)`` reads ``OUT/verdicts/day=*/*.parquet`` with DuckDB (embedded, the
+default engine) and computes the tables of ``schema.AGGREGATE_SCHEMAS``:
+
+``daily``       per country × network × domain × day: measurements, blocked, ok, and the mean
+                confidence of the blocked measurements (0.0 when none), rounded to 6 places.
+``outcomes``    per country × network × domain × day × outcome: count.
+``techniques``  per country × network × domain × blocked outcome: first and last
+                ``measurement_start_time`` and count.
+
+``detect_events(daily)`` flags the sudden onset of blocking (the ``events`` table);
+``write_aggregates`` writes them all to ``OUT/aggregates/<name>.parquet`` atomically;
+``build_aggregates`` does the three in a row (the local engine calls it after the transform).
+
+Decisions, so that every engine computes the same thing:
+
+- **Which rows** (``AGGREGATED_ROWS_SQL``). Rows with ``domain == ''`` (tests without a URL
+  input: ``ndt``, ``tor``, ``signal``…) are left out: these tables are about *sites*, and an
+  empty domain would otherwise mix unrelated tests into one pseudo-site. Rows whose outcome is
+  ``unsupported`` (tests the verdict engine does not judge: ``urlgetter``, ``http_requests``…)
+  are left out too: they say nothing about blocking and would dilute the blocked share.
+- **Which day.** ``day`` is read from the hive partition (``day=YYYY-MM-DD``), which the writer
+  derives from ``measurement_start_time`` in UTC; DuckDB may infer it as DATE or VARCHAR, so it
+  is cast to DATE explicitly.
+- **Blocked.** A row is blocked when the verdict's ``blocked`` column is true (the verdict engine
+  decides; ``ok`` counts the rows whose outcome is exactly ``ok``, so ``measurements - blocked
+  - ok`` is the rest: down, unknown, unsupported, captive-portal).
+- **Exact confidence mean.** A float sum depends on the order of addition (DuckDB sums in
+  parallel; Dask by partitions), and rounding to 6 places turns a last-bit difference into a
+  different value at a tie. So each confidence is first made an integer number of nano-units
+  (``round_even(confidence * 1e9)``), those integers are summed (exact, in any order), and
+  ``finish_daily`` divides and rounds half-to-even with integer arithmetic. Any engine that
+  produces the decomposable parts (``DAILY_PARTS_SCHEMA``) and calls ``finish_daily`` gets the
+  same bits.
+- **Order and types.** Every table is cast to its schema and sorted by ``SORT_KEYS`` with
+  pyarrow (byte order of UTF-8), in ``finalize``; engines should call it too.
+
+Country-wide totals (all networks of a country) are not a separate table: ``probe_asn = 0``
+already means "unknown network" in the row tables, so reusing it for "all networks" would be
+ambiguous. ``netvigil query`` sums over networks when no ``--asn`` is given.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .schema import AGGREGATE_SCHEMAS, SORT_KEYS
+
+# The verdict rows the aggregates count (see "Which rows" above); every engine filters alike.
+AGGREGATED_ROWS_SQL = "domain <> '' AND outcome <> 'unsupported'"
+
+__all__ = [
+    "AGGREGATED_ROWS_SQL",
+    "DAILY_PARTS_SCHEMA",
+    "aggregate_duckdb",
+    "build_aggregates",
+    "detect_events",
+    "empty_table",
+    "finalize",
+    "finish_daily",
+    "partitioned_parquet_sql",
+    "verdict_files",
+    "write_aggregates",
+]
+
+# What an engine computes for ``daily`` before ``finish_daily``: all sums, so partial results
+# from any split of the input merge by adding. ``confidence_nanos`` is the sum over blocked rows
+# of round_half_even(confidence * 1e9).
+DAILY_PARTS_SCHEMA = pa.schema(
+    [
+        pa.field("probe_cc", pa.string(), nullable=False),
+        pa.field("probe_asn", pa.int64(), nullable=False),
+        pa.field("domain", pa.string(), nullable=False),
+        pa.field("day", pa.date32(), nullable=False),
+        pa.field("measurements", pa.int64(), nullable=False),
+        pa.field("blocked", pa.int64(), nullable=False),
+        pa.field("ok", pa.int64(), nullable=False),
+        pa.field("confidence_nanos", pa.int64(), nullable=False),
+    ]
+)
+
+# Default thresholds of ``detect_events``, and why:
+# - 7 baseline days: a week absorbs weekday/weekend differences in who measures.
+# - at least 3 baseline days with data: OONI coverage of one network is patchy; a baseline of
+#   one or two days is mostly noise, and a domain first measured on the day it is blocked is not
+#   an *onset* we can show.
+# - at least 3 measurements on the day: one failed measurement (a flaky probe) must not make an
+#   event; three agreeing ones are unlikely to all be flukes.
+# - a jump of 0.5: the blocked share must rise by half of all measurements, far above the noise
+#   of a per-measurement false-positive rate of a few percent, and it implies the day is
+#   mostly blocked (share ≥ 0.5).
+DEFAULT_BASELINE_DAYS = 7
+DEFAULT_MIN_MEASUREMENTS = 3
+DEFAULT_MIN_BASELINE_DAYS = 3
+DEFAULT_JUMP = 0.5
+
+_NANOS = 1_000_000_000
+_PLACES = 1_000_000  # confidence_mean has 6 decimal places
+
+
+def empty_table(name: str) -> pa.Table:
+    """An empty table with the schema of aggregate ``name``."""
+    return AGGREGATE_SCHEMAS[name].empty_table()
+
+
+def finalize(name: str, table: pa.Table, *, presorted: bool = False) -> pa.Table:
+    """Cast ``table`` to ``AGGREGATE_SCHEMAS[name]`` (columns in schema order) and sort it.
+
+    ``presorted``: the caller already sorted by ``SORT_KEYS[name]`` ascending in byte order of
+    UTF-8 (DuckDB's default binary collation), so the sort is skipped.
+    """
+    schema = AGGREGATE_SCHEMAS[name]
+    table = table.select(schema.names).cast(schema)
+    if table.num_rows == 0 or presorted:
+        return table.combine_chunks()
+    return table.sort_by([(key, "ascending") for key in SORT_KEYS[name]]).combine_chunks()
+
+
+def finish_daily(parts: pa.Table, *, presorted: bool = False) -> pa.Table:
+    """``daily`` from its decomposable parts (``DAILY_PARTS_SCHEMA``), exactly.
+
+    confidence_mean = round_half_even(confidence_nanos / blocked / 1e9, 6 places), computed with
+    integers, then made the nearest float; 0.0 when nothing was blocked.
+    """
+    parts = parts.select(DAILY_PARTS_SCHEMA.names).cast(DAILY_PARTS_SCHEMA)
+    # Integer arithmetic throughout (pyarrow.compute; dividing non-negative int64 floors).
+    zero, one, two = (pa.scalar(v, pa.int64()) for v in (0, 1, 2))
+    nanos = parts.column("confidence_nanos")
+    blocked = parts.column("blocked")
+    has_blocked = pc.greater(blocked, zero)
+    # mean in millionths = nanos / (blocked * 1000), rounded half to even
+    denom = pc.if_else(
+        has_blocked, pc.multiply(blocked, pa.scalar(_NANOS // _PLACES, pa.int64())), one
+    )
+    quot = pc.divide(nanos, denom)
+    twice_rem = pc.multiply(pc.subtract(nanos, pc.multiply(quot, denom)), two)
+    round_up = pc.or_(
+        pc.greater(twice_rem, denom),
+        pc.and_(pc.equal(twice_rem, denom), pc.equal(pc.bit_wise_and(quot, one), one)),
+    )
+    millionths = pc.if_else(has_blocked, pc.add(quot, pc.cast(round_up, pa.int64())), zero)
+    # IEEE division is correctly rounded: the same float in any engine or language
+    mean = pc.divide(pc.cast(millionths, pa.float64()), pa.scalar(float(_PLACES), pa.float64()))
+    daily = parts.drop_columns(["confidence_nanos"]).append_column("confidence_mean", mean)
+    return finalize("daily", daily, presorted=presorted)
+
+
+def verdict_files(out_dir: Path) -> list[Path]:
+    """The verdict Parquet files of a pipeline output, in a stable order.
+
+    Only ``verdicts/day=*/*.parquet``; names starting with ``.`` or ``_`` are writers' temporary
+    files or metadata and are skipped.
+    """
+    base = Path(out_dir) / "verdicts"
+    if not base.is_dir():
+        return []
+    return sorted(
+        path
+        for path in base.glob("day=*/*.parquet")
+        if path.is_file() and not path.name.startswith((".", "_"))
+    )
+
+
+def _sql_list(paths: Sequence[Path]) -> str:
+    quoted = ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths)
+    return f"[{quoted}]"
+
+
+def partitioned_parquet_sql(paths: Sequence[Path]) -> str:
+    """A DuckDB ``FROM`` item reading hive-partitioned files, ``day`` as DATE from the partition."""
+    return (
+        "(SELECT * REPLACE (CAST(day AS DATE) AS day) FROM read_parquet("
+        f"{_sql_list(paths)}, hive_partitioning = true, union_by_name = true))"
+    )
+
+
+_DAILY_PARTS_SQL = """
+SELECT probe_cc, probe_asn, domain, day,
+       count(*) AS measurements,
+       count(*) FILTER (WHERE blocked) AS blocked,
+       count(*) FILTER (WHERE outcome = 'ok') AS ok,
+       coalesce(sum(CAST(round_even(confidence * 1e9, 0) AS BIGINT)) FILTER (WHERE blocked), 0)
+           AS confidence_nanos
+FROM v GROUP BY ALL
+ORDER BY probe_cc, probe_asn, domain, day
+"""
+
+_OUTCOMES_SQL = """
+SELECT probe_cc, probe_asn, domain, day, outcome, count(*) AS count
+FROM v GROUP BY ALL
+ORDER BY probe_cc, probe_asn, domain, day, outcome
+"""
+
+_TECHNIQUES_SQL = """
+SELECT probe_cc, probe_asn, domain, outcome,
+       min(measurement_start_time) AS first_seen,
+       max(measurement_start_time) AS last_seen,
+       count(*) AS count
+FROM v WHERE blocked GROUP BY ALL
+ORDER BY probe_cc, probe_asn, domain, outcome
+"""
+
+
+def aggregate_duckdb(out_dir: Path, *, threads: int | None = None) -> dict[str, pa.Table]:
+    """``daily``, ``outcomes`` and ``techniques`` from ``OUT/verdicts`` with DuckDB.
+
+    Empty tables (with the right schemas) when there are no verdict files.
+    """
+    import duckdb
+
+    files = verdict_files(Path(out_dir))
+    if not files:
+        return {name: empty_table(name) for name in ("daily", "outcomes", "techniques")}
+    con = duckdb.connect(":memory:")
+    try:
+        if threads:
+            con.execute(f"SET threads = {int(threads)}")
+        # The three queries sort in SQL (parallel, and binary collation = the byte order pyarrow
+        # uses), so ``finalize`` need not sort again. A view rather than a temp table: each query
+        # pushes its projection down to the Parquet reader and nothing is held in memory.
+        con.execute(
+            f"CREATE TEMP VIEW v AS SELECT * FROM {partitioned_parquet_sql(files)} "
+            f"WHERE {AGGREGATED_ROWS_SQL}"
+        )
+        parts = con.sql(_DAILY_PARTS_SQL).to_arrow_table()
+        outcomes = con.sql(_OUTCOMES_SQL).to_arrow_table()
+        techniques = con.sql(_TECHNIQUES_SQL).to_arrow_table()
+    finally:
+        con.close()
+    return {
+        "daily": finish_daily(parts, presorted=True),
+        "outcomes": finalize("outcomes", outcomes, presorted=True),
+        "techniques": finalize("techniques", techniques, presorted=True),
+    }
+
+
+def detect_events(
+    daily: pa.Table,
+    *,
+    baseline_days: int = DEFAULT_BASELINE_DAYS,
+    min_measurements: int = DEFAULT_MIN_MEASUREMENTS,
+    min_baseline_days: int = DEFAULT_MIN_BASELINE_DAYS,
+    jump: float = DEFAULT_JUMP,
+) -> pa.Table:
+    """Flag days of sudden onset of blocking per country × network × domain (``events``).
+
+    Day D is flagged when: D has at least ``min_measurements`` measurements; among the
+    ``baseline_days`` calendar days before D (D-baseline_days … D-1) at least
+    ``min_baseline_days`` have measurements; and blocked/measurements on D is at least the
+    baseline share + ``jump``, where the baseline share pools those days
+    (Σ blocked / Σ measurements). The comparison is exact (rationals; ``jump`` is taken as the
+    decimal it prints as), so engines cannot disagree on a tie.
+
+    Persistent blocking is flagged on its first day and, while the baseline still mostly
+    predates it, on the next few days too; readers who want onsets only keep the first day of
+    each run (``netvigil report`` marks them).
+
+    Pure: no engine, no I/O; the same ``daily`` gives the same table.
+    """
+    if baseline_days < 1 or min_baseline_days < 1 or min_baseline_days > baseline_days:
+        raise ValueError("need 1 <= min_baseline_days <= baseline_days")
+    if min_measurements < 1:
+        raise ValueError("min_measurements must be at least 1")
+    if not 0 < jump <= 1:
+        raise ValueError("jump must be in (0, 1]")
+    threshold = Fraction(repr(float(jump)))
+    jump_num, jump_den = threshold.numerator, threshold.denominator
+    # Days as integers (days since 1970-01-01): cheaper than date objects, exact calendar math.
+    cols = daily.select(["probe_cc", "probe_asn", "domain", "day", "measurements", "blocked"])
+    day_numbers = cols.column("day").cast(pa.int32()).to_pylist()
+    series: dict[tuple[str, int, str], dict[int, list[int]]] = defaultdict(dict)
+    for cc, asn, domain, day, measured, blocked in zip(
+        cols.column("probe_cc").to_pylist(),
+        cols.column("probe_asn").to_pylist(),
+        cols.column("domain").to_pylist(),
+        day_numbers,
+        cols.column("measurements").to_pylist(),
+        cols.column("blocked").to_pylist(),
+        strict=True,
+    ):
+        if not measured:
+            continue
+        # a daily table is unique per key and day; add up defensively if it is not
+        counts = series[(cc, asn, domain)].setdefault(day, [0, 0])
+        counts[0] += measured
+        counts[1] += blocked
+
+    flagged: list[tuple[str, int, str, int, Fraction, Fraction, int, int]] = []
+    for key in sorted(series):
+        by_day = series[key]
+        days = sorted(by_day)
+        measured_at = [by_day[d][0] for d in days]
+        blocked_at = [by_day[d][1] for d in days]
+        # Two pointers over the sorted days: days[lo:i] are the days in [D - baseline_days, D),
+        # with running sums of their counts.
+        lo = 0
+        base_measured = base_blocked = 0
+        for i, day in enumerate(days):
+            while days[lo] < day - baseline_days:
+                base_measured -= measured_at[lo]
+                base_blocked -= blocked_at[lo]
+                lo += 1
+            window = i - lo
+            measured, blocked = measured_at[i], blocked_at[i]
+            if measured >= min_measurements and window >= min_baseline_days:
+                # blocked/measured >= base_blocked/base_measured + p/q, in integers
+                lhs = blocked * base_measured * jump_den
+                rhs = base_blocked * measured * jump_den + jump_num * measured * base_measured
+                if lhs >= rhs:
+                    flagged.append(
+                        (
+                            *key,
+                            day,
+                            Fraction(blocked, measured),
+                            Fraction(base_blocked, base_measured),
+                            window,
+                            measured,
+                        )
+                    )
+            base_measured += measured
+            base_blocked += blocked
+
+    rows: dict[str, list[object]] = {name: [] for name in AGGREGATE_SCHEMAS["events"].names}
+    epoch = dt.date(1970, 1, 1)
+    for cc, asn, domain, day, share, base_share, window, measured in flagged:
+        for name, value in zip(
+            rows,
+            (
+                cc,
+                asn,
+                domain,
+                epoch + dt.timedelta(days=day),
+                float(share),
+                float(base_share),
+                window,
+                measured,
+            ),
+            strict=True,
+        ):
+            rows[name].append(value)
+    return finalize("events", pa.table(rows, schema=AGGREGATE_SCHEMAS["events"]))
+
+
+def _write_atomic(table: pa.Table, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        pq.write_table(table, tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_aggregates(out_dir: Path, tables: dict[str, pa.Table]) -> None:
+    """Write ``OUT/aggregates/<name>.parquet`` for every aggregate, atomically (temp + rename).
+
+    Tables are cast and sorted (``finalize``); ``events`` is computed from ``daily`` with the
+    default thresholds when not given; a missing table is written empty, so a reader always
+    finds all four. Unknown names are an error.
+    """
+    unknown = sorted(set(tables) - set(AGGREGATE_SCHEMAS))
+    if unknown:
+        raise ValueError(f"unknown aggregate table(s): {', '.join(unknown)}")
+    final = {
+        name: finalize(name, tables[name]) if name in tables else empty_table(name)
+        for name in AGGREGATE_SCHEMAS
+    }
+    if "events" not in tables:
+        final["events"] = detect_events(final["daily"])
+    target = Path(out_dir) / "aggregates"
+    target.mkdir(parents=True, exist_ok=True)
+    for name, table in final.items():
+        _write_atomic(table, target / f"{name}.parquet")
+
+
+def build_aggregates(out_dir: Path) -> dict[str, pa.Table]:
+    """Compute every aggregate of ``OUT`` with DuckDB, detect events, write them; return them."""
+    tables = aggregate_duckdb(Path(out_dir))
+    tables["events"] = detect_events(tables["daily"])
+    write_aggregates(Path(out_dir), tables)
+    return tables

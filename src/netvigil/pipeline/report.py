@@ -1,0 +1,822 @@
+"""``netvigil report OUT --html FILE``: one self-contained HTML page about a pipeline output.
+
+The page has the headline numbers, a timeline per domain (share of blocked measurements per
+day, coloured by technique; event days marked), a timeline per technique, the outcome mix, the
+events, first and last seen of each blocking outcome per network, a per-network summary, notes
+on method and a footer with provenance.
+
+Self-contained means no request ever leaves the file: no scripts, no external fonts, style
+sheets or images; the charts are inline SVG drawn here. A Content-Security-Policy meta tag
+forbids scripts and external loads as a second line of defence. Every text that comes from the
+data (domains, fingerprints, roots, outcomes — chosen by whoever wrote the measurement) is
+HTML-escaped. Sizes are bounded: the top ``--top`` domains (30) by blocked measurements, at most
+366 bars per timeline (a longer range is drawn in buckets of several days), at most 200 rows
+per table; the page says when it left something out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import html
+import json
+import os
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from netvigil.verdict.model import NOT_BLOCKED
+
+from .aggregate import verdict_files
+from .options import DEFAULT_TOP
+from .query import (
+    Filters,
+    QueryError,
+    answer,
+    make_filters,
+    open_pipeline,
+)
+
+if TYPE_CHECKING:
+    import duckdb
+
+__all__ = ["ReportSummary", "run", "write_report"]
+
+MAX_BARS = 366
+MAX_TABLE_ROWS = 200
+
+TECHNIQUE_COLOURS = {
+    "dns": "#3566b0",
+    "tcp": "#8e44ad",
+    "tls": "#d35400",
+    "http": "#c0392b",
+}
+OTHER_COLOUR = "#7f8c8d"
+OK_COLOUR = "#2e8b57"
+NO_BLOCK_COLOUR = "#e4e7eb"
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportSummary:
+    path: Path
+    measurements: int
+    blocked: int
+    blocked_domains: int
+    domains_shown: int
+    events: int
+    days: int
+    truncated: bool
+    bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["path"] = str(self.path)
+        return out
+
+
+def _e(value: object) -> str:
+    """HTML-escape anything for text and attribute values."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _technique(outcome: str) -> str:
+    return outcome.split("/", 1)[0] if "/" in outcome else outcome
+
+
+def _colour(technique: str) -> str:
+    return TECHNIQUE_COLOURS.get(technique, OTHER_COLOUR)
+
+
+def _technique_order(technique: str) -> tuple[int, str]:
+    order = list(TECHNIQUE_COLOURS)
+    return (order.index(technique) if technique in order else len(order), technique)
+
+
+def _outcome_colour(outcome: str) -> str:
+    if outcome == "ok":
+        return OK_COLOUR
+    if outcome in NOT_BLOCKED:
+        return "#b0b7bf"
+    return _colour(_technique(outcome))
+
+
+# --- data --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Data:
+    first_day: dt.date | None = None
+    last_day: dt.date | None = None
+    measurements: int = 0
+    blocked: int = 0
+    ok: int = 0
+    domains: int = 0
+    blocked_domains: int = 0
+    networks: int = 0
+    countries: list[str] = dataclasses.field(default_factory=list)
+    top: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    # (domain, day) → measurements; (domain, day) → {technique: blocked}
+    measured: dict[tuple[str, dt.date], int] = dataclasses.field(default_factory=dict)
+    blocked_by: dict[tuple[str, dt.date], dict[str, int]] = dataclasses.field(default_factory=dict)
+    technique_days: dict[tuple[str, dt.date], int] = dataclasses.field(default_factory=dict)
+    event_days: set[tuple[str, dt.date]] = dataclasses.field(default_factory=set)
+    technique_domains: dict[str, int] = dataclasses.field(default_factory=dict)
+    outcomes: list[tuple[str, int]] = dataclasses.field(default_factory=list)
+    events: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    events_total: int = 0
+    seen: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    seen_total: int = 0
+
+
+def _gather(con: duckdb.DuckDBPyConnection, f: Filters, top: int) -> _Data:
+    where, params = f.where()
+    data = _Data()
+    row = con.execute(
+        f"""
+        SELECT min(day), max(day), coalesce(sum(measurements), 0), coalesce(sum(blocked), 0),
+               coalesce(sum(ok), 0), count(DISTINCT domain),
+               count(DISTINCT domain) FILTER (WHERE blocked > 0),
+               count(DISTINCT (probe_cc, probe_asn)),
+               list(DISTINCT probe_cc ORDER BY probe_cc)
+        FROM daily WHERE {where}
+        """,
+        params,
+    ).fetchone()
+    assert row is not None
+    (
+        data.first_day,
+        data.last_day,
+        data.measurements,
+        data.blocked,
+        data.ok,
+        data.domains,
+        data.blocked_domains,
+        data.networks,
+        countries,
+    ) = row
+    data.countries = list(countries or [])
+    data.measurements, data.blocked, data.ok = (
+        int(data.measurements),
+        int(data.blocked),
+        int(data.ok),
+    )
+
+    tops = con.execute(
+        f"""
+        SELECT domain, sum(blocked) AS blocked, sum(measurements) AS measurements,
+               count(DISTINCT (probe_cc, probe_asn)) FILTER (WHERE blocked > 0) AS networks
+        FROM daily WHERE {where} GROUP BY domain HAVING sum(blocked) > 0
+        ORDER BY blocked DESC, domain LIMIT {top}
+        """,
+        params,
+    ).fetchall()
+    data.top = [
+        {"domain": d, "blocked": int(b), "measurements": int(m), "networks": int(n)}
+        for d, b, m, n in tops
+    ]
+    names = [t["domain"] for t in data.top]
+    if names:
+        for domain, day, measured in con.execute(
+            f"""
+            SELECT domain, day, sum(measurements) FROM daily
+            WHERE {where} AND list_contains(?, domain) GROUP BY ALL
+            """,
+            [*params, names],
+        ).fetchall():
+            data.measured[(domain, day)] = int(measured)
+        data.event_days = {
+            (domain, day)
+            for domain, day in con.execute(
+                f"SELECT DISTINCT domain, day FROM events WHERE {where} AND list_contains(?, domain)",
+                [*params, names],
+            ).fetchall()
+        }
+    not_blocked = list(NOT_BLOCKED)
+    for domain, day, outcome, n, is_top in con.execute(
+        f"""
+        SELECT domain, day, outcome, sum(count), list_contains(?, domain) FROM outcomes
+        WHERE {where} AND NOT list_contains(?, outcome) GROUP BY ALL
+        """,
+        [names, *params, not_blocked],
+    ).fetchall():
+        technique = _technique(outcome)
+        if is_top:
+            mix = data.blocked_by.setdefault((domain, day), {})
+            mix[technique] = mix.get(technique, 0) + int(n)
+        tkey = (technique, day)
+        data.technique_days[tkey] = data.technique_days.get(tkey, 0) + int(n)
+    for technique, n in con.execute(
+        f"""
+        SELECT split_part(outcome, '/', 1), count(DISTINCT domain) FROM outcomes
+        WHERE {where} AND NOT list_contains(?, outcome) GROUP BY ALL
+        """,
+        [*params, not_blocked],
+    ).fetchall():
+        data.technique_domains[technique] = int(n)
+
+    data.outcomes = [
+        (o, int(n))
+        for o, n in con.execute(
+            f"SELECT outcome, sum(count) AS n FROM outcomes WHERE {where} "
+            "GROUP BY outcome ORDER BY n DESC, outcome",
+            params,
+        ).fetchall()
+    ]
+
+    total_events = con.execute(f"SELECT count(*) FROM events WHERE {where}", params).fetchone()
+    data.events_total = int(total_events[0]) if total_events else 0
+    cur = con.execute(
+        f"""
+        SELECT probe_cc, probe_asn, domain, day, measurements, blocked_share, baseline_share,
+               baseline_days,
+               NOT EXISTS (SELECT 1 FROM events p WHERE p.probe_cc = e.probe_cc
+                   AND p.probe_asn = e.probe_asn AND p.domain = e.domain
+                   AND p.day = e.day - 1) AS onset
+        FROM events e WHERE {where}
+        ORDER BY day, probe_cc, probe_asn, domain LIMIT {MAX_TABLE_ROWS}
+        """,
+        params,
+    )
+    cols = [d[0] for d in cur.description or []]
+    data.events = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+    # techniques has no day: keep the rows whose seen interval meets the date range
+    seen_where, seen_params = dataclasses.replace(f, since=None, until=None).where()
+    if f.since is not None:
+        seen_where += " AND last_seen >= ?"
+        seen_params.append(dt.datetime.combine(f.since, dt.time(), dt.UTC))
+    if f.until is not None:
+        seen_where += " AND first_seen < ?"
+        seen_params.append(dt.datetime.combine(f.until + dt.timedelta(days=1), dt.time(), dt.UTC))
+    total_seen = con.execute(
+        f"SELECT count(*) FROM techniques WHERE {seen_where}", seen_params
+    ).fetchone()
+    data.seen_total = int(total_seen[0]) if total_seen else 0
+    cur = con.execute(
+        f"""
+        SELECT probe_cc, probe_asn, domain, outcome, first_seen, last_seen, count
+        FROM techniques WHERE {seen_where}
+        ORDER BY count DESC, probe_cc, probe_asn, domain, outcome LIMIT {MAX_TABLE_ROWS}
+        """,
+        seen_params,
+    )
+    cols = [d[0] for d in cur.description or []]
+    data.seen = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+    return data
+
+
+# --- charts ------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Axis:
+    """The x axis of every timeline: ``bars`` bars of ``size`` days from ``first``.
+
+    A range longer than ``MAX_BARS`` days is drawn in buckets of several days (a multi-year
+    archive stays readable, and the page stays small) rather than cut.
+    """
+
+    first: dt.date
+    last: dt.date
+    size: int
+    bars: int
+
+    @classmethod
+    def of(cls, first: dt.date, last: dt.date) -> _Axis:
+        ndays = (last - first).days + 1
+        size = max(1, -(-ndays // MAX_BARS))
+        return cls(first, last, size, -(-ndays // size))
+
+    def index(self, day: dt.date) -> int | None:
+        i = (day - self.first).days // self.size
+        return i if 0 <= i < self.bars and day <= self.last else None
+
+    def label(self, i: int) -> str:
+        start = self.first + dt.timedelta(days=i * self.size)
+        if self.size == 1:
+            return start.isoformat()
+        end = min(self.last, start + dt.timedelta(days=self.size - 1))
+        return f"{start.isoformat()} to {end.isoformat()}"
+
+    @property
+    def bar_width(self) -> int:
+        return max(2, min(14, 840 // self.bars))
+
+    @property
+    def unit(self) -> str:
+        return "day" if self.size == 1 else f"{self.size} days"
+
+
+@dataclasses.dataclass
+class _Series:
+    """One domain's bars: measurements, blocked per technique, event bars."""
+
+    measured: dict[int, int] = dataclasses.field(default_factory=dict)
+    blocked: dict[int, dict[str, int]] = dataclasses.field(default_factory=dict)
+    events: set[int] = dataclasses.field(default_factory=set)
+
+
+def _series(data: _Data, axis: _Axis) -> dict[str, _Series]:
+    out: dict[str, _Series] = defaultdict(_Series)
+    for (domain, day), n in data.measured.items():
+        i = axis.index(day)
+        if i is not None:
+            series = out[domain]
+            series.measured[i] = series.measured.get(i, 0) + n
+    for (domain, day), mix in data.blocked_by.items():
+        i = axis.index(day)
+        if i is not None:
+            bar = out[domain].blocked.setdefault(i, {})
+            for technique, n in mix.items():
+                bar[technique] = bar.get(technique, 0) + n
+    for domain, day in data.event_days:
+        i = axis.index(day)
+        if i is not None:
+            out[domain].events.add(i)
+    return out
+
+
+def _domain_svg(domain: str, series: _Series, axis: _Axis) -> str:
+    bar = axis.bar_width
+    width, height, top = axis.bars * bar, 48, 8
+    parts = [
+        f'<svg class="tl" width="{width}" height="{height + top + 14}" '
+        f'viewBox="0 0 {width} {height + top + 14}" role="img" '
+        f'aria-label="{_e(domain)}: blocked share per {axis.unit}">'
+    ]
+    for i in sorted(series.measured):
+        measured = series.measured[i]
+        x = i * bar
+        parts.append(
+            f'<rect x="{x}" y="{top}" width="{bar - 1}" height="{height}" fill="{NO_BLOCK_COLOUR}"/>'
+        )
+        y = float(top + height)
+        mix = sorted(series.blocked.get(i, {}).items(), key=lambda kv: _technique_order(kv[0]))
+        for technique, count in mix:
+            h = height * min(count, measured) / measured
+            y -= h
+            parts.append(
+                f'<rect x="{x}" y="{y:.2f}" width="{bar - 1}" height="{h:.2f}" '
+                f'fill="{_colour(technique)}"/>'
+            )
+        tip = f"{axis.label(i)}: {sum(c for _, c in mix)}/{measured} blocked"
+        if mix:
+            tip += " (" + ", ".join(f"{t} {c}" for t, c in mix) + ")"
+        if i in series.events:
+            tip += " — event"
+            cx = x + (bar - 1) / 2
+            parts.append(
+                f'<path d="M{cx - 4:.1f},0 L{cx + 4:.1f},0 L{cx:.1f},{top - 1}Z" fill="#e00000"/>'
+            )
+        parts.append(
+            f'<rect x="{x}" y="0" width="{bar}" height="{height + top}" fill="transparent">'
+            f"<title>{_e(tip)}</title></rect>"
+        )
+    parts.append(_axis_labels(axis, width, height + top))
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _axis_labels(axis: _Axis, width: int, y: int) -> str:
+    out = f'<text x="0" y="{y + 12}" class="ax">{axis.first.isoformat()}</text>'
+    if axis.last > axis.first and width >= 130:  # two dates fit side by side
+        out += (
+            f'<text x="{width}" y="{y + 12}" class="ax" text-anchor="end">'
+            f"{axis.last.isoformat()}</text>"
+        )
+    return out
+
+
+def _technique_svg(technique: str, counts: dict[int, int], axis: _Axis) -> str:
+    bar = axis.bar_width
+    width, height = axis.bars * bar, 60
+    peak = max(counts.values(), default=0)
+    parts = [
+        f'<svg class="tl" width="{width + 60}" height="{height + 14}" '
+        f'viewBox="0 0 {width + 60} {height + 14}" role="img" '
+        f'aria-label="{_e(technique)}: blocked measurements per {axis.unit}">'
+    ]
+    for i in sorted(counts):
+        count = counts[i]
+        if not count or not peak:
+            continue
+        h = height * count / peak
+        parts.append(
+            f'<rect x="{i * bar}" y="{height - h:.2f}" width="{bar - 1}" height="{h:.2f}" '
+            f'fill="{_colour(technique)}"><title>{_e(axis.label(i))}: {count} blocked'
+            "</title></rect>"
+        )
+    parts.append(f'<text x="{width + 4}" y="10" class="ax">max {peak}</text>')
+    parts.append(_axis_labels(axis, width, height))
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _outcomes_svg(outcomes: list[tuple[str, int]]) -> str:
+    total = sum(n for _, n in outcomes) or 1
+    shown = outcomes[:40]
+    row, label_w, bar_w = 18, 190, 520
+    height = row * len(shown) + 4
+    parts = [
+        f'<svg width="{label_w + bar_w + 120}" height="{height}" role="img" '
+        'aria-label="outcome mix">'
+    ]
+    peak = max((n for _, n in shown), default=1)
+    for i, (outcome, n) in enumerate(shown):
+        y = i * row + 2
+        w = bar_w * n / peak
+        parts.append(
+            f'<text x="{label_w - 6}" y="{y + 12}" text-anchor="end" class="lb">{_e(outcome)}</text>'
+            f'<rect x="{label_w}" y="{y}" width="{w:.2f}" height="{row - 4}" '
+            f'fill="{_outcome_colour(outcome)}"><title>{_e(outcome)}: {n}</title></rect>'
+            f'<text x="{label_w + w + 4:.2f}" y="{y + 12}" class="lb">{n} '
+            f"({100 * n / total:.1f}%)</text>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+# --- the page ----------------------------------------------------------------------------------
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1180px;
+color:#1d232a;padding:0 1em}
+h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:1.8em;border-bottom:1px solid #ddd}
+.sub{color:#59636e}.cards{display:flex;flex-wrap:wrap;gap:.8em;margin:1em 0}
+.card{border:1px solid #d8dde3;border-radius:6px;padding:.5em .9em;min-width:8em}
+.card b{display:block;font-size:1.5em}
+table{border-collapse:collapse;margin:.5em 0}td,th{padding:.2em .6em;border-bottom:1px solid #eee;
+text-align:left;vertical-align:middle}th{background:#f5f7f9}td.n{text-align:right}
+.dom{font-family:ui-monospace,monospace;word-break:break-all;max-width:22em}
+.ax{font-size:10px;fill:#59636e}.lb{font-size:12px;fill:#1d232a}
+.key span{display:inline-block;width:.9em;height:.9em;margin:0 .3em 0 1em;vertical-align:-1px}
+.note{color:#59636e}footer{margin-top:3em;color:#59636e;font-size:.9em;border-top:1px solid #ddd}
+"""
+
+_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+
+
+def _key() -> str:
+    items = [*TECHNIQUE_COLOURS.items(), ("other", OTHER_COLOUR), ("not blocked", NO_BLOCK_COLOUR)]
+    return (
+        '<p class="key">'
+        + "".join(f'<span style="background:{c}"></span>{_e(t)}' for t, c in items)
+        + '<span style="background:#e00000"></span>event (sudden onset)</p>'
+    )
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, dt.datetime):
+        return _e(value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ"))
+    if isinstance(value, float):
+        return _e(f"{value:.3f}")
+    if isinstance(value, list | tuple):
+        return _e(", ".join(str(v) for v in value))
+    return _e(value)
+
+
+def _table(rows: list[dict[str, Any]], columns: Sequence[str], numeric: Sequence[str] = ()) -> str:
+    head = "".join(f"<th>{_e(c)}</th>" for c in columns)
+    body = []
+    for row in rows:
+        cells = []
+        for c in columns:
+            cls = ' class="n"' if c in numeric else (' class="dom"' if c == "domain" else "")
+            cells.append(f"<td{cls}>{_cell(row.get(c))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _provenance(out: Path) -> dict[str, Any]:
+    info: dict[str, Any] = {"verdict_files": len(verdict_files(out))}
+    try:
+        with open(out / "ingest.json", encoding="utf-8") as handle:
+            ingest = json.load(handle)
+    except (OSError, ValueError):
+        return info
+    if isinstance(ingest, dict):
+        totals = ingest.get("totals")
+        if isinstance(totals, dict):
+            for key in ("files", "measurements", "skipped", "corrupt"):
+                if key in totals:
+                    info[f"input_{key}"] = totals[key]
+        for key in ("engine", "seconds"):
+            if key in ingest:
+                info[key] = ingest[key]
+    return info
+
+
+def _render(
+    data: _Data,
+    *,
+    title: str,
+    f: Filters,
+    top: int,
+    truncated_domains: bool,
+    networks: list[dict[str, Any]],
+    networks_truncated: bool,
+    provenance: dict[str, Any],
+    generated: dt.datetime,
+) -> tuple[str, int]:
+    out: list[str] = []
+    first = f.since or data.first_day
+    last = f.until or data.last_day
+    axis = _Axis.of(first, last) if first and last and first <= last else None
+    ndays = (last - first).days + 1 if axis and first and last else 0
+    scope = []
+    scope.append(f"country {f.cc}" if f.cc else "all countries")
+    if first and last:
+        scope.append(f"{first.isoformat()} to {last.isoformat()} (UTC days)")
+    out.append(
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
+    )
+    out.append(f'<h1>{_e(title)}</h1><p class="sub">{_e(", ".join(scope))}</p>')
+
+    share = data.blocked / data.measurements if data.measurements else 0.0
+    cards = [
+        ("measurements", f"{data.measurements:,}"),
+        ("blocked", f"{data.blocked:,} ({100 * share:.1f}%)"),
+        ("domains measured", f"{data.domains:,}"),
+        ("domains blocked", f"{data.blocked_domains:,}"),
+        ("networks", f"{data.networks:,}"),
+        ("countries", ", ".join(data.countries[:12]) + (" …" if len(data.countries) > 12 else "")),
+        ("days", f"{ndays:,}"),
+        ("events", f"{data.events_total:,}"),
+    ]
+    out.append(
+        '<div class="cards">'
+        + "".join(f'<div class="card"><b>{_e(v)}</b>{_e(k)}</div>' for k, v in cards)
+        + "</div>"
+    )
+    if not data.measurements:
+        out.append('<p class="note">No measurements match this scope.</p>')
+    unit = axis.unit if axis else "day"
+    if axis and axis.size > 1:
+        out.append(
+            f'<p class="note">The range has {ndays:,} days: each bar of the timelines is '
+            f"{axis.size} days.</p>"
+        )
+
+    # timelines per domain
+    series = _series(data, axis) if axis else {}
+    out.append("<h2>Timeline per domain</h2>")
+    out.append(
+        f'<p class="note">Each bar is a {unit} with measurements: its height is the share of '
+        "measurements that were blocked, coloured by technique; a grey bar was measured "
+        "without blocking, a gap had no measurements. Hover for counts.</p>"
+    )
+    out.append(_key())
+    if truncated_domains:
+        out.append(
+            f'<p class="note">Showing the {top} domains with the most blocked measurements of '
+            f"{data.blocked_domains:,} blocked domains.</p>"
+        )
+    if data.top:
+        rows = []
+        for t in data.top:
+            rows.append(
+                f'<tr><td class="dom">{_e(t["domain"])}</td>'
+                f'<td class="n">{t["blocked"]:,}/{t["measurements"]:,}</td>'
+                f'<td class="n">{t["networks"]}</td>'
+                f"<td>{_domain_svg(t['domain'], series[t['domain']], axis) if axis else ''}"
+                "</td></tr>"
+            )
+        out.append(
+            "<table><tr><th>domain</th><th>blocked/measured</th><th>networks</th>"
+            f"<th>blocked share per {_e(unit)}</th></tr>{''.join(rows)}</table>"
+        )
+    else:
+        out.append('<p class="note">No blocked domain.</p>')
+
+    # timelines per technique
+    out.append("<h2>Timeline per technique</h2>")
+    out.append(
+        f'<p class="note">Blocked measurements per {unit} by the stage at which blocking '
+        "happened (all domains; each chart has its own scale).</p>"
+    )
+    by_technique: dict[str, dict[int, int]] = defaultdict(dict)
+    totals: dict[str, int] = defaultdict(int)
+    for (technique, day), n in data.technique_days.items():
+        totals[technique] += n
+        i = axis.index(day) if axis else None
+        if i is not None:
+            by_technique[technique][i] = by_technique[technique].get(i, 0) + n
+    techniques = sorted(totals, key=_technique_order)
+    if techniques and axis:
+        rows = [
+            f"<tr><td>{_e(t)}</td>"
+            f'<td class="n">{totals[t]:,}</td>'
+            f'<td class="n">{data.technique_domains.get(t, 0):,}</td>'
+            f"<td>{_technique_svg(t, by_technique[t], axis)}</td></tr>"
+            for t in techniques
+        ]
+        out.append(
+            "<table><tr><th>technique</th><th>blocked</th><th>domains</th>"
+            f"<th>per {_e(unit)}</th></tr>{''.join(rows)}</table>"
+        )
+    else:
+        out.append('<p class="note">No blocking.</p>')
+
+    out.append("<h2>Outcome mix</h2>")
+    if data.outcomes:
+        out.append(_outcomes_svg(data.outcomes))
+        if len(data.outcomes) > 40:
+            out.append(
+                f'<p class="note">The 40 most frequent of {len(data.outcomes)} outcomes.</p>'
+            )
+    else:
+        out.append('<p class="note">No measurements.</p>')
+
+    out.append("<h2>Events: sudden onset of blocking</h2>")
+    out.append(
+        '<p class="note">A day is flagged for a country, network and domain when its blocked '
+        "share is at least 0.5 above the pooled share of the 7 days before, with at least 3 "
+        "measurements that day and data on at least 3 of those 7 days. "
+        "<b>onset</b> marks the first day of a run of flagged days.</p>"
+    )
+    if data.events:
+        rows_ev = [{**ev, "onset": "onset" if ev["onset"] else ""} for ev in data.events]
+        out.append(
+            _table(
+                rows_ev,
+                [
+                    "day",
+                    "onset",
+                    "probe_cc",
+                    "probe_asn",
+                    "domain",
+                    "measurements",
+                    "blocked_share",
+                    "baseline_share",
+                    "baseline_days",
+                ],
+                numeric=["probe_asn", "measurements", "blocked_share", "baseline_share"],
+            )
+        )
+        if data.events_total > len(data.events):
+            out.append(
+                f'<p class="note">The first {len(data.events)} of {data.events_total:,}.</p>'
+            )
+    else:
+        out.append('<p class="note">No event.</p>')
+
+    out.append("<h2>First and last seen</h2>")
+    out.append(
+        '<p class="note">Each blocking outcome per country, network and domain: when it was first '
+        "and last measured (over the whole run, for rows that meet the range).</p>"
+    )
+    if data.seen:
+        out.append(
+            _table(
+                data.seen,
+                ["probe_cc", "probe_asn", "domain", "outcome", "first_seen", "last_seen", "count"],
+                numeric=["probe_asn", "count"],
+            )
+        )
+        if data.seen_total > len(data.seen):
+            out.append(
+                f'<p class="note">The {len(data.seen)} most frequent of {data.seen_total:,}.</p>'
+            )
+    else:
+        out.append('<p class="note">No blocking.</p>')
+
+    out.append("<h2>Networks</h2>")
+    if networks:
+        out.append(
+            _table(
+                networks,
+                [
+                    "probe_cc",
+                    "probe_asn",
+                    "measurements",
+                    "blocked",
+                    "blocked_share",
+                    "domains",
+                    "blocked_domains",
+                    "techniques",
+                    "first_day",
+                    "last_day",
+                ],
+                numeric=["probe_asn", "measurements", "blocked", "blocked_share", "domains"],
+            )
+        )
+        if networks_truncated:
+            out.append(f'<p class="note">The {len(networks)} networks with most blocking.</p>')
+    else:
+        out.append('<p class="note">No network.</p>')
+
+    out.append("<h2>Method</h2>")
+    out.append(
+        "<p>Every measurement gets a verdict from netvigil's verdict engine "
+        "(<code>netvigil.verdict.analyze</code>), the same function the probe and "
+        "<code>netvigil analyze</code> use: OONI's own fields plus a precise outcome such as "
+        "<code>dns/nxdomain</code>, <code>tls/interception</code> or "
+        "<code>http/blockpage</code>, with a confidence between 0 and 1 and the evidence. "
+        "A measurement is <i>blocked</i> when its outcome is a form of blocking; "
+        "<code>down</code>, <code>unknown</code>, <code>unsupported</code> and "
+        "<code>captive-portal</code> are not counted as blocking. The technique is the stage "
+        "(DNS, TCP, TLS, HTTP) at which blocking was seen. Blockpages are recognised by OONI's, "
+        "Censored Planet's and Citizen Lab's fingerprints; interception roots are named from "
+        "netvigil's database.</p>"
+        "<p>Only measurements of a URL count here (tests without a domain are left out). Days "
+        "are UTC. A single measurement can be wrong (a flaky network looks like a timeout): "
+        "shares over several measurements and networks, and the confidence of the verdicts, "
+        "say more than any one row. Events compare a day with the week before it and need "
+        "enough data on both sides; sparse data shows no event rather than a false one.</p>"
+    )
+
+    prov = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in provenance.items())
+    out.append(
+        f"<footer><p>Generated by netvigil on {_e(generated.strftime('%Y-%m-%d %H:%M:%SZ'))}"
+        f" from a pipeline output: {_e(prov)}.</p></footer></body></html>"
+    )
+    return "".join(out), ndays
+
+
+def write_report(
+    out_dir: Path,
+    html_path: Path,
+    *,
+    cc: str | None = None,
+    since: str | dt.date | None = None,
+    until: str | dt.date | None = None,
+    title: str | None = None,
+    top: int = DEFAULT_TOP,
+) -> ReportSummary:
+    """Write the report of ``OUT`` (optionally one country, a range of UTC days) to ``html_path``.
+
+    Raises ``QueryError`` (one line) on bad input or an ``OUT`` without pipeline output.
+    """
+    if not 1 <= top <= 500:
+        raise QueryError("--top must be between 1 and 500")
+    f = make_filters(cc=cc, since=since, until=until)
+    out = Path(out_dir)
+    with open_pipeline(out) as con:
+        data = _gather(con, f, top + 1)
+        networks = answer(con, "networks", f, limit=MAX_TABLE_ROWS)
+    truncated = len(data.top) > top
+    data.top = data.top[:top]
+    default_title = "netvigil: censorship report" + (f" — {f.cc}" if f.cc else "")
+    page, ndays = _render(
+        data,
+        title=title or default_title,
+        f=f,
+        top=top,
+        truncated_domains=truncated,
+        networks=networks.rows,
+        networks_truncated=networks.truncated,
+        provenance=_provenance(out),
+        generated=dt.datetime.now(dt.UTC),
+    )
+    encoded = page.encode("utf-8")
+    html_path = Path(html_path)
+    tmp = html_path.with_name(f".{html_path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(encoded)
+        os.replace(tmp, html_path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise QueryError(f"{html_path}: cannot write ({exc.strerror or exc})") from None
+    return ReportSummary(
+        path=html_path,
+        measurements=data.measurements,
+        blocked=data.blocked,
+        blocked_domains=int(data.blocked_domains),
+        domains_shown=len(data.top),
+        events=data.events_total,
+        days=ndays,
+        truncated=truncated,
+        bytes=len(encoded),
+    )
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        summary = write_report(
+            Path(args.out),
+            Path(args.html),
+            cc=args.cc,
+            since=args.since,
+            until=args.until,
+            title=args.title,
+            top=args.top,
+        )
+    except QueryError as exc:
+        print(f"netvigil report: {exc}", file=sys.stderr)
+        return 2
+    more = f" (top {summary.domains_shown} shown)" if summary.truncated else ""
+    print(
+        f"wrote {summary.path} ({summary.bytes:,} bytes): {summary.measurements:,} measurements, "
+        f"{summary.blocked:,} blocked, {summary.blocked_domains:,} blocked domains{more}, "
+        f"{summary.events:,} events"
+    )
+    return 0
