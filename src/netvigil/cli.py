@@ -21,6 +21,8 @@ Start with:
                                                            measure a country list in the testbed
   netvigil check                                           is my HTTPS being intercepted?
   netvigil analyze measurements.jsonl                      verdicts for any OONI-format file
+  netvigil pipeline run raw/ --out OUT && netvigil report OUT --html report.html
+                                                           OONI's files → Parquet → trends
 """
 
 TESTBED_HELP = """\
@@ -113,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     from netvigil.collector import cli as collector_cli
     from netvigil.control import cli as control_cli
     from netvigil.evidence import cli as evidence_cli
+    from netvigil.pipeline import cli as pipeline_cli
     from netvigil.upload import cli as upload_cli
     from netvigil.verdict import cli as verdict_cli
 
@@ -123,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     evidence_cli.add_parser(commands)
     upload_cli.add_parser(commands)
     collector_cli.add_parser(commands)
+    pipeline_cli.add_parser(commands)
+    pipeline_cli.add_query_parser(commands)
+    pipeline_cli.add_report_parser(commands)
     return parser
 
 
@@ -283,6 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from netvigil.evidence import cli as evidence_cli
 
             return evidence_cli.run(args)
+        if args.command in ("pipeline", "query", "report"):
+            return int(args.func(args))
         if args.command == "helper":
             from netvigil.control import cli as control_cli
 
