@@ -4,8 +4,22 @@
 setup:
 	./scripts/setup.sh
 
+# The demo: the Kazakhstan-2019 network measured in the testbed, then the pipeline over those
+# measurements and three weeks of generated OONI-format data around 5 January 2022 (when
+# Kazakhstan cut off and then filtered its Internet during the protests), a query for the
+# sudden onsets of blocking and an HTML report. Everything it writes goes to demo-output/.
+DEMO := demo-output
 demo: setup
-	.venv/bin/netvigil testbed demo --profile kz-2019-interception
+	.venv/bin/netvigil testbed demo --profile kz-2019-interception --save $(DEMO)/testbed-kz-2019.jsonl
+	rm -rf $(DEMO)/ooni
+	.venv/bin/netvigil pipeline generate --out $(DEMO)/ooni --count 12000 --days 21 \
+	  --start 2021-12-27 --seed 2022 --country KZ:AS9198,AS206026 --domains 40 -j 2 \
+	  --event KZ:9:facebook.com,cdninstagram.com,docs.google.com,hidemy.name:tls
+	.venv/bin/netvigil pipeline run $(DEMO)/ooni $(DEMO)/testbed-kz-2019.jsonl --out $(DEMO)/pipeline --overwrite
+	.venv/bin/netvigil query $(DEMO)/pipeline --cc KZ --since $$(date -u +%F) --limit 12
+	.venv/bin/netvigil query $(DEMO)/pipeline --cc KZ --what events --limit 12
+	.venv/bin/netvigil report $(DEMO)/pipeline --cc KZ --until 2022-01-16 --html $(DEMO)/report.html \
+	  --title "Kazakhstan, 27 December 2021 - 16 January 2022 (generated from real and testbed measurements)"
 
 lint: setup
 	.venv/bin/ruff check src tests benchmarks

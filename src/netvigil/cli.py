@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from netvigil import __version__
 from netvigil.testbed.profile import ProfileError
@@ -102,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="show the censor of a profile at work (default: kz-2019-interception)"
     )
     _add_profile(p, required=False)
+    p.add_argument(
+        "--save",
+        metavar="FILE",
+        help="also write the demo's measurements (OONI JSONL) to FILE, e.g. for the pipeline",
+    )
 
     p = tb.add_parser(
         "score", help="measure every URL of a profile with the probe and compare with the truth"
@@ -245,6 +251,8 @@ def _testbed(args: argparse.Namespace) -> int:
         )
         console.rule("[bold]Bringing the emulated network up; the probe measures from 'client'")
         cmd = [sys.executable, "-m", "netvigil.testbed.demo"]
+        if args.save:
+            cmd += ["--save", str(Path(args.save).resolve())]
         return control.run(args.profile, cmd, name=f"demo-{os.getpid()}")
     raise control.TestbedError(
         "choose an action: up, down, status, truth, run, exec, selftest, score, demo, profiles"

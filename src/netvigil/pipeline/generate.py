@@ -627,6 +627,7 @@ def generate(
     level: int = 6,
     workers: int = 1,
     max_template_bytes: int | None = None,
+    domains: int | None = None,
     templates_dir: Path = TEMPLATES_DIR,
 ) -> GenerateSummary:
     """Write ``count`` measurements (plus corrupt extras) under ``out_dir/raw``; see the module.
@@ -635,7 +636,10 @@ def generate(
     ``count`` valid measurements are always written); ``corrupt_files`` adds whole broken
     files. ``workers`` > 1 writes cells in processes; the output does not depend on it.
     ``max_template_bytes`` leaves out templates larger than that (modern OONI measurements with
-    whole page bodies reach 800 kB; the default keeps them, as real data does).
+    whole page bodies reach 800 kB; the default keeps them, as real data does). ``domains``
+    keeps only that many domains (a seeded choice; the event's are always kept), as a probe
+    measuring a short test list does: each domain is then measured often enough per network and
+    day for trends and events to show in a small dataset.
     """
     if count < 0 or days < 1 or per_file < 1 or not 0.0 <= corrupt < 1.0:
         raise ValueError("count >= 0, days >= 1, per_file >= 1 and 0 <= corrupt < 1")
@@ -653,6 +657,10 @@ def generate(
     ]
     if not templates:
         raise ValueError("no template is small enough")
+    if domains is not None:
+        if domains < 1:
+            raise ValueError("--domains must be at least 1")
+        templates = _test_list(templates, domains, seed, event)
     plan = _plan(
         templates, seed=seed, start=start, countries=chosen, event=event, per_file=per_file
     )
@@ -710,6 +718,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-template-kb", type=int, help="leave out templates larger than this (default: none)"
     )
+    parser.add_argument(
+        "--domains", type=int, metavar="N", help="measure only N domains (default: all templates)"
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -724,6 +735,19 @@ def _country(text: str) -> Country:
     if not nets:
         raise ValueError(f"--country {text!r}: give its networks, e.g. {cc.upper()}:AS1234")
     return Country(cc.upper(), nets)
+
+
+def _test_list(
+    templates: list[Template], size: int, seed: int, event: Event | None
+) -> list[Template]:
+    """The templates of ``size`` domains: the event's, then others in a seeded stable order."""
+    keep = list(dict.fromkeys(event.domains)) if event is not None else []
+    others = sorted(
+        {_host(t.input) for t in templates} - set(keep),
+        key=lambda domain: _unit(seed, "test-list", domain),
+    )
+    chosen = set((keep + others)[: max(size, len(keep))])
+    return [t for t in templates if _host(t.input) in chosen]
 
 
 def main(args: argparse.Namespace) -> int:
@@ -743,6 +767,7 @@ def main(args: argparse.Namespace) -> int:
             level=args.level,
             workers=args.workers,
             max_template_bytes=args.max_template_kb * 1000 if args.max_template_kb else None,
+            domains=args.domains,
         )
     except ValueError as exc:
         print(f"netvigil pipeline generate: {exc}", file=sys.stderr)

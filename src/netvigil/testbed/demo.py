@@ -67,7 +67,9 @@ def upload_and_verify(measurements: list[dict[str, Any]], state: Path) -> str:
     )
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    save = Path(args[1]) if len(args) == 2 and args[0] == "--save" else None
     state = os.environ.get("NETVIGIL_TESTBED_STATE")
     if not state:
         print("run this inside the testbed: netvigil testbed demo", file=sys.stderr)
@@ -110,6 +112,10 @@ def main() -> int:
             )
             console.rule("[bold]Evidence")
             print_interception_closeup(host, forged, real, console)
+    if save is not None:
+        save.parent.mkdir(parents=True, exist_ok=True)
+        save.write_text(sink.getvalue())
+        console.print(f"  The {len(result.verdicts)} measurements are saved in {save}.")
     console.rule("[bold]Into the evidence log (netvigil upload, netvigil verify)")
     measurements = [json.loads(line) for line in sink.getvalue().splitlines()]
     console.print(upload_and_verify(measurements, Path(state)), highlight=False)
