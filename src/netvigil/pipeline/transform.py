@@ -23,6 +23,7 @@ import orjson
 
 from netvigil.pipeline.sources import OONI_TEST_NAMES
 from netvigil.verdict import analyze
+from netvigil.verdict._read import utf8_len
 from netvigil.verdict.model import Verdict
 
 __all__ = ["MeasurementError", "Rows", "transform"]
@@ -227,6 +228,8 @@ def _s(value: Any, limit: int = MAX_STR) -> str | None:
 
 
 def _num(value: Any) -> float | None:
+    if type(value) is float:  # the common case: float(value) is value itself
+        return value if math.isfinite(value) else None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         f = float(value)
         return f if math.isfinite(f) else None
@@ -325,20 +328,29 @@ def _resolver(q: dict[str, Any]) -> str | None:
 
 
 def _dns(q: dict[str, Any], env: dict[str, Any], out: list[dict[str, Any]]) -> None:
-    base = _base(env, "dns")
-    base["hostname"] = _s(q.get("hostname"))
+    # _s() inlined: this runs for every query of every measurement
+    base = env.copy()
+    base["obs_type"] = "dns"
+    v = q.get("hostname")
+    base["hostname"] = v[:MAX_STR] if isinstance(v, str) else None
     base["resolver"] = _resolver(q)
-    base["query_type"] = _s(q.get("query_type"))
-    base["failure"] = _s(q.get("failure"))
+    v = q.get("query_type")
+    base["query_type"] = v[:MAX_STR] if isinstance(v, str) else None
+    v = q.get("failure")
+    base["failure"] = v[:MAX_STR] if isinstance(v, str) else None
     base["t"] = _num(q.get("t"))
-    answers = [a for a in _entries(q.get("answers")) if isinstance(a, dict)]
-    if not answers:
-        out.append(base)  # failed or empty: one row with a null answer
-        return
-    for a in answers:
-        row = dict(base)
-        kind = _s(a.get("answer_type"))
-        row["answer_type"] = kind
+    answers = q.get("answers")
+    added = False
+    for a in answers[:MAX_ENTRIES] if type(answers) is list else _entries(answers):
+        if not isinstance(a, dict):
+            continue
+        row = base.copy()
+        kind = a.get("answer_type")
+        if isinstance(kind, str):
+            kind = kind[:MAX_STR]
+            row["answer_type"] = kind
+        else:
+            kind = None  # (the template's answer_type is already null)
         if kind == "A":
             value = a.get("ipv4")
         elif kind == "AAAA":
@@ -347,29 +359,37 @@ def _dns(q: dict[str, Any], env: dict[str, Any], out: list[dict[str, Any]]) -> N
             value = a.get("hostname")
         else:
             value = a.get("ipv4") or a.get("ipv6") or a.get("hostname")
-        row["answer"] = _s(value)
+        row["answer"] = value[:MAX_STR] if isinstance(value, str) else None
         out.append(row)
+        added = True
+    if not added:
+        out.append(base)  # failed or empty: one row with a null answer
 
 
 def _tcp(c: dict[str, Any], env: dict[str, Any], out: list[dict[str, Any]]) -> None:
-    row = _base(env, "tcp")
+    row = env.copy()
+    row["obs_type"] = "tcp"
     ip = c.get("ip")
     if isinstance(ip, str):
         row["ip"] = ip[:MAX_STR]
         row["port"] = _port(c.get("port"))
     status = c.get("status")
     failure = status.get("failure") if isinstance(status, dict) else c.get("failure")
-    row["failure"] = _s(failure)
+    row["failure"] = failure[:MAX_STR] if isinstance(failure, str) else None
     row["t"] = _num(c.get("t"))
     out.append(row)
 
 
 def _tls(h: dict[str, Any], env: dict[str, Any], out: list[dict[str, Any]]) -> None:
-    row = _base(env, "tls")
+    row = env.copy()
+    row["obs_type"] = "tls"
     row["ip"], row["port"] = _split_endpoint(h.get("address"))
-    row["server_name"] = _s(h.get("server_name"))
-    row["tls_version"] = _s(h.get("tls_version"))
-    row["failure"] = _s(h.get("failure"))
+    v = h.get("server_name")
+    row["server_name"] = v[:MAX_STR] if isinstance(v, str) else None
+    v = h.get("tls_version")
+    row["tls_version"] = v[:MAX_STR] if isinstance(v, str) else None
+    v = h.get("failure")
+    row["failure"] = v[:MAX_STR] if isinstance(v, str) else None
     row["t"] = _num(h.get("t"))
     certs = h.get("peer_certificates")
     if isinstance(certs, list) and certs and isinstance(certs[0], dict):
@@ -384,6 +404,17 @@ def _cert_sha256(leaf: dict[str, Any]) -> str | None:
     fmt = leaf.get("format")
     if fmt not in (None, "base64"):
         return None
+    if type(data) is str and len(data) <= CACHED_CERT_B64:
+        return _b64_sha256(data)
+    return _b64_sha256.__wrapped__(data)
+
+
+CACHED_CERT_B64 = 8 * 1024  # leaves up to this many base64 characters (most) are cached
+
+
+# The same leaves recur across measurements (a site's certificate, a middlebox's forgery).
+@functools.lru_cache(maxsize=1024)
+def _b64_sha256(data: str) -> str | None:
     try:
         der = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
@@ -414,7 +445,8 @@ def _body_length(body: Any) -> int | None:
     """Length in bytes of the body as recorded, without copying it where avoidable."""
     if isinstance(body, str):
         # ASCII (most bodies) is one byte a character: no need to encode a copy to count.
-        return len(body) if body.isascii() else len(body.encode("utf-8", "surrogatepass"))
+        # (the verdict measures the same string: utf8_len remembers the last few)
+        return len(body) if body.isascii() else utf8_len(body)
     if isinstance(body, dict) and body.get("format") == "base64":
         data = body.get("data")
         if not isinstance(data, str):

@@ -28,6 +28,13 @@ def lst(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else []
 
 
+def head(value: Any, n: int) -> list[Any]:
+    """``lst(value)[:n]`` with one copy, not two."""
+    if type(value) is list:
+        return value[:n]
+    return list(value[:n]) if isinstance(value, list | tuple) else []
+
+
 def s(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
@@ -38,36 +45,66 @@ def num(value: Any) -> float | None:
     return float(value)
 
 
+_EXACT_FLOAT_INT = 2**53  # |n| up to this survives the float round trip unchanged
+
+
 def integer(value: Any) -> int | None:
+    if type(value) is int and -_EXACT_FLOAT_INT <= value <= _EXACT_FLOAT_INT:
+        return value  # the common case; int(float(value)) is value itself
     n = num(value)
     return int(n) if n is not None and n == int(n) else None
 
 
 def failure(value: Any) -> str | None:
     """A failure string, or None (empty strings count as no failure)."""
-    text = s(value)
-    return text if text else None
+    return value if isinstance(value, str) and value else None
 
 
 def host_of(url: str | None) -> str:
     if not url:
         return ""
+    if type(url) is str and len(url) <= CACHED_URL_CHARS:
+        return _host_of(url)
+    return _host_of.__wrapped__(url)
+
+
+def scheme_of(url: str | None) -> str:
+    if not url:
+        return ""
+    if type(url) is str and len(url) <= CACHED_URL_CHARS:
+        return _scheme_of(url)
+    return _scheme_of.__wrapped__(url)
+
+
+def port_of(url: str | None) -> int:
+    if type(url) is str and url and len(url) <= CACHED_URL_CHARS:
+        return _port_of(url)
+    return _port_of.__wrapped__(url)
+
+
+# URLs repeat (inputs come from test lists, redirects from the same sites): cached, bounded,
+# only short keys kept.
+CACHED_URL_CHARS = 512
+
+
+@functools.lru_cache(maxsize=8192)
+def _host_of(url: str) -> str:
     try:
         return (urlsplit(url).hostname or "").lower()
     except ValueError:
         return ""
 
 
-def scheme_of(url: str | None) -> str:
-    if not url:
-        return ""
+@functools.lru_cache(maxsize=8192)
+def _scheme_of(url: str) -> str:
     try:
         return urlsplit(url).scheme.lower()
     except ValueError:
         return ""
 
 
-def port_of(url: str | None) -> int:
+@functools.lru_cache(maxsize=8192)
+def _port_of(url: str | None) -> int:
     try:
         parts = urlsplit(url or "")
         if parts.port:
@@ -161,7 +198,7 @@ def body_text(response: Mapping[str, Any]) -> tuple[str, int]:
         if body.isascii():  # O(1) in CPython; the UTF-8 length is the length
             return text, len(body)
         try:
-            size = len(body.encode("utf-8", "surrogatepass"))
+            size = utf8_len(body)
         except UnicodeError:
             size = len(body)
         return text, size
@@ -176,11 +213,41 @@ def body_text(response: Mapping[str, Any]) -> tuple[str, int]:
     return "", 0
 
 
+# The UTF-8 length of the last few non-ASCII bodies measured: the verdict and the pipeline's
+# rows both measure the same body string, and encoding a copy to count it is the cost.
+_UTF8_MEMO: dict[int, tuple[str, int]] = {}
+_UTF8_MEMO_SIZE = 8
+
+
+def utf8_len(text: str) -> int:
+    """``len(text.encode("utf-8", "surrogatepass"))``, remembered for the last few strings."""
+    if text.isascii():
+        return len(text)
+    hit = _UTF8_MEMO.get(id(text))
+    if hit is not None and hit[0] is text:
+        return hit[1]
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if len(_UTF8_MEMO) >= _UTF8_MEMO_SIZE:
+        _UTF8_MEMO.clear()
+    _UTF8_MEMO[id(text)] = (text, size)  # the string is kept, so its id cannot be reused
+    return size
+
+
 def headers_of(response: Mapping[str, Any]) -> dict[str, str]:
     """Response headers as {name: value}; from ``headers`` or ``headers_list``."""
     out: dict[str, str] = {}
     headers = response.get("headers")
-    if isinstance(headers, Mapping):
+    if type(headers) is dict and len(headers) <= 500:
+        # what orjson gives: plain str names and values are kept as they are
+        for k, v in headers.items():
+            if type(v) is str and type(k) is str:
+                out[k] = v
+                continue
+            if isinstance(v, list):
+                v = ", ".join(str(x) for x in v[:20])
+            if isinstance(k, str) and isinstance(v, str | int | float):
+                out[k] = str(v)
+    elif isinstance(headers, Mapping):
         for k, v in list(headers.items())[:500]:
             if isinstance(v, list):
                 v = ", ".join(str(x) for x in v[:20])

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,26 +94,39 @@ class View:
     handshakes: list[Handshake] = field(default_factory=list)
     requests: list[Exchange] = field(default_factory=list)
     control: Control | None = None
+    _main_memo: tuple[list[Query], str, int, list[Query]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @property
     def version(self) -> tuple[int, ...]:
-        out = []
-        for part in self.test_version.split("."):
-            digits = "".join(ch for ch in part if ch.isdigit())
-            out.append(int(digits) if digits else 0)
-        return tuple(out)
+        if len(self.test_version) <= 64:
+            return _version(self.test_version)  # a handful of versions, cached
+        return _version.__wrapped__(self.test_version)
 
     # -- DNS ------------------------------------------------------------------------------
 
     def main_queries(self) -> list[Query]:
         """Queries for the input's host, by the system/UDP resolver (DoH only as a fallback)."""
+        # Asked several times per verdict: remembered while ``queries`` and ``host`` are the
+        # same objects (a fresh list each call, so callers may change what they get).
+        memo = self._main_memo
+        if (
+            memo is not None
+            and memo[0] is self.queries
+            and memo[1] is self.host
+            and memo[2] == len(self.queries)
+        ):
+            return list(memo[3])
         qs = [
             q
             for q in self.queries
             if (not q.hostname or q.hostname.rstrip(".") == self.host) and not q.second_opinion
         ]
         plain = [q for q in qs if q.engine != "doh"]
-        return plain or qs
+        picked = plain or qs
+        self._main_memo = (self.queries, self.host, len(self.queries), picked)
+        return list(picked)
 
     def probe_addrs(self) -> list[str]:
         seen: dict[str, None] = {}
@@ -134,19 +148,38 @@ class View:
         return picked[0] if picked else None
 
 
+@functools.lru_cache(maxsize=1024)
+def _version(text: str) -> tuple[int, ...]:
+    out = []
+    for part in text.split("."):
+        digits = "".join(ch for ch in part if ch.isdigit())
+        out.append(int(digits) if digits else 0)
+    return tuple(out)
+
+
 def _query(q: Mapping[str, Any]) -> Query:
+    # r.* readers inlined where the value is a plain str/dict: one call per query, not ten
+    ip_or_none = r.ip_or_none
     addrs = []
-    for a in r.lst(q.get("answers"))[:256]:
-        a = r.d(a)
-        ip = r.ip_or_none(a.get("ipv4")) or r.ip_or_none(a.get("ipv6"))
-        if ip:
-            addrs.append(ip)
-    late = [r.d(x) for x in r.lst(q.get("x_late_replies"))[:64]]
+    answers = q.get("answers")
+    if answers:
+        for a in r.head(answers, 256):
+            if type(a) is not dict:
+                a = r.d(a)
+            ip = ip_or_none(a.get("ipv4")) or ip_or_none(a.get("ipv6"))
+            if ip:
+                addrs.append(ip)
+    late_raw = q.get("x_late_replies")
+    late = [r.d(x) for x in r.head(late_raw, 64)] if late_raw else []
+    hostname = q.get("hostname")
+    query_type = q.get("query_type")
+    engine = q.get("engine")
+    fail = q.get("failure")
     return Query(
-        hostname=(r.s(q.get("hostname")) or "").lower(),
-        query_type=r.s(q.get("query_type")) or "",
-        engine=r.s(q.get("engine")) or "",
-        failure=r.failure(q.get("failure")),
+        hostname=hostname.lower() if isinstance(hostname, str) else "",
+        query_type=query_type if isinstance(query_type, str) and query_type else "",
+        engine=engine if isinstance(engine, str) and engine else "",
+        failure=fail if isinstance(fail, str) and fail else None,
         addrs=addrs,
         late=late,
         second_opinion=q.get("x_second_opinion") is True,
@@ -155,7 +188,7 @@ def _query(q: Mapping[str, Any]) -> Query:
 
 def late_addrs(reply: Mapping[str, Any]) -> list[str]:
     out = []
-    for a in r.lst(reply.get("answers"))[:256]:
+    for a in r.head(reply.get("answers"), 256):
         a = r.d(a)
         ip = r.ip_or_none(a.get("ipv4")) or r.ip_or_none(a.get("ipv6"))
         if ip:
@@ -168,17 +201,23 @@ def _connect(t: Mapping[str, Any]) -> Connect | None:
     port = r.integer(t.get("port"))
     if ip is None or port is None:
         return None
-    status = r.d(t.get("status"))
-    fail = r.failure(status.get("failure"))
+    status = t.get("status")
+    if type(status) is not dict:
+        status = r.d(status)
+    fail = status.get("failure")
+    fail = fail if isinstance(fail, str) and fail else None
     success = status.get("success")
     return Connect(ip, port, fail, bool(success) if isinstance(success, bool) else fail is None)
 
 
 def _handshake(t: Mapping[str, Any]) -> Handshake:
+    address = t.get("address")
+    server_name = t.get("server_name")
+    fail = t.get("failure")
     return Handshake(
-        address=r.s(t.get("address")),
-        server_name=(r.s(t.get("server_name")) or "").lower(),
-        failure=r.failure(t.get("failure")),
+        address=address if isinstance(address, str) else None,
+        server_name=server_name.lower() if isinstance(server_name, str) else "",
+        failure=fail if isinstance(fail, str) and fail else None,
         no_tls_verify=t.get("no_tls_verify") is True,
         certs=r.lst(t.get("peer_certificates")),
     )
@@ -202,9 +241,11 @@ def _exchange(x: Mapping[str, Any]) -> Exchange:
 
 def _status_map(value: Any) -> dict[str, tuple[bool, str | None]]:
     out: dict[str, tuple[bool, str | None]] = {}
-    for k, v in list(r.d(value).items())[:4096]:
-        v = r.d(v)
-        out[str(k)] = (v.get("status") is True, r.failure(v.get("failure")))
+    for k, v in _items(value):
+        if type(v) is not dict:
+            v = r.d(v)
+        fail = v.get("failure")
+        out[str(k)] = (v.get("status") is True, fail if isinstance(fail, str) and fail else None)
     return out
 
 
@@ -214,14 +255,14 @@ def _control(tk: Mapping[str, Any]) -> Control:
     dns = r.d(c.get("dns"))
     http = r.d(c.get("http_request"))
     addrs, names = [], []
-    for a in r.lst(dns.get("addrs"))[:1024]:
+    for a in r.head(dns.get("addrs"), 1024):
         ip = r.ip_or_none(a)
         if ip:
             addrs.append(ip)
         elif isinstance(a, str):
             names.append(a)
     info: dict[str, tuple[int, int]] = {}
-    for ip, v in list(r.d(c.get("ip_info")).items())[:4096]:
+    for ip, v in _items(c.get("ip_info")):
         norm = r.ip_or_none(ip)
         v = r.d(v)
         if norm:
@@ -247,14 +288,21 @@ def _control(tk: Mapping[str, Any]) -> Control:
 
 def _chains(value: Any) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {}
-    for k, v in list(r.d(value).items())[:4096]:
-        chain = r.lst(r.d(v).get("x_peer_certificates"))[:32]
+    for k, v in _items(value):
+        chain = r.head(r.d(v).get("x_peer_certificates"), 32)
         if chain:
             out[str(k)] = chain
     return out
 
 
 MAX_ITEMS = 4096
+
+
+def _items(value: Any) -> Iterable[tuple[Any, Any]]:
+    """``list(r.d(value).items())[:4096]`` without the copy for a dict of at most 4096."""
+    if type(value) is dict and len(value) <= 4096:
+        return value.items()
+    return list(r.d(value).items())[:4096]
 
 
 def parse(m: Mapping[str, Any]) -> View:
@@ -269,11 +317,11 @@ def parse(m: Mapping[str, Any]) -> View:
         port=r.port_of(inp),
         tk=tk,
     )
-    view.queries = [_query(r.d(q)) for q in r.lst(tk.get("queries"))[:MAX_ITEMS]]
+    view.queries = [_query(r.d(q)) for q in r.head(tk.get("queries"), MAX_ITEMS)]
     view.connects = [
-        c for c in (_connect(r.d(t)) for t in r.lst(tk.get("tcp_connect"))[:MAX_ITEMS]) if c
+        c for c in (_connect(r.d(t)) for t in r.head(tk.get("tcp_connect"), MAX_ITEMS)) if c
     ]
-    view.handshakes = [_handshake(r.d(t)) for t in r.lst(tk.get("tls_handshakes"))[:MAX_ITEMS]]
-    view.requests = [_exchange(r.d(x)) for x in r.lst(tk.get("requests"))[:64]]
+    view.handshakes = [_handshake(r.d(t)) for t in r.head(tk.get("tls_handshakes"), MAX_ITEMS)]
+    view.requests = [_exchange(r.d(x)) for x in r.head(tk.get("requests"), 64)]
     view.control = _control(tk)
     return view

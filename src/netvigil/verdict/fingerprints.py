@@ -33,10 +33,13 @@ from __future__ import annotations
 
 import csv
 import functools
+import hashlib
 import io
 import ipaddress
 import json
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -611,7 +614,31 @@ class Fingerprints:
 
         When a false-positive signature matches, the blockpage match is None: the page is a
         known non-blockpage (a CDN error, a captcha, a parking page…).
+
+        Cached (bounded LRU, keyed by a BLAKE2b digest of the body and the headers): the same
+        blockpages are served to thousands of measurements, and a scan costs up to a
+        millisecond. ``Match`` is immutable, so the cached pair is shared safely.
         """
+        key = _response_key(body, headers)
+        if key is None:
+            return self._match_response(body, headers)
+        key = (id(self), *key)
+        with _RESPONSE_LOCK:
+            hit = _RESPONSE_CACHE.get(key)
+            if hit is not None and hit[0] is self:
+                _RESPONSE_CACHE.move_to_end(key)
+                return hit[1]
+        result = self._match_response(body, headers)
+        with _RESPONSE_LOCK:
+            _RESPONSE_CACHE[key] = (self, result)  # self kept: its id cannot be reused
+            _RESPONSE_CACHE.move_to_end(key)
+            while len(_RESPONSE_CACHE) > RESPONSE_CACHE_SIZE:
+                _RESPONSE_CACHE.popitem(last=False)
+        return result
+
+    def _match_response(
+        self, body: str | None, headers: Mapping[str, str] | None = None
+    ) -> tuple[Match | None, Match | None]:
         body = body or ""
         lowered = {str(k).lower(): str(v) for k, v in (headers or {}).items()}
         block = header_block(headers or {}) if headers else ""
@@ -637,6 +664,39 @@ class Fingerprints:
     def match_dns(self, address: str) -> Match | None:
         fp = self._dns.get(_normalise_ip(address))
         return Match(fp, "dns", address) if fp is not None else None
+
+
+RESPONSE_CACHE_SIZE = 1024  # responses remembered (digests and headers: a few MiB at most)
+_RESPONSE_CACHE: OrderedDict[
+    tuple[Any, ...], tuple[Fingerprints, tuple[Match | None, Match | None]]
+]
+_RESPONSE_CACHE = OrderedDict()
+_RESPONSE_LOCK = threading.Lock()
+_CACHED_HEADERS = 64  # responses with more headers than this are scanned, not cached
+_CACHED_HEADER_CHARS = 16 * 1024  # nor those whose headers are longer than this
+
+
+def _response_key(body: Any, headers: Any) -> tuple[Any, ...] | None:
+    """(body length, BLAKE2b-256 of its UTF-8, header items) or None when not cacheable."""
+    if body is None:
+        body = ""
+    if type(body) is not str:
+        return None
+    if headers is None:
+        items: tuple[tuple[str, str], ...] | None = None
+    elif type(headers) is dict and len(headers) <= _CACHED_HEADERS:
+        items = tuple(headers.items())
+        size = 0
+        for k, v in items:
+            if type(k) is not str or type(v) is not str:
+                return None
+            size += len(k) + len(v)
+        if size > _CACHED_HEADER_CHARS:
+            return None
+    else:
+        return None
+    digest = hashlib.blake2b(body.encode("utf-8", "surrogatepass"), digest_size=32).digest()
+    return len(body), digest, items
 
 
 def _normalise_ip(text: str) -> str:
