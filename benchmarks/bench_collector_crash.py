@@ -333,14 +333,15 @@ async def verify_all(
         failures.append(f"{len(outbox.pending())} still pending")
     if outbox.count("rejected"):
         failures.append(f"{outbox.count('rejected')} rejected")
-    # Every 2xx the uploader received is saved next to the measurement in sent/.
+    # Every 2xx the uploader received is saved in sent/ (the answer in sent/answers.jsonl).
     by_index: dict[int, bytes] = {}
     answers: dict[str, tuple[str, int, dict[str, Any]]] = {}
+    saved = outbox.answers()
     for name in os.listdir(outbox.sent_dir):
-        if not name.endswith(".answer.json"):
-            continue
-        ident = name[: -len(".answer.json")]
-        answer = outbox.answer(ident) or {}
+        if not (len(name) == 69 and name.endswith(".json")):
+            continue  # the measurements only (64 hex digits + ".json"), not answers.jsonl
+        ident = name[: -len(".json")]
+        answer = saved.get(ident) or {}
         body = json.loads((outbox.sent_dir / f"{ident}.json").read_bytes())
         local = measurement_leaf_hash(body)
         uid, index = answer.get("measurement_uid"), answer.get("leaf_index")

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from netvigil.cli import main
+from netvigil.upload import Outbox
 
 
 class _Site(BaseHTTPRequestHandler):
@@ -116,10 +117,10 @@ def test_upload_sends_every_measurement_to_the_named_collector(
     assert len(output.read_text().splitlines()) == 2  # the JSONL output is still written
     listed = _listed(collector, "/named/a") + _listed(collector, "/named/b")
     assert sorted(r["input"] for r in listed) == sorted(urls)
-    sent = list((home / "data" / "netvigil" / "outbox" / "sent").glob("*.answer.json"))
+    sent = Outbox(home / "data" / "netvigil" / "outbox").answers()
     assert len(sent) == 2
-    for answer in sent:
-        uid = json.loads(answer.read_text())["measurement_uid"]
+    for answer in sent.values():
+        uid = answer["measurement_uid"]
         body = httpx.get(f"{collector}/api/v1/measurements/{uid}").json()
         assert body["probe_ip"] == "127.0.0.1"  # scrubbed before it left the outbox
 
@@ -135,7 +136,7 @@ def test_explicit_outbox_and_json_mode(
     assert code == 0
     assert all(json.loads(x) for x in captured.out.splitlines())  # stdout stays JSON
     assert "queued 1, sent 1" in captured.err
-    assert len(list((outbox / "sent").glob("*.answer.json"))) == 1
+    assert len(Outbox(outbox).answers()) == 1
     assert len(_listed(collector, "/json/a")) == 1
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
-import json
 import logging
 import os
 import queue
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -108,24 +108,25 @@ def _depth_ok(obj: Any, limit: int) -> bool:
     return True
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValidationError(f"invalid JSON: {name} is not allowed")
-
-
 def parse_json(raw: bytes) -> Any:
-    """Strict JSON (no NaN/Infinity); :class:`ValidationError` with a one-line reason."""
+    """Strict JSON (no NaN/Infinity); :class:`ValidationError` with a one-line reason.
+
+    orjson: several times faster than ``json`` on the submission path, and strict already
+    (it refuses NaN, Infinity and invalid UTF-8).
+    """
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ValidationError("body is not UTF-8") from None
-    try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValidationError("body is not UTF-8") from None
+        if "recursion" in str(exc):
+            raise ValidationError(f"JSON nested deeper than {MAX_DEPTH} levels") from None
+        reason = str(exc).split(":", 1)[0]
         raise ValidationError(
-            f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            f"invalid JSON: {reason} at line {exc.lineno} column {exc.colno}"
         ) from None
-    except RecursionError:
-        raise ValidationError(f"JSON nested deeper than {MAX_DEPTH} levels") from None
 
 
 def domain_of(input_: str | None) -> str | None:

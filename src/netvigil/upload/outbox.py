@@ -4,7 +4,8 @@ Layout under the outbox directory (default ``$XDG_DATA_HOME/netvigil/outbox``)::
 
     pending/<sha256>.json          scrubbed canonical JSON, waiting to be sent
     sent/<sha256>.json             accepted by a collector ...
-    sent/<sha256>.answer.json      ... with its answer (measurement_uid, leaf_index, leaf_hash)
+    sent/answers.jsonl             ... with its answer (measurement_uid, leaf_index, leaf_hash),
+                                   one line per measurement, appended
     rejected/<sha256>.json         refused by a collector with a 4xx ...
     rejected/<sha256>.reason.json  ... and why
     tmp/                           files being written
@@ -12,9 +13,10 @@ Layout under the outbox directory (default ``$XDG_DATA_HOME/netvigil/outbox``)::
 A file is named by the SHA-256 of its canonical JSON, so a measurement is stored once. Every
 file is written atomically (temporary file, ``fsync``, ``rename``, ``fsync`` of the directory):
 after a crash a file is either complete or absent. The one exception is marking a measurement
-sent (see ``mark_sent``), which a crash may undo harmlessly. Nothing lives only in memory. The outbox is
-bounded (``max_files``/``max_bytes`` of pending measurements): ``add`` raises ``OutboxFull``
-(one line) rather than dropping anything.
+sent (see ``mark_sent``), which a crash may undo harmlessly; its answer is a line appended to
+one log rather than a file of its own, because creating a file costs more than the upload.
+Nothing lives only in memory. The outbox is bounded (``max_files``/``max_bytes`` of pending
+measurements): ``add`` raises ``OutboxFull`` (one line) rather than dropping anything.
 """
 
 from __future__ import annotations
@@ -106,6 +108,8 @@ class Outbox:
         self.sent_dir = self.root / "sent"
         self.rejected_dir = self.root / "rejected"
         self.tmp_dir = self.root / "tmp"
+        self.answers_path = self.sent_dir / "answers.jsonl"
+        self._answers_lock = threading.Lock()
         for folder in (self.pending_dir, self.sent_dir, self.rejected_dir, self.tmp_dir):
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._usage: list[int] | None = None
@@ -212,18 +216,36 @@ class Outbox:
         return None
 
     def answer(self, ident: str) -> dict[str, Any] | None:
-        for path in (
-            self.sent_dir / f"{ident}.answer.json",
-            self.rejected_dir / f"{ident}.reason.json",
-        ):
+        """The collector's answer for a sent measurement, or the reason it was rejected."""
+        reason = self.rejected_dir / f"{ident}.reason.json"
+        for path in (self.sent_dir / f"{ident}.answer.json", reason):  # (older outboxes)
             try:
                 value = json.loads(path.read_bytes())
             except FileNotFoundError:
                 continue
-            except ValueError:  # an answer cut short by a crash (written without fsync)
+            except ValueError:  # cut short by a crash
                 return None
             return value if isinstance(value, dict) else None
-        return None
+        return self.answers().get(ident)
+
+    def answers(self) -> dict[str, dict[str, Any]]:
+        """Every answer in ``sent/answers.jsonl`` by measurement id (the last one wins)."""
+        found: dict[str, dict[str, Any]] = {}
+        try:
+            handle = open(self.answers_path, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            return found
+        with handle:
+            for line in handle:
+                try:
+                    record = json.loads(line)
+                except ValueError:  # a line torn by a crash (appended without fsync)
+                    continue
+                if isinstance(record, dict) and isinstance(record.get("answer"), dict):
+                    ident = record.get("id")
+                    if isinstance(ident, str):
+                        found[ident] = record["answer"]
+        return found
 
     def count(self, state: str) -> int:
         folder = {"pending": self.pending_dir, "sent": self.sent_dir}.get(state, self.rejected_dir)
@@ -232,16 +254,22 @@ class Outbox:
     # -- state changes ---------------------------------------------------------------------
 
     def mark_sent(self, ident: str, answer: dict[str, Any]) -> None:
-        """Save the collector's answer next to the measurement, then move it to ``sent/``.
+        """Append the collector's answer to ``sent/answers.jsonl``, then move the measurement
+        to ``sent/``.
 
         Without fsync, unlike every other change here: the collector accepted the measurement
         and submission is idempotent, so if a crash of this machine forgets the move, the
         measurement is still pending, is sent again and the collector answers "duplicate" with
-        the same leaf. The four fsyncs cost more than the upload itself.
+        the same leaf (a torn last line of the log is skipped when read). The fsyncs, and a new
+        file per answer, cost more than the upload itself.
         """
-        self._write_atomic(
-            self.sent_dir / f"{ident}.answer.json", canonical_json(answer), durable=False
-        )
+        line = canonical_json({"id": ident, "answer": answer}) + b"\n"
+        with self._answers_lock:
+            fd = os.open(self.answers_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, line)  # one write of the whole line: lines never interleave
+            finally:
+                os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             self._move(
                 self.pending_dir / f"{ident}.json", self.sent_dir / f"{ident}.json", durable=False
