@@ -33,3 +33,8 @@ bench: setup
 	.venv/bin/python benchmarks/bench_testbed_up.py
 	.venv/bin/python benchmarks/bench_probe.py
 	.venv/bin/python benchmarks/bench_fingerprints.py
+	.venv/bin/python benchmarks/bench_verdict.py
+	.venv/bin/python benchmarks/bench_merkle.py
+	.venv/bin/python benchmarks/bench_collector.py
+	.venv/bin/python benchmarks/bench_collector_crash.py
+	.venv/bin/python benchmarks/bench_pipeline.py
