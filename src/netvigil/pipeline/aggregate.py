@@ -76,17 +76,12 @@ __all__ = [
 # What an engine computes for ``daily`` before ``finish_daily``: all sums, so partial results
 # from any split of the input merge by adding. ``confidence_nanos`` is the sum over blocked rows
 # of round_half_even(confidence * 1e9).
-DAILY_PARTS_SCHEMA = pa.schema(
-    [
-        pa.field("probe_cc", pa.string(), nullable=False),
-        pa.field("probe_asn", pa.int64(), nullable=False),
-        pa.field("domain", pa.string(), nullable=False),
-        pa.field("day", pa.date32(), nullable=False),
-        pa.field("measurements", pa.int64(), nullable=False),
-        pa.field("blocked", pa.int64(), nullable=False),
-        pa.field("ok", pa.int64(), nullable=False),
-        pa.field("confidence_nanos", pa.int64(), nullable=False),
-    ]
+# Derived from ``daily`` so the two cannot drift apart: the same columns, with the mean
+# replaced by its exact sum.
+DAILY_PARTS_SCHEMA = (
+    AGGREGATE_SCHEMAS["daily"]
+    .remove(AGGREGATE_SCHEMAS["daily"].get_field_index("confidence_mean"))
+    .append(pa.field("confidence_nanos", pa.int64(), nullable=False))
 )
 
 # Default thresholds of ``detect_events``, and why:

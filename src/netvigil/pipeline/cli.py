@@ -72,8 +72,7 @@ def add_query_parser(commands: Any) -> None:
     p.add_argument("--cc", help="country code, e.g. KZ")
     p.add_argument("--asn", help="network, e.g. 9198 or AS9198")
     p.add_argument("--domain", help="one domain, e.g. www.example.org")
-    p.add_argument("--since", metavar="YYYY-MM-DD", help="first UTC day (inclusive)")
-    p.add_argument("--until", metavar="YYYY-MM-DD", help="last UTC day (inclusive)")
+    _add_days(p)
     p.add_argument("--what", choices=QUESTIONS, default="blocked", help="which question")
     p.add_argument(
         "--sql", metavar="QUERY", help="one read-only SELECT over the views (ignores --what)"
@@ -93,11 +92,16 @@ def add_report_parser(commands: Any) -> None:
     p.add_argument("out", metavar="OUT", help="the pipeline's output directory")
     p.add_argument("--html", required=True, metavar="FILE", help="where to write the report")
     p.add_argument("--cc", help="one country, e.g. KZ")
-    p.add_argument("--since", metavar="YYYY-MM-DD", help="first UTC day (inclusive)")
-    p.add_argument("--until", metavar="YYYY-MM-DD", help="last UTC day (inclusive)")
+    _add_days(p)
     p.add_argument("--title", help="the page's title")
     p.add_argument("--top", type=int, default=DEFAULT_TOP, help="how many domains get a timeline")
     p.set_defaults(func=_run_report)
+
+
+def _add_days(p: argparse.ArgumentParser) -> None:
+    """The range of UTC days, alike for query and report."""
+    p.add_argument("--since", metavar="YYYY-MM-DD", help="first UTC day (inclusive)")
+    p.add_argument("--until", metavar="YYYY-MM-DD", help="last UTC day (inclusive)")
 
 
 def _run_query(args: argparse.Namespace) -> int:
