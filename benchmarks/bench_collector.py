@@ -37,7 +37,8 @@ sys.exit(run(ap.parse_args(sys.argv[1:])))
 """
 
 
-def measurement(n: int) -> dict[str, Any]:
+def measurement(n: int, tag: str = "", body: int = 1500) -> dict[str, Any]:
+    """The ``n``-th distinct measurement of a load test (``tag`` keeps runs apart)."""
     return {
         "annotations": {"engine_name": "netvigil", "engine_version": "0.1.0"},
         "data_format_version": "0.2.0",
@@ -46,7 +47,11 @@ def measurement(n: int) -> dict[str, Any]:
         "probe_asn": f"AS{1000 + n % 7}",
         "probe_cc": "KZ",
         "probe_ip": "127.0.0.1",
-        "report_id": f"20261127T180000Z_webconnectivity_KZ_1000_n1_{n:016d}",
+        "report_id": (
+            f"20261127T180000Z_webconnectivity_KZ_1000_n1_{tag}{n:012d}"
+            if tag
+            else f"20261127T180000Z_webconnectivity_KZ_1000_n1_{n:016d}"
+        ),
         "software_name": "netvigil",
         "software_version": "0.1.0",
         "test_name": "web_connectivity",
@@ -56,7 +61,7 @@ def measurement(n: int) -> dict[str, Any]:
             "queries": [
                 {"hostname": f"site{n}.example.org", "answers": [{"ipv4": "198.18.20.10"}]}
             ],
-            "requests": [{"response": {"body": "<html>" + "x" * 1500 + "</html>", "code": 200}}],
+            "requests": [{"response": {"body": "<html>" + "x" * body + "</html>", "code": 200}}],
             "n": n,
         },
     }

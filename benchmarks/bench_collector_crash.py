@@ -35,7 +35,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -55,38 +54,18 @@ from netvigil.evidence.log import (
 from netvigil.evidence.merkle import MerkleTree, verify_consistency
 from netvigil.upload import Outbox, UploadConfig, queue_measurements, upload_outbox
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # imported from tests too
+from bench_collector import free_port
+from bench_collector import measurement as load_measurement
+
 POLL = 0.05
 SAMPLE_PROOFS = 100
 
 
 def measurement(n: int, run_tag: str) -> dict[str, Any]:
-    return {
-        "annotations": {"engine_name": "netvigil", "engine_version": "0.1.0"},
-        "data_format_version": "0.2.0",
-        "input": f"https://site{n % 500}.example.org/",
-        "measurement_start_time": "2026-11-27 18:00:00",
-        "probe_asn": f"AS{1000 + n % 7}",
-        "probe_cc": "KZ",
-        "report_id": f"20261127T180000Z_webconnectivity_KZ_1000_n1_{run_tag}{n:012d}",
-        "software_name": "netvigil",
-        "software_version": "0.1.0",
-        "test_name": "web_connectivity",
-        "test_version": "0.5.28",
-        "test_runtime": 0.42,
-        "test_keys": {
-            "queries": [
-                {"hostname": f"site{n}.example.org", "answers": [{"ipv4": "198.18.20.10"}]}
-            ],
-            "requests": [{"response": {"body": "<html>" + "x" * 1000 + "</html>", "code": 200}}],
-            "n": n,
-        },
-    }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    # The collector benchmark's measurements, with a smaller page (the outbox scrubs probe_ip
+    # to 127.0.0.1 either way).
+    return load_measurement(n, tag=run_tag, body=1000)
 
 
 class CollectorProcess:
