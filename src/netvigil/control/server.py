@@ -25,7 +25,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import h11
 
@@ -39,6 +39,7 @@ from netvigil.control.protocol import (
     error_body,
     parse_request,
 )
+from netvigil.net.listeners import Listeners, close_writer
 
 if TYPE_CHECKING:
     from netvigil.testbed.plan import Plan
@@ -142,30 +143,16 @@ class ControlHelperServer:
         self.config = config
         self.limits = config.limits
         self._admission = _Admission(self.limits.max_inflight, self.limits.max_queue)
-        self._servers: list[asyncio.Server] = []
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._listeners = Listeners()
+        self._tasks = self._listeners.tasks
 
     # -- life cycle ---------------------------------------------------------------------------
     async def listen(self, host: str, port: int) -> int:
         """Start serving on host:port (0: a free port); returns the port."""
-        server = await asyncio.start_server(
-            self._connection, host, port, reuse_address=True, backlog=1024, limit=64 * 1024
-        )
-        self._servers.append(server)
-        bound: int = server.sockets[0].getsockname()[1]
-        return bound
+        return await self._listeners.listen(self._connection, host, port)
 
     async def stop(self) -> None:
-        for server in self._servers:
-            server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        for server in self._servers:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 2.0)
-        self._servers.clear()
+        await self._listeners.stop()
 
     @property
     def stats(self) -> dict[str, int]:
@@ -194,10 +181,7 @@ class ControlHelperServer:
             log.exception("serving a control request failed")
         finally:
             self._tasks.discard(task)
-            if not writer.is_closing():
-                writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            await close_writer(writer)
 
     def _overloaded(self) -> tuple[int, list[tuple[str, str]], bytes]:
         return (

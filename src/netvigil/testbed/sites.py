@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 
 import h11
 
+from netvigil.net.listeners import Listeners, close_writer
 from netvigil.testbed.agent import Stop
 from netvigil.testbed.pki import site_cert_paths
 from netvigil.testbed.plan import ISP_BLOCKPAGE, Plan, SitePlan
@@ -130,8 +131,11 @@ class HttpServer:
     content: Content
     tls: TlsPicker | None = None
     limits: HttpLimits = field(default_factory=HttpLimits)
-    _servers: list[asyncio.Server] = field(default_factory=list)
-    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    _listeners: Listeners = field(default_factory=Listeners)
+
+    @property
+    def _tasks(self) -> set[asyncio.Task[Any]]:
+        return self._listeners.tasks
 
     async def listen(self, hosts: str | Sequence[str], port: int, *, tls: bool = False) -> int:
         """Listen on every host at `port` (0: a free port, the same on every host); returns it."""
@@ -144,23 +148,11 @@ class HttpServer:
             ) -> None:
                 await self._connection(reader, writer, tls)
 
-            server = await asyncio.start_server(
-                on_connect, host, port, reuse_address=True, backlog=1024, limit=64 * 1024
-            )
-            self._servers.append(server)
-            port = server.sockets[0].getsockname()[1]
+            port = await self._listeners.listen(on_connect, host, port)
         return port
 
     async def stop(self) -> None:
-        for server in self._servers:
-            server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        for server in self._servers:
-            await server.wait_closed()
-        self._servers.clear()
+        await self._listeners.stop()
 
     @property
     def connections(self) -> int:
@@ -195,10 +187,7 @@ class HttpServer:
             log.exception("serving a connection on %s failed", writer.get_extra_info("sockname"))
         finally:
             self._tasks.discard(task)
-            if not writer.is_closing():
-                writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            await close_writer(writer)
 
     async def _http(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, local_ip: str, scheme: str
