@@ -9,6 +9,7 @@ nothing already measured.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
@@ -482,20 +483,7 @@ def run(args: Any) -> int:
     progress = make_progress(not args.no_progress and not args.json and sys.stderr.isatty())
     collected: list[dict[str, Any]] | None = [] if upload is not None else None
     try:
-        if progress is not None:
-            with progress:
-                result = asyncio.run(
-                    run_measurements(
-                        experiment,
-                        inputs.urls,
-                        concurrency=args.concurrency,
-                        per_host=args.per_host,
-                        output=output,
-                        progress=progress,
-                        collected=collected,
-                    )
-                )
-        else:
+        with progress if progress is not None else contextlib.nullcontext():
             result = asyncio.run(
                 run_measurements(
                     experiment,
@@ -503,6 +491,7 @@ def run(args: Any) -> int:
                     concurrency=args.concurrency,
                     per_host=args.per_host,
                     output=output,
+                    progress=progress,
                     collected=collected,
                 )
             )

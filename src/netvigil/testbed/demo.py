@@ -9,6 +9,7 @@ answer of ``netvigil check``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -90,10 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             experiment, [r.url for r in rows], progress=progress, output=sink
         )
 
-    if progress is not None:
-        with progress:
-            result = asyncio.run(measure())
-    else:
+    with progress if progress is not None else contextlib.nullcontext():
         result = asyncio.run(measure())
     console.rule("[bold]What the probe found (netvigil measure)")
     print_summary(result, console)
