@@ -15,6 +15,24 @@ default engine) and computes the tables of ``schema.AGGREGATE_SCHEMAS``:
 
 Decisions, so that every engine computes the same thing:
 
+- **Each measurement once** (``DEDUP_ORDER``, ``unique_verdicts_sql``). The same measurement
+  often reaches a run twice: OONI's published file and our collector's store, or the same
+  ``.jsonl.gz`` given twice or found in two folders. Its copies are separate verdict rows,
+  written by different workers into different Parquet files (maybe different ``day``
+  partitions, if the copies disagree on the start time), so they can only be told apart here,
+  when all files are read. *Identity is ``measurement_uid`` alone*: OONI's unique id, else the
+  collector's (unique per content), else ``"nv" + sha256`` of the record's bytes (see
+  ``transform._envelope``); two rows sharing it are the same measurement, even when their
+  contents differ (a re-processed or enriched copy). Adding more columns to the identity would
+  only let such differing copies be counted twice. *The winner* among the copies of one uid is
+  the first in ``DEDUP_ORDER`` — ``source`` (the file's name relative to its ingest root), then
+  the columns the aggregates read — compared in byte order of UTF-8, ascending. It depends on
+  the rows only, never on file names, writers or the order of the inputs, so both engines, any
+  batching and any argument order pick copies equal in every aggregated column. Copies are
+  removed *before* the row filter below: a measurement counts (or not) by its winning copy.
+  Limits: copies that do not share a uid are not recognised (a measurement without its own
+  uid gets the collector's uid from the store but a content hash from a file).
+  ``count_duplicates`` / ``duplicate_stats`` say how many copies a run held.
 - **Which rows** (``AGGREGATED_ROWS_SQL``). Rows with ``domain == ''`` (tests without a URL
   input: ``ndt``, ``tor``, ``signal``…) are left out: these tables are about *sites*, and an
   empty domain would otherwise mix unrelated tests into one pseudo-site. Rows whose outcome is
@@ -62,16 +80,39 @@ AGGREGATED_ROWS_SQL = "domain <> '' AND outcome <> 'unsupported'"
 __all__ = [
     "AGGREGATED_ROWS_SQL",
     "DAILY_PARTS_SCHEMA",
+    "DEDUP_ORDER",
     "aggregate_duckdb",
     "build_aggregates",
+    "count_duplicates",
     "detect_events",
+    "duplicate_stats",
     "empty_table",
     "finalize",
     "finish_daily",
     "partitioned_parquet_sql",
+    "unique_verdicts_sql",
     "verdict_files",
     "write_aggregates",
 ]
+
+# Which copy of a measurement (rows sharing ``measurement_uid``) the aggregates count: the first
+# in this order, ascending (strings in byte order of UTF-8, false before true). ``source``
+# first: the copy from the file whose name sorts first wins, a rule a reader can apply by hand.
+# Then every column the aggregates read (``day`` is the hive partition, derived from
+# ``measurement_start_time``), so copies tied on the whole key contribute exactly the same to
+# every aggregate: whichever of them an engine keeps, the tables are the same bits.
+# Every engine must use this order (``dask_engine`` does, independently of SQL).
+DEDUP_ORDER = (
+    "source",
+    "measurement_start_time",
+    "day",
+    "probe_cc",
+    "probe_asn",
+    "domain",
+    "outcome",
+    "blocked",
+    "confidence",
+)
 
 # What an engine computes for ``daily`` before ``finish_daily``: all sums, so partial results
 # from any split of the input merge by adding. ``confidence_nanos`` is the sum over blocked rows
@@ -179,6 +220,44 @@ def partitioned_parquet_sql(paths: Sequence[Path]) -> str:
     )
 
 
+# Verdict columns the aggregates read: the dedup key and the aggregated columns.
+_AGG_COLUMNS = ("measurement_uid", *DEDUP_ORDER)
+
+
+def _duplicates_sql(copies: str) -> str:
+    """The uids of ``copies`` that may occur more than once: all that do, plus (rarely) a few
+    whose 64-bit hash collides with another's (harmless: a lone row is its own winner).
+    Grouping by the hash rather than the text is cheaper, and the common case, no copies at
+    all, then costs one hash aggregation."""
+    return (
+        f"SELECT measurement_uid FROM {copies} WHERE hash(measurement_uid) IN "
+        f"(SELECT hash(measurement_uid) AS h FROM {copies} GROUP BY h HAVING count(*) > 1)"
+    )
+
+
+def unique_verdicts_sql(
+    copies: str, *, duplicates: str | None = None, order: Sequence[str] = DEDUP_ORDER
+) -> str:
+    """A DuckDB ``SELECT`` of one row per ``measurement_uid`` of ``copies`` (a view or table
+    name, or a parenthesised ``FROM`` item with at least ``measurement_uid`` and ``order``'s
+    columns): the rows whose uid occurs once as they are, and of each repeated uid the first
+    copy in ``order`` (see ``DEDUP_ORDER``; give a longer order for a winner fixed in every
+    column). ``duplicates``: a table of candidate uids already computed from ``copies``
+    (``_duplicates_sql``); else they are computed inline.
+
+    Only the candidates are sorted: a window over every row would cost about four times the
+    aggregates themselves.
+    """
+    keys = ", ".join(f'"{name}"' for name in order)
+    dups = duplicates or f"({_duplicates_sql(copies)})"
+    return (
+        f"SELECT * FROM {copies} ANTI JOIN {dups} d USING (measurement_uid) "
+        "UNION ALL "
+        f"SELECT * FROM (SELECT * FROM {copies} SEMI JOIN {dups} d USING (measurement_uid)) "
+        f"QUALIFY row_number() OVER (PARTITION BY measurement_uid ORDER BY {keys}) = 1"
+    )
+
+
 _DAILY_PARTS_SQL = """
 SELECT probe_cc, probe_asn, domain, day,
        count(*) AS measurements,
@@ -221,12 +300,19 @@ def aggregate_duckdb(out_dir: Path, *, threads: int | None = None) -> dict[str, 
         if threads:
             con.execute(f"SET threads = {int(threads)}")
         # The three queries sort in SQL (parallel, and binary collation = the byte order pyarrow
-        # uses), so ``finalize`` need not sort again. A view rather than a temp table: each query
-        # pushes its projection down to the Parquet reader and nothing is held in memory.
+        # uses), so ``finalize`` need not sort again. Views rather than temp tables: each query
+        # pushes its projection down to the Parquet reader and nothing is held in memory but
+        # the uids that repeat (``dups``, computed once). Copies are dropped before the row
+        # filter (module notes).
+        columns = ", ".join(_AGG_COLUMNS)
         con.execute(
-            f"CREATE TEMP VIEW v AS SELECT * FROM {partitioned_parquet_sql(files)} "
-            f"WHERE {AGGREGATED_ROWS_SQL}"
+            f"CREATE TEMP VIEW copies AS SELECT {columns} FROM {partitioned_parquet_sql(files)}"
         )
+        con.execute(f"CREATE TEMP TABLE dups AS {_duplicates_sql('copies')}")
+        # No repeated uid (the common case): the copies are the measurements, no join needed.
+        has_dups = con.execute("SELECT EXISTS (SELECT 1 FROM dups)").fetchall()[0][0]
+        unique = f"({unique_verdicts_sql('copies', duplicates='dups')})" if has_dups else "copies"
+        con.execute(f"CREATE TEMP VIEW v AS SELECT * FROM {unique} WHERE {AGGREGATED_ROWS_SQL}")
         parts = con.sql(_DAILY_PARTS_SQL).to_arrow_table()
         outcomes = con.sql(_OUTCOMES_SQL).to_arrow_table()
         techniques = con.sql(_TECHNIQUES_SQL).to_arrow_table()
@@ -237,6 +323,60 @@ def aggregate_duckdb(out_dir: Path, *, threads: int | None = None) -> dict[str, 
         "outcomes": finalize("outcomes", outcomes, presorted=True),
         "techniques": finalize("techniques", techniques, presorted=True),
     }
+
+
+def duplicate_stats(out_dir: Path) -> dict[str, int]:
+    """How many measurements of ``OUT/verdicts`` came more than once (over every verdict row,
+    before the aggregates' row filter).
+
+    ``rows``: verdict rows; ``measurements``: distinct ``measurement_uid``; ``duplicates``:
+    rows beyond the first of their uid (``rows - measurements``, what the aggregates and
+    ``netvigil query`` leave out); ``duplicated``: uids with more than one row;
+    ``conflicting``: of those, uids whose copies disagree in a column the aggregates read
+    (start time, country, network, domain, outcome, blocked, confidence) — the ones where
+    ``DEDUP_ORDER`` decided what counts. All zero without verdict files.
+    """
+    import duckdb
+
+    files = verdict_files(Path(out_dir))
+    if not files:
+        return dict.fromkeys(("rows", "measurements", "duplicates", "duplicated", "conflicting"), 0)
+    aggregated = [name for name in DEDUP_ORDER if name not in ("source", "day")]
+    distinct = ", ".join(aggregated)
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(
+            f"CREATE TEMP VIEW copies AS SELECT measurement_uid, {distinct} "
+            f"FROM {partitioned_parquet_sql(files)}"
+        )
+        con.execute(f"CREATE TEMP TABLE dups AS {_duplicates_sql('copies')}")
+        rows, measurements = con.execute(
+            "SELECT count(*), count(DISTINCT measurement_uid) FROM copies"
+        ).fetchall()[0]
+        duplicated, conflicting = con.execute(
+            f"""
+            SELECT count(*), count(*) FILTER (WHERE versions > 1) FROM (
+                SELECT measurement_uid, count(*) AS n, count(DISTINCT ({distinct})) AS versions
+                FROM copies SEMI JOIN dups USING (measurement_uid) GROUP BY measurement_uid
+            ) WHERE n > 1
+            """
+        ).fetchall()[0]
+    finally:
+        con.close()
+    return {
+        "rows": int(rows),
+        "measurements": int(measurements),
+        "duplicates": int(rows) - int(measurements),
+        "duplicated": int(duplicated),
+        "conflicting": int(conflicting),
+    }
+
+
+def count_duplicates(out_dir: Path) -> int:
+    """Verdict rows of ``OUT`` that repeat a measurement already counted (same
+    ``measurement_uid``): what the aggregates left out. 0 when there are none, or no verdicts.
+    For ``ingest.json``: ``totals["duplicates"] = count_duplicates(out)``."""
+    return duplicate_stats(out_dir)["duplicates"]
 
 
 def detect_events(

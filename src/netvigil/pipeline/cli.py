@@ -213,6 +213,11 @@ def print_summary(d: dict[str, Any], out: TextIO) -> None:
         f"{d.get('engine', '?')})\n"
     )
     out.write(f"output: {d.get('out_dir', '')}\n")
+    if t.get("duplicates"):
+        out.write(
+            f"duplicates: {t['duplicates']:,} verdict rows repeat a measurement_uid already "
+            "read (counted once in the aggregates and queries)\n"
+        )
     for label, key in (("skipped", "skipped"), ("corrupt", "corrupt")):
         counts = t.get(key) or {}
         if counts:

@@ -54,6 +54,7 @@ from typing import Any, TypeAlias, TypeVar
 import dask
 import dask.dataframe as dd
 import numpy as np
+import pandas as pd  # type: ignore[import-untyped]
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -61,6 +62,7 @@ from distributed import Client, LocalCluster, as_completed
 
 import netvigil
 from netvigil.pipeline.aggregate import (
+    DEDUP_ORDER,
     detect_events,
     empty_table,
     finalize,
@@ -75,6 +77,7 @@ from netvigil.pipeline.local import (
     RunSummary,
     prepare_out_dir,
     process_files,
+    record_duplicates,
     write_ingest,
 )
 from netvigil.pipeline.schema import VERDICT_SCHEMA
@@ -248,6 +251,8 @@ _AGG_COLUMNS = [
     "blocked",
     "confidence",
 ]
+# And to tell copies of one measurement apart (aggregate.DEDUP_ORDER, less the partition's day).
+_COPY_COLUMNS = ["measurement_uid", "source", *_AGG_COLUMNS]
 _PLACE = ["probe_cc", "probe_asn", "domain"]
 _NANOS = 1e9
 
@@ -257,24 +262,94 @@ _NANOS = 1e9
 Frame: TypeAlias = Any
 
 
-def _verdict_partition(path: str) -> Frame:
+def _day_of(path: str) -> str:
+    """The hive partition of a verdict file (``day=YYYY-MM-DD``), as that text."""
+    return Path(path).parent.name.partition("=")[2]
+
+
+def _uid_hashes(table: pa.Table) -> np.ndarray:
+    """64-bit hashes of the rows' ``measurement_uid`` (pandas' SipHash with its fixed key: the
+    same value in every process)."""
+    uids = table.column("measurement_uid").to_numpy(zero_copy_only=False)
+    return np.asarray(pd.util.hash_array(uids), dtype=np.uint64)
+
+
+def _file_uid_hashes(path: str) -> np.ndarray:
+    """Runs on a worker: the uid hashes of one verdict file."""
+    return _uid_hashes(pq.read_table(path, columns=["measurement_uid"]))
+
+
+def _repeated(hashes: Sequence[np.ndarray]) -> np.ndarray:
+    """The hashes that occur more than once over all files, sorted: the uids that have copies,
+    plus (rarely) distinct uids whose hashes collide, which are harmless (a lone row is its
+    own winner)."""
+    if not hashes:
+        return np.empty(0, np.uint64)
+    every = np.sort(np.concatenate(hashes))
+    return np.unique(every[1:][every[1:] == every[:-1]])
+
+
+def _first_copies(table: pa.Table) -> pa.Table:
+    """Of each ``measurement_uid`` the copy that comes first in ``aggregate.DEDUP_ORDER``
+    (ascending; Arrow sorts strings in byte order of UTF-8 and false before true, as DuckDB).
+
+    Associative: applying it to any split of the rows and then to the union of the results
+    gives the same rows, so files can be reduced one by one and then together.
+    """
+    if table.num_rows == 0:
+        return table
+    keys = ["measurement_uid", *DEDUP_ORDER]
+    ordered = table.sort_by([(key, "ascending") for key in keys])
+    uids = ordered.column("measurement_uid").combine_chunks()
+    first = np.ones(len(uids), dtype=bool)
+    if len(uids) > 1:
+        first[1:] = np.asarray(
+            pc.not_equal(uids.slice(1), uids.slice(0, len(uids) - 1)).to_numpy(
+                zero_copy_only=False
+            ),
+            dtype=bool,
+        )
+    return ordered.filter(pa.array(first))
+
+
+def _file_copies(path: str, repeated: np.ndarray) -> pa.Table:
+    """Runs on a worker: the rows of one verdict file whose uid hash is in `repeated`, with
+    their file's ``day``, reduced to the first copy of each uid within the file."""
+    table = pq.read_table(path, columns=_COPY_COLUMNS)
+    table = table.filter(pa.array(np.isin(_uid_hashes(table), repeated)))
+    day = pa.array([_day_of(path)] * table.num_rows, pa.string())
+    return _first_copies(table.append_column("day", day))
+
+
+def _verdict_partition(path: str, repeated: np.ndarray | None = None) -> Frame:
     """One verdict file as one partition, with the columns the aggregates group and sum.
 
     Runs on a worker. ``day`` is the hive partition of the file (``day=YYYY-MM-DD``), kept as
     that text, as ``aggregate_duckdb`` reads it; the rows its ``AGGREGATED_ROWS_SQL`` leaves
-    out are dropped here too (no domain, or an ``unsupported`` verdict).
+    out are dropped here too (no domain, or an ``unsupported`` verdict). Rows whose uid hash is
+    in `repeated` (copies of a measurement, see ``aggregate_dask``) are left out: their winners
+    are added separately.
     """
-    day = Path(path).parent.name.partition("=")[2]
-    return _partition_frame(pq.read_table(path, columns=_AGG_COLUMNS), day)
+    day = _day_of(path)
+    if repeated is None or len(repeated) == 0:
+        return _partition_frame(pq.read_table(path, columns=_AGG_COLUMNS), day)
+    table = pq.read_table(path, columns=["measurement_uid", *_AGG_COLUMNS])
+    table = table.filter(pa.array(~np.isin(_uid_hashes(table), repeated)))
+    return _partition_frame(table.select(_AGG_COLUMNS), day)
 
 
-def _partition_frame(table: pa.Table, day: str) -> Frame:
+def _partition_frame(table: pa.Table, day: str | pa.Array) -> Frame:
     """The columns the group-bys need, computed with Arrow and numpy, then as pandas.
 
-    ``confidence_nanos`` is the blocked rows' confidence as an integer number of nano-units
-    (rounded half to even, as ``aggregate`` does), 0 for other rows: integers sum exactly in
-    any order, so the mean cannot depend on how Dask splits and combines the partitions.
+    ``day``: the partition's day for every row, or one per row (the winners of repeated
+    uids come from many files). ``confidence_nanos`` is the blocked rows' confidence as an
+    integer number of nano-units (rounded half to even, as ``aggregate`` does), 0 for other
+    rows: integers sum exactly in any order, so the mean cannot depend on how Dask splits and
+    combines the partitions.
     """
+    if isinstance(day, str):
+        day = pa.array([day] * table.num_rows, pa.string())
+    table = table.select(_AGG_COLUMNS).append_column("day", day)
     # The same rows as aggregate.AGGREGATED_ROWS_SQL: a site, and a verdict about it.
     table = table.filter(
         pc.and_(
@@ -290,7 +365,7 @@ def _partition_frame(table: pa.Table, day: str) -> Frame:
         "probe_cc": table.column("probe_cc"),
         "probe_asn": table.column("probe_asn").cast(pa.int64()),
         "domain": table.column("domain"),
-        "day": pa.array([day] * table.num_rows, pa.string()),
+        "day": table.column("day"),
         "outcome": table.column("outcome"),
         "measurement_start_time": table.column("measurement_start_time"),
         "blocked": pa.array(blocked, pa.bool_()),
@@ -322,6 +397,16 @@ def aggregate_dask(out_dir: Path, client: Client, *, split_out: int = 1) -> dict
     ``techniques`` takes min, max and count of ``measurement_start_time`` over blocked rows.
     The shared ``finalize`` casts and sorts, so the two engines' tables compare with ``equals``.
 
+    Each measurement counts once (``aggregate``'s "Each measurement once"), found without
+    shuffling the rows: (1) every file's ``measurement_uid`` hashes (8 bytes a row) come to the
+    client, which keeps the hashes seen more than once; in the common case there are none and
+    the rest runs as it would without copies. (2) Otherwise those hashes go to every worker
+    once (scattered); each file's rows with such a hash are reduced to their first copy per uid
+    in ``DEDUP_ORDER`` (``_first_copies``) and come to the client, which reduces them again over
+    all files (the reduction is associative: the same winners as one global sort). (3) The
+    files' other rows and those winners make the frame the group-bys read. Memory on the
+    client: the hashes, and the copies of repeated measurements (a few columns).
+
     The partial results of the files are combined by a tree reduction into one partition
     (``split_out=1``): the aggregates are far smaller than the verdicts, and a shuffle costs
     seconds of fixed overhead. Give a larger `split_out` when the groups themselves run to
@@ -332,8 +417,23 @@ def aggregate_dask(out_dir: Path, client: Client, *, split_out: int = 1) -> dict
     files = verdict_files(Path(out_dir))
     if not files:
         return {name: empty_table(name) for name in ENGINE_AGGREGATES}
+    paths = [str(path) for path in files]
 
-    # One partition per file, read on the workers; from_map rather than read_parquet on the
+    # (1) and (2): which uids repeat, and their winning copies.
+    hashes = client.gather(client.map(_file_uid_hashes, paths, pure=False))  # type: ignore[no-untyped-call]
+    repeated = _repeated(hashes)
+    del hashes
+    winners: pa.Table | None = None
+    repeated_arg: Any = None
+    if len(repeated):
+        # One copy of the candidates per worker, not one per task in the graph.
+        repeated_arg = client.scatter(repeated, broadcast=True, hash=False)  # type: ignore[no-untyped-call]
+        copy_futures = client.map(_file_copies, paths, repeated=repeated_arg, pure=False)
+        copies = client.gather(copy_futures)  # type: ignore[no-untyped-call]
+        winners = _first_copies(pa.concat_tables(copies))
+        del copies
+
+    # (3) One partition per file, read on the workers; from_map rather than read_parquet on the
     # directory so that ``day`` is the partition's text (read_parquet would make it a
     # category, and categorical group keys bring unobserved combinations along).
     # convert-string off: the partitions' text columns are already Arrow-backed strings (pandas
@@ -341,11 +441,17 @@ def aggregate_dask(out_dir: Path, client: Client, *, split_out: int = 1) -> dict
     with dask.config.set({"dataframe.convert-string": False}):
         frame = dd.from_map(  # type: ignore[no-untyped-call]
             _verdict_partition,
-            [str(path) for path in files],
+            paths,
+            args=(repeated_arg,),
             meta=_verdict_meta(),
             divisions=None,
             enforce_metadata=False,
         )
+        if winners is not None:
+            extra = dd.from_pandas(  # type: ignore[no-untyped-call]
+                _partition_frame(winners, winners.column("day")), npartitions=1
+            )
+            frame = dd.concat([frame, extra])  # type: ignore[no-untyped-call]
     # dropna=False: SQL's GROUP BY keeps NULL keys as a group; so must this side.
     daily = frame.groupby([*_PLACE, "day"], dropna=False, sort=False).agg(
         measurements=("is_blocked", "count"),
@@ -514,6 +620,7 @@ def run_on_cluster(
                 out_dir=str(out),
                 workers=len(workers),
             )
+            record_duplicates(out, summary)
             write_ingest(out, summary)
             tables = aggregate_dask(out, client)
         finally:

@@ -194,6 +194,15 @@ def write_ingest(out_dir: Path, summary: RunSummary) -> Path:
     return path
 
 
+def record_duplicates(out_dir: Path, summary: RunSummary) -> None:
+    """How many verdict rows repeat a measurement already seen (same ``measurement_uid``, e.g.
+    one file given twice, or OONI's file and our collector's store): in ``totals``, so the
+    run says it; the aggregates and queries count each measurement once."""
+    from netvigil.pipeline.aggregate import count_duplicates
+
+    summary.totals["duplicates"] = count_duplicates(out_dir)
+
+
 def build_aggregates_if_available(out_dir: Path) -> bool:
     """Run the aggregates step when its module is installed (it is written separately)."""
     try:
@@ -285,6 +294,7 @@ def run_local(
         out_dir=str(out),
         workers=n_workers,
     )
+    record_duplicates(out, summary)
     write_ingest(out, summary)
     build_aggregates_if_available(out)
     summary.seconds = time.monotonic() - started

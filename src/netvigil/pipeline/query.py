@@ -9,6 +9,15 @@
 ``--what outcomes``           the mix of outcomes
 ``--sql 'SELECT …'``          anything else, read-only, over the views ``verdicts``,
                               ``observations``, ``daily``, ``outcomes``, ``techniques``, ``events``
+                              and ``verdict_copies``
+
+A measurement that came more than once (same ``measurement_uid``: the same file given twice,
+OONI's file and the collector's store…) counts once. ``verdicts`` holds one row per
+measurement, its winning copy as the aggregates chose it (``aggregate.DEDUP_ORDER``, then the
+other columns, so the row is fixed in every column); ``verdict_copies`` holds every row as
+written, to look at the copies. ``observations`` is *not* deduplicated: its rows do not say
+which copy they came from, so a measurement given twice has its observations twice there
+(none of the questions reads it; in ``--sql``, count ``DISTINCT measurement_uid``).
 
 Filters: ``--cc KZ --asn 9198 --domain example.org --since 2024-03-01 --until 2024-03-31``
 (dates are UTC days, inclusive). At most ``--limit`` rows are printed, and the output says when
@@ -45,9 +54,11 @@ from netvigil.verdict.model import NOT_BLOCKED
 
 from .aggregate import (
     AGGREGATED_ROWS_SQL,
+    DEDUP_ORDER,
     aggregate_duckdb,
     detect_events,
     partitioned_parquet_sql,
+    unique_verdicts_sql,
     verdict_files,
 )
 from .options import DEFAULT_LIMIT, MAX_LIMIT, QUESTIONS
@@ -69,7 +80,20 @@ __all__ = [
     "run_sql",
 ]
 
-VIEWS = ("verdicts", "observations", "daily", "outcomes", "techniques", "events")
+VIEWS = (
+    "verdicts",
+    "observations",
+    "daily",
+    "outcomes",
+    "techniques",
+    "events",
+    "verdict_copies",
+)
+
+# The winning copy of a measurement in the ``verdicts`` view: ``aggregate``'s order (so the
+# view and the aggregates count the same copy), then every other column, so that even copies
+# that tie there give one fixed row.
+_VIEW_ORDER = (*DEDUP_ORDER, *(name for name in VERDICT_SCHEMA.names if name not in DEDUP_ORDER))
 
 
 class QueryError(Exception):
@@ -241,16 +265,22 @@ def open_pipeline(out_dir: Path) -> Iterator[duckdb.DuckDBPyConnection]:
             con.execute("SET autoinstall_known_extensions = false")
             con.execute("SET autoload_known_extensions = false")
             for table, schema in (
-                ("verdicts", VERDICT_SCHEMA),
+                ("verdict_copies", VERDICT_SCHEMA),
                 ("observations", OBSERVATION_SCHEMA),
             ):
-                files = _row_files(out, table)
+                files = _row_files(out, "verdicts" if table == "verdict_copies" else table)
                 source = (
                     f"SELECT * FROM {partitioned_parquet_sql(files)}"
                     if files
                     else _empty_select(schema.append(pa.field("day", pa.date32())))
                 )
                 con.execute(f"CREATE VIEW {table} AS {source}")
+            # One row per measurement (module notes); the repeated uids are found when a
+            # query reads the view, not here: most questions never do.
+            con.execute(
+                "CREATE VIEW verdicts AS "
+                + unique_verdicts_sql("verdict_copies", order=_VIEW_ORDER)
+            )
             missing = [
                 name
                 for name in AGGREGATE_SCHEMAS

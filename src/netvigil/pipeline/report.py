@@ -500,7 +500,7 @@ def _provenance(out: Path) -> dict[str, Any]:
     if isinstance(ingest, dict):
         totals = ingest.get("totals")
         if isinstance(totals, dict):
-            for key in ("files", "measurements", "skipped", "corrupt"):
+            for key in ("files", "measurements", "skipped", "corrupt", "duplicates"):
                 if key in totals:
                     info[f"input_{key}"] = totals[key]
         for key in ("engine", "seconds"):
