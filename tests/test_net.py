@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import errno
 import socket
 import ssl
+import threading
+import time
 from pathlib import Path
 
 import dns.message
@@ -673,3 +676,80 @@ def test_trace_matches_measurement_format(tmp_path: Path) -> None:
     times = [q["t0"], t["t0"], h["t0"], r["t0"]]
     assert all(isinstance(x, float) for x in times) and times == sorted(times)
     assert ndns.MAX_ANSWERS == 100
+
+
+def test_testbed_resolver_answers_a_burst_while_its_event_loop_is_busy() -> None:
+    """Regression: measurements of names the censor leaves alone read ``dns/timeout``.
+
+    The testbed's ISP resolver shares its agent's event loop with other roles (the middlebox
+    forging certificates). asyncio's datagram transport reads one datagram per loop iteration, so
+    while other work made each iteration long, a burst of queries drained one per iteration and
+    the probe (5 s, one retry) gave up on the last ones. A resolver must answer a burst in the
+    time of a few iterations, whatever else its loop does.
+    """
+    from netvigil.testbed.dns_servers import Answer, start_resolver
+
+    async def main() -> None:
+        server = await start_resolver(
+            lambda name, rdtype: Answer(addresses=("198.18.0.7",)), LOOPBACK, 0
+        )
+        loop = asyncio.get_running_loop()
+        busy_until = time.monotonic() + 5.0  # bounded, whatever happens below
+
+        def other_role() -> None:  # ~10 ms of CPU in every loop iteration
+            end = time.perf_counter() + 0.01
+            while time.perf_counter() < end:
+                pass
+            if time.monotonic() < busy_until:
+                loop.call_soon(other_role)
+
+        loop.call_soon(other_role)
+        try:
+            results = await asyncio.gather(
+                *(
+                    net.resolve(
+                        f"n{i}.test", LOOPBACK, port=server.udp_port, timeout=1.0, late_window=0
+                    )
+                    for i in range(150)
+                )
+            )
+        finally:
+            busy_until = 0.0
+            await server.stop()
+        late = [r for r in results if r.failure is not None or r.t - r.t0 > 0.5]
+        assert not late, f"{len(late)} of 150 queries unanswered or late: {late[0]}"
+        assert all(r.addresses == ("198.18.0.7",) for r in results)
+
+    asyncio.run(main())
+
+
+def test_dns_udp_reply_read_in_the_iteration_of_the_deadline_is_an_answer() -> None:
+    """A reply that came in time but was read late (the loop was busy) is not a timeout."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((LOOPBACK, 0))
+    sock.settimeout(3)
+
+    def serve_one() -> None:
+        with contextlib.suppress(OSError):
+            data, client = sock.recvfrom(4096)
+            time.sleep(0.1)  # the reply lands while the probe's loop is blocked
+            sock.sendto(a_reply(dns.message.from_wire(data), "198.18.0.9"), client)
+
+    server = threading.Thread(target=serve_one, daemon=True)
+    server.start()
+
+    async def main() -> ndns.DNSResult:
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.05, time.sleep, 0.4)  # a busy loop: blocked across the deadline
+        return await net.resolve(
+            "busy.test", LOOPBACK, port=sock.getsockname()[1], timeout=0.2, late_window=0
+        )
+
+    try:
+        result = asyncio.run(main())
+    finally:
+        server.join(5)
+        sock.close()
+    assert result.failure is None
+    assert result.addresses == ("198.18.0.9",)
+    assert result.to_ooni()["x_queries_sent"] == 1

@@ -158,9 +158,10 @@ class DNSResult:
     t: float
     transaction_id: int = 0
     resolver_port: str | None = None
+    queries_sent: int | None = None  # UDP: the query and its retransmissions
 
     def to_ooni(self) -> dict[str, Any]:
-        return {
+        out = {
             "answers": _answers_ooni(self.answers),
             "engine": self.engine,
             "failure": self.failure,
@@ -175,6 +176,10 @@ class DNSResult:
             "x_late_replies": [r.to_ooni() for r in self.late_replies],
             "x_rcode": self.rcode,
         }
+        if self.queries_sent is not None:
+            # A timeout says how many queries went unanswered (a censor dropping DNS drops all).
+            out["x_queries_sent"] = self.queries_sent
+        return out
 
 
 class _Malformed(Exception):
@@ -336,6 +341,7 @@ def _result(
     failure: str | None,
     late: tuple[DNSReply, ...],
     trace: Trace | None,
+    queries_sent: int | None = None,
 ) -> DNSResult:
     if reply is not None and failure is None:
         failure = reply.failure
@@ -353,6 +359,7 @@ def _result(
         t=t,
         transaction_id=clock.transaction_id,
         resolver_port=resolver_port,
+        queries_sent=queries_sent,
     )
     if trace is not None:
         trace.queries.append(result)
@@ -407,7 +414,9 @@ async def _udp(
     timeout: float,
     late_window: float,
     clock: Clock,
+    queries: list[_Query],
 ) -> tuple[DNSReply | None, str | None, float, tuple[DNSReply, ...]]:
+    """``queries`` receives every query sent (the first one and its retransmission)."""
     loop = asyncio.get_running_loop()
     sock = socket.socket(_family(resolver_ip), socket.SOCK_DGRAM)
     try:
@@ -416,7 +425,7 @@ async def _udp(
     except OSError:
         sock.close()
         raise
-    queries = [query]
+    queries.append(query)
     collector = _UDPCollector(queries, clock)
     transport, _ = await loop.create_datagram_endpoint(lambda: collector, sock=sock)
 
@@ -434,7 +443,14 @@ async def _udp(
             async with asyncio.timeout(timeout):
                 reply = await collector.first
         except (OSError, TimeoutError) as exc:
-            return None, failure_string(exc), clock.now(), ()
+            # On a timeout the wait cancels `first`, unless a reply was read in the very loop
+            # iteration whose timers expired the deadline (a busy loop reads late what came in
+            # time): that reply is an answer, not a timeout.
+            first = collector.first
+            answered = first.done() and not first.cancelled() and first.exception() is None
+            if not (isinstance(exc, TimeoutError) and answered):
+                return None, failure_string(exc), clock.now(), ()
+            reply = first.result()
         t = clock.now()
         if late_window > 0:
             try:
@@ -505,18 +521,31 @@ async def resolve(
     address = format_address(resolver_ip, port)
     late: tuple[DNSReply, ...] = ()
     reply: DNSReply | None = None
+    sent: list[_Query] = []
     try:
         query = _make_query(hostname, qtype)
         if engine == "udp":
             reply, failure, t, late = await _udp(
-                query, hostname, qtype, resolver_ip, port, timeout, late_window, clock
+                query, hostname, qtype, resolver_ip, port, timeout, late_window, clock, sent
             )
         else:
             reply, failure, t = await _tcp(query, resolver_ip, port, timeout, clock)
     except Exception as exc:  # OSError; dnspython on bad names (too long, empty label)
         failure, t = failure_string(exc), clock.now()
+    queries_sent = len(sent) if engine == "udp" else None
     return _result(
-        hostname, address, str(port), engine, qtype, clock, t, reply, failure, late, trace
+        hostname,
+        address,
+        str(port),
+        engine,
+        qtype,
+        clock,
+        t,
+        reply,
+        failure,
+        late,
+        trace,
+        queries_sent,
     )
 
 

@@ -18,7 +18,7 @@ import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import dns.exception
 import dns.flags
@@ -51,6 +51,9 @@ IP_TRANSPARENT = 19
 IP_RECVORIGDSTADDR = 20
 IP_ORIGDSTADDR = IP_RECVORIGDSTADDR  # the cmsg type carrying it
 SOL_IP = 0
+# Linux <asm-generic/socket.h>: set a socket buffer past net.core.[rw]mem_max (CAP_NET_ADMIN).
+SO_SNDBUFFORCE = 32
+SO_RCVBUFFORCE = 33
 
 ISP_DNS_ACTIONS = ("dns-nxdomain", "dns-bogon", "dns-bogus", "dns-blockpage", "dns-timeout")
 PUBLIC_TTL = 300
@@ -138,6 +141,13 @@ class DnsLimits:
     max_udp_reply: int = 1232  # with EDNS; 512 without
     idle_timeout: float = 10.0
     max_tcp_connections: int = 1024
+    # Queries answered per wake-up. asyncio's datagram transport reads one datagram per loop
+    # iteration: when other work makes iterations long, a burst of queries then waits seconds
+    # and the probe records dns/timeout for names the censor never touched.
+    udp_batch: int = 256
+    # Socket buffers (bytes; capped by net.core.[rw]mem_max unless root): a burst of a few
+    # thousand queries queues instead of overflowing the default ~200 KiB and being dropped.
+    udp_buffer: int = 4 * 1024 * 1024
 
 
 @dataclass
@@ -148,8 +158,9 @@ class DnsServer:
     limits: DnsLimits = field(default_factory=DnsLimits)
     udp_port: int = 0
     tcp_port: int = 0
-    _udp: asyncio.DatagramTransport | None = None
+    _udp: socket.socket | None = None
     _tcp: asyncio.Server | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     # -- the pure part -------------------------------------------------------------------------
@@ -199,24 +210,59 @@ class DnsServer:
             # SO_REUSEADDR lets the injector bind a sending socket to this address and port,
             # to answer clients "from" this resolver.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            _grow_buffers(sock, self.limits.udp_buffer)
+            sock.setblocking(False)
             sock.bind((host, port))
         except OSError:
             sock.close()
             raise
-        self._udp, _ = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self), sock=sock)
+        self._udp, self._loop = sock, loop
         self.udp_port = sock.getsockname()[1]
+        loop.add_reader(sock.fileno(), self._on_udp)
         try:
             self._tcp = await asyncio.start_server(
                 self._tcp_connection, host, port, reuse_address=True, backlog=256
             )
         except OSError:
-            self._udp.close()
+            self._close_udp()
             raise
         self.tcp_port = self._tcp.sockets[0].getsockname()[1]
 
-    async def stop(self) -> None:
-        if self._udp is not None:
+    def _close_udp(self) -> None:
+        if self._udp is not None and self._loop is not None:
+            self._loop.remove_reader(self._udp.fileno())
             self._udp.close()
+        self._udp = None
+
+    def _on_udp(self) -> None:
+        """Answer every query waiting on the socket (up to ``udp_batch``), not just one."""
+        sock = self._udp
+        if sock is None:
+            return
+        for _ in range(self.limits.udp_batch):
+            try:
+                data, addr = sock.recvfrom(self.limits.max_udp_query + 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. an ICMP error queued on the socket
+                log.debug("udp receive: %r", exc)
+                continue
+            if len(data) > self.limits.max_udp_query:
+                continue
+            try:
+                reply = self.respond(data)
+            except dns.exception.DNSException:
+                log.debug("cannot answer a query from %s", addr, exc_info=True)
+                continue
+            if reply is None:
+                continue
+            try:
+                sock.sendto(reply, addr)
+            except OSError as exc:  # a full buffer or no route: UDP is lossy anyway
+                log.debug("udp reply to %s failed: %r", addr, exc)
+
+    async def stop(self) -> None:
+        self._close_udp()
         if self._tcp is not None:
             self._tcp.close()
         for task in list(self._tasks):
@@ -256,28 +302,14 @@ class DnsServer:
             writer.close()
 
 
-class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, server: DnsServer) -> None:
-        self.server = server
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # The selector loop's datagram transport does not subclass DatagramTransport in 3.11.
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        if len(data) > self.server.limits.max_udp_query or self.transport is None:
-            return
+def _grow_buffers(sock: socket.socket, size: int) -> None:
+    """Ask for ``size``-byte receive and send buffers; as root past the sysctl caps."""
+    for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
         try:
-            reply = self.server.respond(data)
-        except dns.exception.DNSException:
-            log.debug("cannot answer a query from %s", addr, exc_info=True)
-            return
-        if reply is not None:
-            self.transport.sendto(reply, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("udp error: %r", exc)  # e.g. ICMP port unreachable from a gone client
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+        except OSError:  # not root: the kernel caps the plain option at net.core.*mem_max
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, plain, size)
 
 
 async def start_resolver(
