@@ -155,6 +155,7 @@ async def run_measurements(
     verdicts: list[dict[str, Any]] = []
     counts: Counter[str] = Counter()
     task_id = progress.add_task("measuring", total=len(urls), outcomes="") if progress else None
+    await experiment.prepare()  # the verdict engine loads before any reply can be kept waiting
 
     async def one(url: str) -> None:
         host = (urlsplit(url).hostname or "").lower()
@@ -496,6 +497,7 @@ def run(args: Any) -> int:
                 )
             )
     finally:
+        experiment.close()  # the verdict thread
         if output is not None:
             output.close()
     if args.json:
