@@ -9,7 +9,9 @@ has a DNS NXDOMAIN, an HTTP blockpage, a ``down`` and an ``ok``; another Kazakh 
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections import defaultdict
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from netvigil.pipeline.aggregate import (
     detect_events,
     finalize,
     finish_daily,
+    onset_p_value,
     write_aggregates,
 )
 from netvigil.pipeline.schema import AGGREGATE_SCHEMAS, VERDICT_SCHEMA
@@ -252,6 +255,8 @@ def test_events_from_story(tmp_path: Path) -> None:
             "baseline_share": 0.0,
             "baseline_days": 7,
             "measurements": 4,
+            # 4 of 4 blocked against 0 of 21: of the C(25, 4) ways to pick the day's 4, one
+            "p_value": 1 / 12650,
         },
         {
             # the baseline (2nd–8th) now holds the 4 blocked of the 8th: 4/22
@@ -263,6 +268,8 @@ def test_events_from_story(tmp_path: Path) -> None:
             "baseline_share": 4 / 22,
             "baseline_days": 7,
             "measurements": 3,
+            # 3 of 3 against 4 of 22: C(7, 3) of the C(25, 3) ways to pick the day's 3
+            "p_value": 35 / 2300,
         },
     ]
 
@@ -391,6 +398,20 @@ def test_detect_events_thresholds() -> None:
     assert _event_days(detect_events(_daily(old), baseline_days=10)) == [10]
     # the first days of a series never have a baseline
     assert _event_days(detect_events(_daily({0: (9, 9), 1: (9, 9)}))) == []
+    # chance: 3 of 3 blocked after 0 of 3 has p = 1/C(6, 3) = 0.05 exactly — flagged at the
+    # default 0.05, not just below it
+    thin = {0: (1, 0), 1: (1, 0), 2: (1, 0), 3: (3, 3)}
+    assert _event_days(detect_events(_daily(thin))) == [3]
+    assert _event_days(detect_events(_daily(thin), max_p=0.0499)) == []
+    # a noisy domain: 6 of 13 blocked in the baseline, then 4 of 4 — a jump of 0.54, but
+    # p = C(10, 4) / C(17, 4) = 210/2380 = 0.088: not flagged unless the limit allows it
+    noisy = {0: (5, 2), 1: (4, 2), 2: (4, 2), 3: (4, 4)}
+    assert _event_days(detect_events(_daily(noisy))) == []
+    assert _event_days(detect_events(_daily(noisy), max_p=0.1)) == [3]
+    flagged = detect_events(_daily(noisy), max_p=0.1).to_pylist()[0]
+    assert flagged["p_value"] == 210 / 2380
+    with pytest.raises(ValueError):
+        detect_events(_daily(base), max_p=0.0)
     with pytest.raises(ValueError):
         detect_events(_daily(base), baseline_days=2, min_baseline_days=3)
 
@@ -438,11 +459,49 @@ def test_sql_order_is_pyarrow_order(tmp_path: Path) -> None:
         assert finalize(name, table).equals(table), name
 
 
+def _fisher_p(blocked: int, measured: int, base_blocked: int, base_measured: int) -> Fraction:
+    """One-sided Fisher's exact p-value, term by term from the hypergeometric formula."""
+    n_all, k_all = measured + base_measured, blocked + base_blocked
+    tail = sum(
+        math.comb(k_all, x) * math.comb(n_all - k_all, measured - x)
+        for x in range(blocked, measured + 1)
+    )
+    return Fraction(tail, math.comb(n_all, measured))
+
+
+def test_onset_p_value_is_fishers_exact_test() -> None:
+    # worked by hand: C(7,3)/C(25,3) = 35/2300; 1/C(12,3) = 1/220; C(10,4)/C(17,4) = 210/2380
+    assert onset_p_value(3, 3, 4, 22) == Fraction(35, 2300)
+    assert onset_p_value(3, 3, 0, 9) == Fraction(1, 220)
+    assert onset_p_value(4, 4, 6, 13) == Fraction(210, 2380)
+    # 2 of 4 against 1 of 6: x = 2 and x = 3 of the 3 blocked in the day's 4
+    assert onset_p_value(2, 4, 1, 6) == Fraction(3 * 21 + 1 * 7, 210)
+    assert onset_p_value(0, 5, 0, 5) == 1
+    for args in [
+        (b, m, bb, bm)
+        for m in range(1, 7)
+        for b in range(m + 1)
+        for bm in range(0, 7)
+        for bb in range(bm + 1)
+    ]:
+        assert onset_p_value(*args) == _fisher_p(*args), args
+    # past EXACT_P_MAX_N, floating point: close to the exact value
+    big = (2800, 3000, 1000, 3000)
+    assert abs(float(onset_p_value(*big)) - float(_fisher_p(*big))) < 1e-12
+    assert (
+        abs(float(onset_p_value(40, 3000, 30, 3000)) - float(_fisher_p(40, 3000, 30, 3000))) < 1e-9
+    )
+
+
 def _reference_events(
-    daily: pa.Table, baseline_days: int, min_measurements: int, min_baseline_days: int, jump: float
+    daily: pa.Table,
+    baseline_days: int,
+    min_measurements: int,
+    min_baseline_days: int,
+    jump: float,
+    max_p: float,
 ) -> list[tuple[Any, ...]]:
     """The rule as written, the slow way: calendar windows and exact fractions."""
-    from fractions import Fraction
 
     data: dict[tuple[str, int, str], dict[dt.date, tuple[int, int]]] = defaultdict(dict)
     for r in daily.to_pylist():
@@ -460,9 +519,15 @@ def _reference_events(
             ]
             if m < min_measurements or len(window) < min_baseline_days:
                 continue
-            base = Fraction(sum(x[1] for x in window), sum(x[0] for x in window))
-            if Fraction(b, m) >= base + Fraction(repr(jump)):
-                out.append((*key, day, float(Fraction(b, m)), float(base), len(window), m))
+            base_b, base_m = sum(x[1] for x in window), sum(x[0] for x in window)
+            base = Fraction(base_b, base_m)
+            if Fraction(b, m) < base + Fraction(repr(jump)):
+                continue
+            p = _fisher_p(b, m, base_b, base_m)
+            if p <= Fraction(repr(max_p)):
+                out.append(
+                    (*key, day, float(Fraction(b, m)), float(base), len(window), m, float(p))
+                )
     return sorted(out)
 
 
@@ -489,14 +554,20 @@ def test_detect_events_matches_the_rule(seed: int) -> None:
                     }
                 )
     daily = pa.Table.from_pylist(rows, schema=AGGREGATE_SCHEMAS["daily"])
-    for params in ((7, 3, 3, 0.5), (5, 1, 2, 0.3), (3, 2, 1, 0.25)):
+    for params in ((7, 3, 3, 0.5, 0.05), (5, 1, 2, 0.3, 0.2), (3, 2, 1, 0.25, 1.0)):
         got = [
             tuple(r.values())
             for r in detect_events(
                 daily,
                 **dict(
                     zip(
-                        ("baseline_days", "min_measurements", "min_baseline_days", "jump"),
+                        (
+                            "baseline_days",
+                            "min_measurements",
+                            "min_baseline_days",
+                            "jump",
+                            "max_p",
+                        ),
                         params,
                         strict=True,
                     )

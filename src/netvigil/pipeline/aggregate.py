@@ -62,6 +62,7 @@ ambiguous. ``netvigil query`` sums over networks when no ``--asn`` is given.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 from collections import defaultdict
 from collections.abc import Sequence
@@ -89,6 +90,7 @@ __all__ = [
     "empty_table",
     "finalize",
     "finish_daily",
+    "onset_p_value",
     "partitioned_parquet_sql",
     "unique_verdicts_sql",
     "verdict_files",
@@ -135,10 +137,18 @@ DAILY_PARTS_SCHEMA = (
 # - a jump of 0.5: the blocked share must rise by half of all measurements, far above the noise
 #   of a per-measurement false-positive rate of a few percent, and it implies the day is
 #   mostly blocked (share ≥ 0.5).
+# - a p-value of at most 0.05 (one-sided Fisher's exact test of the day against its baseline):
+#   the jump alone flags small samples that chance explains (a domain blocked in 6 of 13
+#   baseline measurements, then in 4 of 4: p = 0.088), while a real onset on a handful of
+#   measurements passes easily (0 of 9, then 3 of 3: p = 0.0045).
 DEFAULT_BASELINE_DAYS = 7
 DEFAULT_MIN_MEASUREMENTS = 3
 DEFAULT_MIN_BASELINE_DAYS = 3
 DEFAULT_JUMP = 0.5
+DEFAULT_MAX_P = 0.05
+# Up to this many measurements (day + baseline) the p-value is computed in exact integers, so
+# the flag cannot depend on a platform's floating point; above it, in log-gamma floats.
+EXACT_P_MAX_N = 5000
 
 _NANOS = 1_000_000_000
 _PLACES = 1_000_000  # confidence_mean has 6 decimal places
@@ -386,15 +396,18 @@ def detect_events(
     min_measurements: int = DEFAULT_MIN_MEASUREMENTS,
     min_baseline_days: int = DEFAULT_MIN_BASELINE_DAYS,
     jump: float = DEFAULT_JUMP,
+    max_p: float = DEFAULT_MAX_P,
 ) -> pa.Table:
     """Flag days of sudden onset of blocking per country × network × domain (``events``).
 
     Day D is flagged when: D has at least ``min_measurements`` measurements; among the
     ``baseline_days`` calendar days before D (D-baseline_days … D-1) at least
-    ``min_baseline_days`` have measurements; and blocked/measurements on D is at least the
+    ``min_baseline_days`` have measurements; blocked/measurements on D is at least the
     baseline share + ``jump``, where the baseline share pools those days
-    (Σ blocked / Σ measurements). The comparison is exact (rationals; ``jump`` is taken as the
-    decimal it prints as), so engines cannot disagree on a tie.
+    (Σ blocked / Σ measurements); and the rise is unlikely to be chance: the one-sided p-value
+    of Fisher's exact test (``onset_p_value``) is at most ``max_p``. The comparisons are exact
+    (rationals; ``jump`` and ``max_p`` are taken as the decimals they print as; the p-value in
+    integers up to ``EXACT_P_MAX_N`` measurements), so nothing depends on rounding.
 
     Persistent blocking is flagged on its first day and, while the baseline still mostly
     predates it, on the next few days too; readers who want onsets only keep the first day of
@@ -408,6 +421,9 @@ def detect_events(
         raise ValueError("min_measurements must be at least 1")
     if not 0 < jump <= 1:
         raise ValueError("jump must be in (0, 1]")
+    if not 0 < max_p <= 1:
+        raise ValueError("max_p must be in (0, 1]")
+    p_limit = Fraction(repr(float(max_p)))
     threshold = Fraction(repr(float(jump)))
     jump_num, jump_den = threshold.numerator, threshold.denominator
     # Days as integers (days since 1970-01-01): cheaper than date objects, exact calendar math.
@@ -430,7 +446,7 @@ def detect_events(
         counts[0] += measured
         counts[1] += blocked
 
-    flagged: list[tuple[str, int, str, int, Fraction, Fraction, int, int]] = []
+    flagged: list[tuple[str, int, str, int, Fraction, Fraction, int, int, float]] = []
     for key in sorted(series):
         by_day = series[key]
         days = sorted(by_day)
@@ -451,7 +467,12 @@ def detect_events(
                 # blocked/measured >= base_blocked/base_measured + p/q, in integers
                 lhs = blocked * base_measured * jump_den
                 rhs = base_blocked * measured * jump_den + jump_num * measured * base_measured
-                if lhs >= rhs:
+                p_value = (
+                    onset_p_value(blocked, measured, base_blocked, base_measured)
+                    if lhs >= rhs
+                    else None
+                )
+                if p_value is not None and p_value <= p_limit:
                     flagged.append(
                         (
                             *key,
@@ -460,6 +481,7 @@ def detect_events(
                             Fraction(base_blocked, base_measured),
                             window,
                             measured,
+                            float(p_value),
                         )
                     )
             base_measured += measured
@@ -467,7 +489,7 @@ def detect_events(
 
     rows: dict[str, list[object]] = {name: [] for name in AGGREGATE_SCHEMAS["events"].names}
     epoch = dt.date(1970, 1, 1)
-    for cc, asn, domain, day, share, base_share, window, measured in flagged:
+    for cc, asn, domain, day, share, base_share, window, measured, p_float in flagged:
         for name, value in zip(
             rows,
             (
@@ -479,11 +501,52 @@ def detect_events(
                 float(base_share),
                 window,
                 measured,
+                p_float,
             ),
             strict=True,
         ):
             rows[name].append(value)
     return finalize("events", pa.table(rows, schema=AGGREGATE_SCHEMAS["events"]))
+
+
+def onset_p_value(blocked: int, measured: int, base_blocked: int, base_measured: int) -> Fraction:
+    """One-sided p-value of Fisher's exact test that day D's blocked share exceeds its
+    baseline's: with the day's and the baseline's measurements pooled and the total blocked
+    fixed, the probability that D would hold ``blocked`` or more of them by chance (the
+    hypergeometric upper tail). Counts are integers, ``0 <= blocked <= measured`` and likewise
+    for the baseline.
+
+    Exact (a ``Fraction``) up to ``EXACT_P_MAX_N`` measurements in all; above, computed in
+    log-gamma floating point and returned as the Fraction of that float.
+    """
+    total = measured + base_measured
+    total_blocked = blocked + base_blocked
+    top = min(measured, total_blocked)
+    if blocked > top:
+        return Fraction(0)
+    if total <= EXACT_P_MAX_N:
+        # Σ_x C(K, x) C(N-K, n-x) / C(N, n), each term from the one before (exact integers)
+        term = math.comb(total_blocked, blocked) * math.comb(
+            total - total_blocked, measured - blocked
+        )
+        tail = 0
+        for x in range(blocked, top + 1):
+            tail += term
+            if x < top:
+                term = term * (total_blocked - x) * (measured - x)
+                term //= (x + 1) * (total - total_blocked - measured + x + 1)
+        return Fraction(tail, math.comb(total, measured))
+    log_den = _log_comb(total, measured)
+    logs = [
+        _log_comb(total_blocked, x) + _log_comb(total - total_blocked, measured - x) - log_den
+        for x in range(blocked, top + 1)
+    ]
+    peak = max(logs)
+    return Fraction(min(1.0, math.exp(peak) * math.fsum(math.exp(v - peak) for v in logs)))
+
+
+def _log_comb(n: int, k: int) -> float:
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
 
 
 def _write_atomic(table: pa.Table, path: Path) -> None:

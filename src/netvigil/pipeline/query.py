@@ -403,7 +403,8 @@ def _events(con: duckdb.DuckDBPyConnection, f: Filters, limit: int) -> Result:
     sql = f"""
         SELECT probe_cc, probe_asn, domain, day, measurements,
                round(blocked_share, 4) AS blocked_share,
-               round(baseline_share, 4) AS baseline_share, baseline_days
+               round(baseline_share, 4) AS baseline_share, baseline_days,
+               p_value
         FROM events WHERE {where}
         ORDER BY day, probe_cc, probe_asn, domain
         LIMIT {limit + 1}

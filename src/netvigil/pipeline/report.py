@@ -231,7 +231,7 @@ def _gather(con: duckdb.DuckDBPyConnection, f: Filters, top: int) -> _Data:
     cur = con.execute(
         f"""
         SELECT probe_cc, probe_asn, domain, day, measurements, blocked_share, baseline_share,
-               baseline_days,
+               baseline_days, p_value,
                NOT EXISTS (SELECT 1 FROM events p WHERE p.probe_cc = e.probe_cc
                    AND p.probe_asn = e.probe_asn AND p.domain = e.domain
                    AND p.day = e.day - 1) AS onset
@@ -637,11 +637,16 @@ def _render(
     out.append(
         '<p class="note">A day is flagged for a country, network and domain when its blocked '
         "share is at least 0.5 above the pooled share of the 7 days before, with at least 3 "
-        "measurements that day and data on at least 3 of those 7 days. "
-        "<b>onset</b> marks the first day of a run of flagged days.</p>"
+        "measurements that day and data on at least 3 of those 7 days, and when chance "
+        "explains the rise poorly (one-sided Fisher's exact test, <b>p_value</b> at most "
+        "0.05). <b>onset</b> marks the first day of a run of flagged days.</p>"
     )
     if data.events:
-        rows_ev = [{**ev, "onset": "onset" if ev["onset"] else ""} for ev in data.events]
+        rows_ev = [
+            # p-values span orders of magnitude: two significant digits, not three decimals
+            {**ev, "onset": "onset" if ev["onset"] else "", "p_value": f"{ev['p_value']:.2g}"}
+            for ev in data.events
+        ]
         out.append(
             _table(
                 rows_ev,
@@ -655,8 +660,15 @@ def _render(
                     "blocked_share",
                     "baseline_share",
                     "baseline_days",
+                    "p_value",
                 ],
-                numeric=["probe_asn", "measurements", "blocked_share", "baseline_share"],
+                numeric=[
+                    "probe_asn",
+                    "measurements",
+                    "blocked_share",
+                    "baseline_share",
+                    "p_value",
+                ],
             )
         )
         if data.events_total > len(data.events):

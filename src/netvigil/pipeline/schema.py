@@ -147,6 +147,8 @@ AGGREGATE_SCHEMAS: dict[str, pa.Schema] = {
             pa.field("baseline_share", pa.float64(), nullable=False),
             pa.field("baseline_days", pa.int64(), nullable=False),
             pa.field("measurements", pa.int64(), nullable=False),
+            # one-sided Fisher's exact test of the day against its baseline (``detect_events``)
+            pa.field("p_value", pa.float64(), nullable=False),
         ]
     ),
 }
