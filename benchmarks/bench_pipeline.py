@@ -1,6 +1,6 @@
 """Benchmark: the pipeline's throughput on generated OONI data, against oonidata's parser.
 
-Run:  .venv/bin/python benchmarks/bench_pipeline.py [--parse-count 20000] [--count 1000000]
+Run:  .venv/bin/python benchmarks/bench_pipeline.py [--parse-count 20000] [--rounds 3] [--count 1000000]
           [--dask-count 200000] [--workers 2] [--cache /tmp/netvigil-bench] [--skip-full]
           [--skip-dask] [--max-template-kb N]
 
@@ -8,15 +8,17 @@ Targets (the pipeline issue): parse + verdict at least 5x oonidata's measurement
 the full pipeline at 10,000 measurements/s or more for 1 M measurements, streaming with bounded
 memory; Dask with two workers against the embedded (DuckDB) engine, reported.
 
-1. **Parse + verdict vs oonidata, one core.** ONE .jsonl.gz of ``--parse-count`` generated
-   measurements (the generator's hourly files of one day, concatenated as gzip members). Each
-   side runs in its own process on one core, reads the same file, decompresses and ``orjson``-
-   parses every line, then: oonidata builds its typed measurement with
-   ``oonidata.dataclient.load_measurement`` (in ``.venv-oonidata``: it pins an old cryptography),
-   and no verdict; netvigil runs ``analyze`` (and, in a second pass, the pipeline's
-   ``transform`` to table rows, which calls ``analyze``). One-off start-up (imports, compiling
-   the fingerprint database) is reported apart and not in the rates; CPU seconds are reported
-   too, since other work on the machine can slow the wall clock.
+1. **Parse + verdict vs oonidata, one core.** ``--parse-count`` generated measurements: one
+   day of the generator's hourly ``.jsonl.gz`` files in OONI's layout. Each side runs in its
+   own process on one core and reads the same files in the same order. oonidata: Python's ``gzip``, ``orjson`` and
+   ``oonidata.dataclient.load_measurement`` (in ``.venv-oonidata``: it pins an old
+   cryptography), no verdict. netvigil: the pipeline's own reader (``sources.read_records``:
+   libdeflate, bounded line splitting) and ``orjson``, then ``analyze``; also parse only, parse +
+   verdict + table rows (``transform``), and, to show the verdict engine alone, oonidata's
+   reader (``gzip`` + ``orjson``) + ``analyze``. The sides alternate for ``--rounds`` rounds
+   and each ratio is taken within a round (CPU seconds), then the median over rounds: the
+   machine's speed drifts. One-off start-up (imports, compiling the fingerprint database) is
+   reported apart and not in the rates.
 2. **Full pipeline** (``run_local``, ``--workers`` processes) on ``--count`` measurements over a
    week, generated once into ``--cache``; wall seconds, measurements/s and the peak RSS of the
    whole process tree (psutil, sampled every 0.2 s; plus the largest single process's
@@ -36,6 +38,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,23 +56,27 @@ SEED = 1
 # --- part 1: the per-core loops, each run with -c in its own interpreter --------------------
 
 _OONIDATA_LOOP = r"""
-import gzip, json, sys, time
+import gzip, json, pathlib, sys, time
 t0 = time.perf_counter()
 import orjson
 from oonidata.dataclient import load_measurement
 startup = time.perf_counter() - t0
 n = failed = 0
 types = {}
+files = sorted(pathlib.Path(sys.argv[1]).rglob("*.jsonl.gz"))
 c0, w0 = time.process_time(), time.perf_counter()
-with gzip.open(sys.argv[1], "rb") as fh:
-    for line in fh:
-        n += 1
-        try:  # oonidata rejects some real old measurements (mashumaro InvalidFieldValue)
-            m = load_measurement(msmt=orjson.loads(line))
-        except Exception:
-            failed += 1
-            continue
-        types[type(m).__name__] = types.get(type(m).__name__, 0) + 1
+def lines():
+    for f in files:
+        with gzip.open(f, "rb") as fh:
+            yield from fh
+for line in lines():
+    n += 1
+    try:  # oonidata rejects some real old measurements (mashumaro InvalidFieldValue)
+        m = load_measurement(msmt=orjson.loads(line))
+    except Exception:
+        failed += 1
+        continue
+    types[type(m).__name__] = types.get(type(m).__name__, 0) + 1
 wall, cpu = time.perf_counter() - w0, time.process_time() - c0
 print(json.dumps({"measurements": n, "wall_s": wall, "cpu_s": cpu, "startup_s": startup,
                   "types": types, "failed": failed}))
@@ -79,46 +86,56 @@ _NETVIGIL_LOOP = r"""
 import gzip, json, sys, time
 t0 = time.perf_counter()
 import orjson
+from netvigil.pipeline.sources import FileReport, discover, read_records
+from netvigil.pipeline.transform import transform
 from netvigil.verdict import analyze, load_fingerprints
 fps = load_fingerprints()
-try:
-    from netvigil.pipeline.transform import transform
-except ImportError:
-    transform = None
 startup = time.perf_counter() - t0
+sources = discover([sys.argv[1]])  # sorted, as the oonidata loop reads them
 
-def timed(step):
+def timed(step, reader):
     n = 0
     c0, w0 = time.process_time(), time.perf_counter()
-    with gzip.open(sys.argv[1], "rb") as fh:
-        for line in fh:
-            step(line)
-            n += 1
+    for raw in reader():
+        step(raw)
+        n += 1
     return {"measurements": n, "wall_s": time.perf_counter() - w0,
             "cpu_s": time.process_time() - c0}
 
+def pipeline_reader():  # what the pipeline reads with (bounded line splitting)
+    for src in sources:
+        for rec in read_records(src, FileReport(src.name)):
+            yield rec.raw
+
+def gzip_reader():  # what the oonidata loop reads with: Python's gzip module
+    for src in sources:
+        with gzip.open(src.path, "rb") as fh:
+            yield from fh
+
+def rows(raw):
+    m = orjson.loads(raw)  # one parse, one verdict, one transform per record
+    return transform(m, "bench", raw=raw, verdict=analyze(m, fps))
+
 out = {"startup_s": startup}
-out["parse_only"] = timed(orjson.loads)
-out["parse_analyze"] = timed(lambda line: analyze(orjson.loads(line), fps))
-if transform is not None:
-    def rows(line):
-        m = orjson.loads(line)  # one parse, one verdict, one transform per line
-        return transform(m, "bench", raw=line, verdict=analyze(m, fps))
-    out["parse_analyze_transform"] = timed(rows)
+out["parse_only"] = timed(orjson.loads, pipeline_reader)
+out["parse_analyze"] = timed(lambda raw: analyze(orjson.loads(raw), fps), pipeline_reader)
+out["parse_analyze_transform"] = timed(rows, pipeline_reader)
+out["gzip_orjson_analyze"] = timed(lambda raw: analyze(orjson.loads(raw), fps), gzip_reader)
 print(json.dumps(out))
 """
 
 _PROFILE_LOOP = r"""
-import cProfile, gzip, pstats, sys
-import orjson
-from netvigil.verdict import analyze, load_fingerprints
+import cProfile, pstats, sys
+from netvigil.pipeline.sources import FileReport, discover, read_records
 from netvigil.pipeline.transform import transform
+from netvigil.verdict import analyze, load_fingerprints
 fps = load_fingerprints()
-lines = gzip.open(sys.argv[1], "rb").read().splitlines()[: int(sys.argv[2])]
+src = discover([sys.argv[1]])[0]
+raws = [rec.raw for _, rec in zip(range(int(sys.argv[2])), read_records(src, FileReport(src.name)))]
 def run():
-    for line in lines:
-        m = orjson.loads(line)
-        transform(m, "bench", raw=line, verdict=analyze(m, fps))
+    for raw in raws:
+        m = orjson.loads(raw)
+        transform(m, "bench", raw=raw, verdict=analyze(m, fps))
 prof = cProfile.Profile()
 prof.runcall(run)
 pstats.Stats(prof).sort_stats("tottime").print_stats(18)
@@ -175,47 +192,60 @@ def _dataset(cache: Path, count: int, days: int, max_kb: int | None, workers: in
     return path
 
 
+_NETVIGIL_KEYS = ("parse_only", "parse_analyze", "parse_analyze_transform", "gzip_orjson_analyze")
+
+
 def part1(args: argparse.Namespace) -> dict[str, Any]:
     base = _dataset(args.cache, args.parse_count, 1, args.max_template_kb, args.workers)
-    single = args.cache / f"{base.name}.single.jsonl.gz"
-    if not single.exists():
-        # gzip members concatenated are one valid gzip stream: one file, no re-compression.
-        with open(single, "wb") as out:
-            for f in sorted((base / "raw").rglob("*.jsonl.gz")):
-                out.write(f.read_bytes())
-    size = single.stat().st_size
-    result: dict[str, Any] = {"file": str(single), "gz_bytes": size}
-    if OONIDATA.exists():
-        o = _run_json([str(OONIDATA), "-c", _OONIDATA_LOOP, str(single)])
-        result["oonidata_load_measurement"] = {
-            **_rates(o),
-            "startup_s": round(o["startup_s"], 2),
-            "types": o["types"],
-            "failed": o["failed"],
-        }
-    else:
+    raw = base / "raw"
+    files = sorted(raw.rglob("*.jsonl.gz"))
+    result: dict[str, Any] = {
+        "input": str(raw),
+        "files": len(files),
+        "gz_bytes": sum(f.stat().st_size for f in files),
+    }
+    if not OONIDATA.exists():
         result["oonidata_load_measurement"] = {"error": f"{OONIDATA} missing: scripts/setup.sh"}
-    n = _run_json([sys.executable, "-c", _NETVIGIL_LOOP, str(single)])
-    result["netvigil_startup_s"] = round(n["startup_s"], 2)
-    for key in ("parse_only", "parse_analyze", "parse_analyze_transform"):
-        if key in n:
-            result[f"netvigil_{key}"] = _rates(n[key])
-    base_rate = result["oonidata_load_measurement"].get("measurements_per_s")
-    base_cpu = result["oonidata_load_measurement"].get("measurements_per_cpu_s")
-    if base_rate:
-        for key in ("netvigil_parse_analyze", "netvigil_parse_analyze_transform"):
-            if key in result:
-                result[f"ratio_{key[9:]}"] = round(result[key]["measurements_per_s"] / base_rate, 2)
-                result[f"ratio_{key[9:]}_cpu"] = round(
-                    result[key]["measurements_per_cpu_s"] / base_cpu, 2
-                )
+        return result
+    # The machine is shared and its speed drifts by tens of percent from minute to minute: the
+    # two sides run alternately, round after round, and each ratio is taken within a round.
+    rounds: list[dict[str, Any]] = []
+    for i in range(args.rounds):
+        o = _run_json([str(OONIDATA), "-c", _OONIDATA_LOOP, str(raw)])
+        n = _run_json([sys.executable, "-c", _NETVIGIL_LOOP, str(raw)])
+        one: dict[str, Any] = {
+            "oonidata_load_measurement": {**_rates(o), "types": o["types"], "failed": o["failed"]},
+            "oonidata_startup_s": round(o["startup_s"], 2),
+            "netvigil_startup_s": round(n["startup_s"], 2),
+        }
+        for key in _NETVIGIL_KEYS:
+            one[f"netvigil_{key}"] = _rates(n[key])
+            one[f"ratio_{key}_cpu"] = round(
+                one[f"netvigil_{key}"]["measurements_per_cpu_s"]
+                / one["oonidata_load_measurement"]["measurements_per_cpu_s"],
+                2,
+            )
+        rounds.append(one)
+        print(
+            f"  round {i + 1}/{args.rounds}: "
+            + json.dumps({k: v for k, v in one.items() if k.startswith("ratio_")}),
+            flush=True,
+        )
+    result["rounds"] = rounds
+    # Medians over the rounds (CPU seconds: what other work on the machine stretches least).
+    for key in ("oonidata_load_measurement", *(f"netvigil_{k}" for k in _NETVIGIL_KEYS)):
+        result[f"median_{key}_per_cpu_s"] = statistics.median(
+            r[key]["measurements_per_cpu_s"] for r in rounds
+        )
+    for key in _NETVIGIL_KEYS:
+        result[f"median_ratio_{key}_cpu"] = statistics.median(r[f"ratio_{key}_cpu"] for r in rounds)
     uncompressed = json.loads((args.cache / f"{base.name}.json").read_text())
     result["mean_bytes_per_measurement"] = round(
         uncompressed["bytes_uncompressed"] / max(1, uncompressed["measurements"])
     )
     if args.profile:
         prof = subprocess.run(
-            [sys.executable, "-c", _PROFILE_LOOP, str(single), str(args.profile)],
+            [sys.executable, "-c", _PROFILE_LOOP, str(raw), str(args.profile)],
             capture_output=True,
             text=True,
             cwd=ROOT,
@@ -359,6 +389,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--parse-count", type=int, default=20_000)
+    ap.add_argument("--rounds", type=int, default=3, help="part 1: alternating runs of each side")
     ap.add_argument("--count", type=int, default=1_000_000)
     ap.add_argument("--dask-count", type=int, default=200_000)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
