@@ -10,7 +10,7 @@ from typing import Any
 from netvigil.verdict import _read as r
 
 
-@dataclass
+@dataclass(slots=True)
 class Query:
     hostname: str
     query_type: str
@@ -23,7 +23,7 @@ class Query:
     second_opinion: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class Connect:
     ip: str
     port: int
@@ -31,7 +31,7 @@ class Connect:
     success: bool
 
 
-@dataclass
+@dataclass(slots=True)
 class Handshake:
     address: str | None  # "ip:port" or None (old probes did not record it)
     server_name: str
@@ -40,7 +40,7 @@ class Handshake:
     certs: list[Any]
 
 
-@dataclass
+@dataclass(slots=True)
 class Exchange:
     url: str
     failure: str | None
@@ -52,7 +52,7 @@ class Exchange:
     raw: Mapping[str, Any]
 
 
-@dataclass
+@dataclass(slots=True)
 class Control:
     present: bool
     failure: str | None  # control_failure
@@ -80,7 +80,7 @@ class Control:
         return self.http_present and self.http_failure is None and self.http_status > 0
 
 
-@dataclass
+@dataclass(slots=True)
 class View:
     test_name: str | None
     test_version: str
@@ -94,9 +94,10 @@ class View:
     handshakes: list[Handshake] = field(default_factory=list)
     requests: list[Exchange] = field(default_factory=list)
     control: Control | None = None
-    _main_memo: tuple[list[Query], str, int, list[Query]] | None = field(
-        default=None, init=False, repr=False, compare=False
-    )
+    # (queries, host, len(queries), tk) the memo was computed from, then the main queries,
+    # the probe's addresses and the DNS failure (None until asked for): each is asked for
+    # several times per verdict.
+    _memo: tuple[Any, ...] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def version(self) -> tuple[int, ...]:
@@ -106,46 +107,72 @@ class View:
 
     # -- DNS ------------------------------------------------------------------------------
 
-    def main_queries(self) -> list[Query]:
-        """Queries for the input's host, by the system/UDP resolver (DoH only as a fallback)."""
-        # Asked several times per verdict: remembered while ``queries`` and ``host`` are the
-        # same objects (a fresh list each call, so callers may change what they get).
-        memo = self._main_memo
+    def _remembered(self) -> list[Any]:
+        """The memo, recomputed when ``queries``, ``host`` or ``tk`` are not the same objects."""
+        memo = self._memo
+        queries = self.queries
         if (
             memo is not None
-            and memo[0] is self.queries
+            and memo[0] is queries
             and memo[1] is self.host
-            and memo[2] == len(self.queries)
+            and memo[2] == len(queries)
+            and memo[3] is self.tk
         ):
-            return list(memo[3])
+            values: list[Any] = memo[4]
+            return values
+        host = self.host
         qs = [
             q
-            for q in self.queries
-            if (not q.hostname or q.hostname.rstrip(".") == self.host) and not q.second_opinion
+            for q in queries
+            if (not q.hostname or q.hostname.rstrip(".") == host) and not q.second_opinion
         ]
         plain = [q for q in qs if q.engine != "doh"]
         picked = plain or qs
-        self._main_memo = (self.queries, self.host, len(self.queries), picked)
-        return list(picked)
-
-    def probe_addrs(self) -> list[str]:
         seen: dict[str, None] = {}
-        for q in self.main_queries():
+        for q in picked:
             for a in q.addrs:
                 seen.setdefault(a, None)
-        return list(seen)
+        values = [picked, list(seen), _UNSET]
+        self._memo = (queries, host, len(queries), self.tk, values)
+        return values
+
+    def main_queries(self) -> list[Query]:
+        """Queries for the input's host, by the system/UDP resolver (DoH only as a fallback)."""
+        return list(self._remembered()[0])  # a fresh list: callers may change what they get
+
+    def main_queries_view(self) -> list[Query]:
+        """``main_queries()`` without the copy: the caller must not change it."""
+        picked: list[Query] = self._remembered()[0]
+        return picked
+
+    def probe_addrs(self) -> list[str]:
+        return list(self._remembered()[1])
+
+    def probe_addrs_view(self) -> list[str]:
+        """``probe_addrs()`` without the copy: the caller must not change it."""
+        addrs: list[str] = self._remembered()[1]
+        return addrs
 
     def dns_failure(self) -> str | None:
+        values = self._remembered()
+        found = values[2]
+        if found is _UNSET:
+            found = values[2] = self._dns_failure(values[0], values[1])
+        return found  # type: ignore[no-any-return]
+
+    def _dns_failure(self, qs: list[Query], addrs: list[str]) -> str | None:
         explicit = r.failure(self.tk.get("dns_experiment_failure"))
         if explicit:
             return explicit
-        qs = self.main_queries()
-        if not qs or self.probe_addrs():
+        if not qs or addrs:
             return None
         failures = [q.failure for q in qs if q.failure]
         hard = [f for f in failures if f != "dns_no_answer"]
         picked = hard or failures
         return picked[0] if picked else None
+
+
+_UNSET: Any = object()
 
 
 @functools.lru_cache(maxsize=1024)
@@ -250,23 +277,37 @@ def _status_map(value: Any) -> dict[str, tuple[bool, str | None]]:
 
 
 def _control(tk: Mapping[str, Any]) -> Control:
-    raw = tk.get("control")
-    c = r.d(raw)
-    dns = r.d(c.get("dns"))
-    http = r.d(c.get("http_request"))
+    # r.d() skipped for what orjson gives (a dict): the same value, one call fewer
+    c = tk.get("control")
+    if type(c) is not dict:
+        c = r.d(c)
+    dns = c.get("dns")
+    if type(dns) is not dict:
+        dns = r.d(dns)
+    http = c.get("http_request")
+    if type(http) is not dict:
+        http = r.d(http)
+    ip_or_none = r.ip_or_none
     addrs, names = [], []
-    for a in r.head(dns.get("addrs"), 1024):
-        ip = r.ip_or_none(a)
-        if ip:
-            addrs.append(ip)
-        elif isinstance(a, str):
-            names.append(a)
+    raw_addrs = dns.get("addrs")
+    if raw_addrs:
+        for a in r.head(raw_addrs, 1024):
+            ip = ip_or_none(a)
+            if ip:
+                addrs.append(ip)
+            elif isinstance(a, str):
+                names.append(a)
     info: dict[str, tuple[int, int]] = {}
-    for ip, v in _items(c.get("ip_info")):
-        norm = r.ip_or_none(ip)
-        v = r.d(v)
-        if norm:
-            info[norm] = (r.integer(v.get("asn")) or 0, r.integer(v.get("flags")) or 0)
+    raw_info = c.get("ip_info")
+    if raw_info:
+        integer = r.integer
+        for ip, v in _items(raw_info):
+            norm = ip_or_none(ip)
+            if norm:
+                if type(v) is not dict:
+                    v = r.d(v)
+                info[norm] = (integer(v.get("asn")) or 0, integer(v.get("flags")) or 0)
+    tls, chains = _tls_maps(c.get("tls_handshake"))
     return Control(
         present=bool(c) and (bool(dns) or bool(http) or bool(c.get("tcp_connect"))),
         failure=r.failure(tk.get("control_failure")),
@@ -274,7 +315,7 @@ def _control(tk: Mapping[str, Any]) -> Control:
         dns_addrs=addrs,
         dns_names=names,
         tcp=_status_map(c.get("tcp_connect")),
-        tls=_status_map(c.get("tls_handshake")),
+        tls=tls,
         http_failure=r.failure(http.get("failure")),
         http_present=bool(http),
         http_status=r.integer(http.get("status_code")) or 0,
@@ -282,17 +323,26 @@ def _control(tk: Mapping[str, Any]) -> Control:
         http_title=r.s(http.get("title")) or "",
         http_headers=r.headers_of({"headers": http.get("headers")}),
         ip_info=info,
-        tls_chains=_chains(c.get("tls_handshake")),
+        tls_chains=chains,
     )
 
 
-def _chains(value: Any) -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = {}
+def _tls_maps(
+    value: Any,
+) -> tuple[dict[str, tuple[bool, str | None]], dict[str, list[Any]]]:
+    """``_status_map(value)`` and the chain per endpoint (x_peer_certificates), in one pass."""
+    status: dict[str, tuple[bool, str | None]] = {}
+    chains: dict[str, list[Any]] = {}
     for k, v in _items(value):
-        chain = r.head(r.d(v).get("x_peer_certificates"), 32)
+        if type(v) is not dict:
+            v = r.d(v)
+        fail = v.get("failure")
+        key = str(k)
+        status[key] = (v.get("status") is True, fail if isinstance(fail, str) and fail else None)
+        chain = r.head(v.get("x_peer_certificates"), 32)
         if chain:
-            out[str(k)] = chain
-    return out
+            chains[key] = chain
+    return status, chains
 
 
 MAX_ITEMS = 4096

@@ -143,7 +143,7 @@ def _chain_blockpage(view: View, fps: _Scan) -> tuple[Match | None, Exchange | N
 
 def _dns_stage(view: View, ooni: OONIResult, c: Control | None, fps: _Scan) -> None:
     # Injection: a first reply, then a different one for the same query.
-    for q in view.main_queries():
+    for q in view.main_queries_view():
         for late in q.late:
             late_set = set(late_addrs(late))
             late_fail = r.failure(late.get("failure"))

@@ -112,7 +112,7 @@ def dns_consistency(view: View) -> str | None:
     if r.is_ip_literal(view.host):
         return "consistent"
     probe_fail = view.dns_failure()
-    addrs = view.probe_addrs()
+    addrs = view.probe_addrs_view()
     if probe_fail and not addrs:
         nx_probe = probe_fail in ("dns_nxdomain_error", "android_dns_cache_no_data")
         nx_ctrl = c.dns_failure in ("dns_name_error", "dns_nxdomain_error")
@@ -259,14 +259,14 @@ def _v05_orig(view: View, c: Control, dns: str | None, diff: HTTPDiff) -> bool |
     if success:
         return False
     # null-null remedies
-    cleartext_ok = [q for q in view.main_queries() if q.engine != "doh"]
+    cleartext_ok = [q for q in view.main_queries_view() if q.engine != "doh"]
     if (
         c.dns_failure == "dns_name_error"
         and cleartext_ok
         and all(not q.failure or q.failure == "dns_no_answer" for q in cleartext_ok)
     ):
         return "dns"
-    if not view.probe_addrs() and not c.dns_addrs and view.queries:
+    if not view.probe_addrs_view() and not c.dns_addrs and view.queries:
         return False
     if view.connects and all(
         x.failure and c.tcp.get(r.endpoint(x.ip, x.port), (True, None))[1] for x in view.connects
