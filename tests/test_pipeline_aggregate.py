@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -346,6 +347,18 @@ def test_finish_daily_rounds_exactly_half_to_even() -> None:
         0.0,
         0.9,
     ]
+
+
+def assert_tables_equal(
+    left: dict[str, pa.Table], right: dict[str, pa.Table], names: Sequence[str] | None = None
+) -> None:
+    """The same tables (``names``, default all of ``left``), schema and bits, with a readable
+    diff when they are not."""
+    for name in names if names is not None else list(left):
+        a, b = left[name], right[name]
+        assert a.schema.equals(b.schema), name
+        if not a.equals(b):
+            raise AssertionError(f"{name} differs:\n{a.to_pylist()}\n!=\n{b.to_pylist()}")
 
 
 def _daily(

@@ -33,6 +33,7 @@ from netvigil.pipeline.dask_engine import (
 from netvigil.pipeline.local import RunSummary, run_local
 from netvigil.pipeline.schema import SORT_KEYS, VERDICT_SCHEMA
 from netvigil.pipeline.sources import PipelineInputError
+from test_pipeline_aggregate import assert_tables_equal
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -119,11 +120,7 @@ def _empty_partition(out: Path, day: str) -> None:
 
 
 def _assert_same(left: dict[str, pa.Table], right: dict[str, pa.Table]) -> None:
-    for name in ENGINE_AGGREGATES:
-        a, b = left[name], right[name]
-        assert a.schema.equals(b.schema), name
-        if not a.equals(b):
-            raise AssertionError(f"{name} differs:\n{a.to_pylist()}\n!=\n{b.to_pylist()}")
+    assert_tables_equal(left, right, ENGINE_AGGREGATES)
 
 
 UTC = dt.UTC

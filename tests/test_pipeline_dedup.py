@@ -31,7 +31,14 @@ from netvigil.pipeline.cli import print_summary
 from netvigil.pipeline.dask_engine import aggregate_dask, local_cluster
 from netvigil.pipeline.local import run_local
 from netvigil.pipeline.query import ask, open_pipeline, run_sql
-from test_pipeline_aggregate import D, story, ts, verdict, write_verdicts
+from test_pipeline_aggregate import (
+    D,
+    assert_tables_equal,
+    story,
+    ts,
+    verdict,
+    write_verdicts,
+)
 
 DATA = Path(__file__).parent / "data" / "ooni_samples.jsonl"
 TABLES = ("daily", "outcomes", "techniques", "events")
@@ -41,14 +48,6 @@ def _aggregates(out: Path) -> dict[str, pa.Table]:
     tables = aggregate_duckdb(out)
     tables["events"] = detect_events(tables["daily"])
     return tables
-
-
-def _assert_tables_equal(left: dict[str, pa.Table], right: dict[str, pa.Table]) -> None:
-    for name in left:
-        a, b = left[name], right[name]
-        assert a.schema.equals(b.schema), name
-        if not a.equals(b):
-            raise AssertionError(f"{name} differs:\n{a.to_pylist()}\n!=\n{b.to_pylist()}")
 
 
 def _copy(row: dict[str, Any], **changes: Any) -> dict[str, Any]:
@@ -85,7 +84,7 @@ def test_same_file_twice_aggregates_as_once(real_runs: tuple[Path, Path]) -> Non
     }
     assert count_duplicates(once) == 0
     # …and every aggregate is the single copy's, bit for bit, read back from the files too.
-    _assert_tables_equal(_aggregates(once), _aggregates(twice))
+    assert_tables_equal(_aggregates(once), _aggregates(twice))
     for name in TABLES:
         written = pq.read_table(twice / "aggregates" / f"{name}.parquet")
         assert written.equals(pq.read_table(once / "aggregates" / f"{name}.parquet"))
@@ -154,7 +153,7 @@ def test_overlapping_files_hand_computed(tmp_path: Path) -> None:
     assert techniques == {("blocked.kz", "tls/interception"): 2, ("mixed.kz", "dns/nxdomain"): 1}
     # Union of the two = the six distinct measurements written once.
     write_verdicts(single := tmp_path / "single", [*a, b[-1]])
-    _assert_tables_equal(_aggregates(single), tables)
+    assert_tables_equal(_aggregates(single), tables)
 
 
 def test_events_not_inflated_by_copies(tmp_path: Path) -> None:
@@ -166,7 +165,7 @@ def test_events_not_inflated_by_copies(tmp_path: Path) -> None:
     write_verdicts(tmp_path / "twice", [_copy(r, source="again.jsonl") for r in rows], writer="b")
     once, twice = _aggregates(tmp_path / "once"), _aggregates(tmp_path / "twice")
     assert once["events"].num_rows > 0
-    _assert_tables_equal(once, twice)
+    assert_tables_equal(once, twice)
 
 
 # --- copies that differ -------------------------------------------------------------------------
@@ -231,7 +230,7 @@ def test_conflicting_copies_deterministic_winner(tmp_path: Path) -> None:
         "conflicting": 4,
     }
     tables = _aggregates(tmp_path / "fwd")
-    _assert_tables_equal(tables, _aggregates(tmp_path / "rev"))
+    assert_tables_equal(tables, _aggregates(tmp_path / "rev"))
     daily = {(r["domain"], r["day"]): r for r in tables["daily"].to_pylist()}
     # c1 counts once, on the 9th, blocked (the collector's copy); nothing on the 8th.
     assert ("blocked.kz", D(2024, 3, 8)) not in daily
@@ -292,9 +291,9 @@ def test_dask_equals_duckdb_on_duplicated_input(tmp_path: Path, client: Client) 
     out = tmp_path / "out"
     _write_files(out, files)
     tables = aggregate_dask(out, client)
-    _assert_tables_equal(tables, aggregate_duckdb(out))
+    assert_tables_equal(tables, aggregate_duckdb(out))
     daily = {(r["domain"], r["day"]): r for r in tables["daily"].to_pylist()}
     assert daily[("blocked.kz", D(2024, 3, 9))]["blocked"] == 1 + 3  # c1's winner, the story's
     # …and without copies the Dask side takes its plain path: the same tables as one copy.
     write_verdicts(single := tmp_path / "single", story())
-    _assert_tables_equal(aggregate_dask(single, client), aggregate_duckdb(single))
+    assert_tables_equal(aggregate_dask(single, client), aggregate_duckdb(single))
