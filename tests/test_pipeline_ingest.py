@@ -36,7 +36,7 @@ WEB = [raw for raw in SAMPLES if orjson.loads(raw)["test_name"] == "web_connecti
 def no_aggregates(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """The aggregates step is another module's (tested there): record the call instead."""
     calls: list[Path] = []
-    monkeypatch.setattr(local, "build_aggregates_if_available", calls.append)
+    monkeypatch.setattr(local, "build_aggregates", calls.append)
     return calls
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from netvigil.pipeline.aggregate import build_aggregates, count_duplicates
 from netvigil.pipeline.schema import OBSERVATION_SCHEMA, VERDICT_SCHEMA
 from netvigil.pipeline.sources import (
     FileReport,
@@ -198,19 +199,7 @@ def record_duplicates(out_dir: Path, summary: RunSummary) -> None:
     """How many verdict rows repeat a measurement already seen (same ``measurement_uid``, e.g.
     one file given twice, or OONI's file and our collector's store): in ``totals``, so the
     run says it; the aggregates and queries count each measurement once."""
-    from netvigil.pipeline.aggregate import count_duplicates
-
     summary.totals["duplicates"] = count_duplicates(out_dir)
-
-
-def build_aggregates_if_available(out_dir: Path) -> bool:
-    """Run the aggregates step when its module is installed (it is written separately)."""
-    try:
-        from netvigil.pipeline import aggregate
-    except ImportError:
-        return False
-    aggregate.build_aggregates(out_dir)
-    return True
 
 
 def plan_batches(files: Sequence[SourceFile], workers: int) -> list[list[SourceFile]]:
@@ -296,6 +285,6 @@ def run_local(
     )
     record_duplicates(out, summary)
     write_ingest(out, summary)
-    build_aggregates_if_available(out)
+    build_aggregates(out)
     summary.seconds = time.monotonic() - started
     return summary
