@@ -44,6 +44,6 @@ uv sync --frozen --compile-bytecode --python "$PY" -q
 # oonidata (the referee for "is our output valid OONI data?") pins an old cryptography, so it
 # lives in a venv of its own, pinned with hashes; the tests call it as a separate process.
 if [ ! -x .venv-oonidata/bin/python ] || ! .venv-oonidata/bin/python -c 'import oonidata' 2>/dev/null; then
-  uv venv -q --python "$PY" .venv-oonidata
+  uv venv -q --clear --python "$PY" .venv-oonidata
   uv pip install -q --python .venv-oonidata/bin/python --require-hashes -r tools/oonidata-requirements.txt
 fi
