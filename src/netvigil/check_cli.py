@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from netvigil import textsafe
 from netvigil.experiments import interception_check as ic
 from netvigil.experiments import sni_triggers as st
 from netvigil.measure import InputError, ensure_consent, probe_config
@@ -98,7 +99,10 @@ def _names(values: list[str], source: str) -> list[str]:
         name = ic.normalize_domain(value)
         if name is None:
             print(
-                f"netvigil: {source}: '{value[:80]}' is not a host name — skipped", file=sys.stderr
+                textsafe.visible(
+                    f"netvigil: {source}: '{value[:80]}' is not a host name — skipped"
+                ),
+                file=sys.stderr,
             )
         else:
             out.append(name)
@@ -123,7 +127,7 @@ def run(args: Any) -> int:
     try:
         return _run(args)
     except InputError as exc:
-        print(f"netvigil: {exc}", file=sys.stderr)
+        print(textsafe.visible(f"netvigil: {exc}"), file=sys.stderr)
         return 2
 
 
@@ -168,14 +172,17 @@ def _run(args: Any) -> int:
 
 def _print_report(report: ic.CheckReport, evidence: str | None) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     from netvigil.testbed.report import make_console
 
+    # Issuer names, reasons and addresses come from the network (a forged certificate names its
+    # issuer as the censor likes): every one is printed as plain text, never as markup.
     console = make_console()
     style = {ic.INTERCEPTED: "bold red", ic.OK: "green", ic.CANNOT_TELL: "yellow"}
-    console.print(f"[bold]{ic.headline(report)}[/]", highlight=False)
+    console.print(textsafe.text(ic.headline(report), "bold"))
     table = Table(
-        title=f"{len(report.results)} sites checked in {report.seconds:.1f} s",
+        title=Text(f"{len(report.results)} sites checked in {report.seconds:.1f} s"),
         title_justify="left",
     )
     table.add_column("domain")
@@ -186,17 +193,17 @@ def _print_report(report: ic.CheckReport, evidence: str | None) -> None:
     order = {ic.INTERCEPTED: 0, ic.CANNOT_TELL: 1, ic.OK: 2}
     for r in sorted(report.results, key=lambda r: (order[r.verdict], r.domain)):
         table.add_row(
-            r.domain,
-            f"[{style[r.verdict]}]{r.verdict}[/]",
-            r.address or "-",
-            r.issuer or "-",
-            r.reason,
+            textsafe.text(r.domain),
+            Text(r.verdict, style[r.verdict]),
+            textsafe.text(r.address or "-"),
+            textsafe.text(r.issuer or "-"),
+            textsafe.text(r.reason),
         )
     console.print(table)
     if not report.roots_database:
-        console.print("  (the known-roots database is not available: issuers are not named)")
+        console.print(Text("  (the known-roots database is not available: issuers are not named)"))
     if evidence:
-        console.print(f"  evidence: {evidence}")
+        console.print(textsafe.text(f"  evidence: {evidence}"))
 
 
 def _discover(args: Any, trust: Any, timeout: float) -> int:
@@ -239,19 +246,23 @@ def _discover(args: Any, trust: Any, timeout: float) -> int:
         }
         print(json.dumps(doc))
         return code
+    # SNIs are host names we checked, but summaries and routers come from the network.
+    say = textsafe.visible
     print(
-        f"{len(triggered)} of {len(probes)} SNIs trigger interception at {address}"
-        + (f": {', '.join(triggered)}" if triggered else ".")
+        say(
+            f"{len(triggered)} of {len(probes)} SNIs trigger interception at {address}"
+            + (f": {', '.join(triggered)}" if triggered else ".")
+        )
     )
     for outcome in (st.BLOCKED, st.NOT_SERVED, st.FAILED):
         names = [p.sni for p in probes if p.outcome == outcome]
         if names:
-            print(f"  {outcome}: {', '.join(names[:20])}" + (" …" if len(names) > 20 else ""))
+            print(say(f"  {outcome}: {', '.join(names[:20])}" + (" …" if len(names) > 20 else "")))
     if location is not None:
-        print(f"{location.sni}: {location.summary()}.")
+        print(say(f"{location.sni}: {location.summary()}."))
         for hop in location.hops:
             router = f" router {hop.router} ({hop.router_icmp})" if hop.router else ""
-            print(f"  ttl {hop.ttl}: {hop.outcome}{router}")
+            print(say(f"  ttl {hop.ttl}: {hop.outcome}{router}"))
     elif args.locate:
         print("Nothing to locate: no SNI triggered interception.")
     return code
