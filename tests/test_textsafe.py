@@ -145,6 +145,28 @@ def test_make_console_prints_strings_literally() -> None:
     assert "\x1b]8;" not in out
 
 
+def test_log_lines_quote_client_strings_as_text() -> None:
+    """The collector and the helper log request paths and URLs a client chose."""
+    import io
+    import logging
+
+    stream = io.StringIO()
+    logger = logging.getLogger("netvigil.test.textsafe")
+    logger.propagate = False
+    logger.addHandler(textsafe.log_handler("%(levelname)s %(message)s", stream))
+    try:
+        logger.error("unhandled error on %s %s", "GET", "/" + ALL_HOSTILE)
+        try:
+            raise ValueError("boom \x1b[2J")
+        except ValueError:
+            logger.exception("fetching %s failed", "http://x/\u202e")
+    finally:
+        logger.handlers.clear()
+    out = stream.getvalue()
+    assert_terminal_safe(out, "/" + ALL_HOSTILE, "boom \x1b[2J", "http://x/\u202e")
+    assert "Traceback (most recent call last):\n" in out  # tracebacks keep their lines
+
+
 # ----------------------------------------------------------------------------------------------
 # check: the issuer name of a forged chain, served on loopback, with a control that saw the real
 # one (so the verdict is "intercepted" and the headline names the hostile issuer)

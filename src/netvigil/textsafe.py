@@ -29,6 +29,7 @@ This module is the one place that turns any such string into plain text that is 
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any, TextIO
 
@@ -37,6 +38,8 @@ from rich.text import Text
 
 __all__ = [
     "DEFAULT_LIMIT",
+    "LogFormatter",
+    "log_handler",
     "make_console",
     "text",
     "visible",
@@ -125,3 +128,19 @@ def make_console(file: TextIO | None = None, *, stderr: bool = False, **kwargs: 
     elif stderr:
         options["stderr"] = True
     return Console(**options)
+
+
+class LogFormatter(logging.Formatter):
+    """Log lines quote what clients chose (a request path, a URL to measure): made visible like
+    everything else, since a log read with ``tail`` or ``less`` is a terminal too. Tracebacks
+    keep their line breaks; nothing is cut."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return visible(super().format(record), limit=None, multiline=True)
+
+
+def log_handler(fmt: str, stream: TextIO | None = None) -> logging.Handler:
+    """A stream handler (stderr by default) whose lines are plain text (:class:`LogFormatter`)."""
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(LogFormatter(fmt))
+    return handler

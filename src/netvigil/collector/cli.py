@@ -88,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(textsafe.visible(f"netvigil collector: {exc}"), file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # request paths in log lines are the client's choice: logged as plain text
+    log_format = "%(asctime)s %(name)s %(levelname)s %(message)s"
+    logging.basicConfig(level=logging.INFO, handlers=[textsafe.log_handler(log_format)])
     cfg = CollectorConfig(
         data_dir=args.data,
         database_url=args.database,

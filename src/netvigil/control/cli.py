@@ -128,10 +128,10 @@ def _raise_fd_limit() -> None:
 def run(args: argparse.Namespace) -> int:
     from netvigil.control.netops import NetvigilOps, ResolverSpec
 
+    # a probe chooses the URLs quoted in log lines: logged as plain text
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        handlers=[textsafe.log_handler("%(asctime)s %(name)s %(levelname)s %(message)s")],
     )
     try:
         host, port = _listen(args.listen)
