@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from netvigil import textsafe
 from netvigil.experiments import interception_check as ic
 from netvigil.experiments import sni_triggers as st
 from netvigil.measure import InputError, ensure_consent, probe_config
@@ -18,8 +19,11 @@ from netvigil.measure import InputError, ensure_consent, probe_config
 DESCRIPTION = """\
 Is HTTPS being intercepted on this network right now?
 
-For about 60 sites (the 37 names intercepted in Kazakhstan in 2019, the 14 of 2024, and large
-social and news sites) plus any you name, netvigil connects with the site's name (SNI),
+For about 120 sites (the 37 names intercepted in Kazakhstan in 2019, the 14 of 2024, large
+social and news sites, messaging apps -- Signal, WhatsApp, Telegram, Facebook Messenger -- and
+circumvention tools -- the Tor Project, Psiphon, VPN providers) plus any you name and, with
+--list CC, the hosts of a country's Citizen Lab test list, netvigil connects with the site's
+name (SNI),
 captures the whole certificate chain, verifies it against the Mozilla roots (never your
 system's store, so a root you were told to install does not hide anything) and compares it
 with what an uncensored control sees at the same address.
@@ -33,6 +37,7 @@ SNI to an address that serves a valid certificate, and lists the SNIs that get a
 Examples:
   netvigil testbed run -p kz-2019-interception -- netvigil check
   netvigil check --helper https://helper.example/ www.example.org --json
+  netvigil check --helper https://helper.example/ --list kz
   netvigil check --discover-triggers --address 198.19.0.5 --sni-file names.txt --locate
 """
 
@@ -48,7 +53,18 @@ def add_parser(subparsers: Any) -> None:
         "domains", nargs="*", metavar="DOMAIN", help="more names to check (SNIs with --address)"
     )
     p.add_argument(
-        "--only", action="store_true", help="check only the names given, not the built-in set"
+        "--only",
+        action="store_true",
+        help="check only the names given (DOMAIN…, --list), not the built-in sets",
+    )
+    p.add_argument(
+        "--list",
+        "-l",
+        action="append",
+        default=[],
+        metavar="CC",
+        help="also check the hosts of a shipped Citizen Lab test list (kz, ru, ir, cn, by, cis, "
+        f"global; at most {ic.MAX_LIST_NAMES} names from each)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument(
@@ -98,7 +114,10 @@ def _names(values: list[str], source: str) -> list[str]:
         name = ic.normalize_domain(value)
         if name is None:
             print(
-                f"netvigil: {source}: '{value[:80]}' is not a host name — skipped", file=sys.stderr
+                textsafe.visible(
+                    f"netvigil: {source}: '{value[:80]}' is not a host name — skipped"
+                ),
+                file=sys.stderr,
             )
         else:
             out.append(name)
@@ -113,6 +132,24 @@ def _sni_file(path: str) -> list[str]:
     return _names([ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")], path)
 
 
+def _test_list(code: str) -> ic.TriggerSet:
+    """The host names of a shipped Citizen Lab list, read as `measure --list` reads it."""
+    from netvigil.measure import gather_inputs
+
+    inputs = gather_inputs([], [], [code])  # an unknown list: InputError naming the known ones
+    # one name per host (a list has several URLs of a site; an IP address is not an SNI)
+    hosts = list(dict.fromkeys(d for d in map(ic.normalize_domain, inputs.urls) if d))
+    if len(hosts) > ic.MAX_LIST_NAMES:
+        print(
+            f"netvigil: list {code}: {len(hosts):,} host names; checking the first "
+            f"{ic.MAX_LIST_NAMES:,} in the list's order (name others as arguments, or measure "
+            f"the whole list with 'netvigil measure --list {code}')",
+            file=sys.stderr,
+        )
+        hosts = hosts[: ic.MAX_LIST_NAMES]
+    return ic.TriggerSet(f"list {code}", f"Citizen Lab test list '{code}'", tuple(hosts))
+
+
 def _trust_store(args: Any) -> int:
     from netvigil.audit import truststore
 
@@ -123,7 +160,7 @@ def run(args: Any) -> int:
     try:
         return _run(args)
     except InputError as exc:
-        print(f"netvigil: {exc}", file=sys.stderr)
+        print(textsafe.visible(f"netvigil: {exc}"), file=sys.stderr)
         return 2
 
 
@@ -143,9 +180,12 @@ def _run(args: Any) -> int:
     )
     if args.discover_triggers or args.locate:
         return _discover(args, config.trust, timeout)
-    domains = _names(list(args.domains), "argument")
-    if not args.only:
-        domains = ic.default_domains() + domains
+    sets = [] if args.only else ic.load_triggers()
+    sets += [_test_list(code) for code in dict.fromkeys(c.lower() for c in args.list)]
+    named = _names(list(args.domains), "argument")
+    if named:
+        sets.append(ic.TriggerSet(ic.NAMED_SET, "named on the command line", tuple(named)))
+    domains = ic.domains_of(sets)
     if not domains:
         raise InputError("nothing to check — name domains, or leave out --only")
     if config.helper_url is None:
@@ -155,7 +195,9 @@ def _run(args: Any) -> int:
             file=sys.stderr,
         )
     report = asyncio.run(
-        ic.check_domains(domains, config, concurrency=max(1, args.concurrency), timeout=timeout)
+        ic.check_domains(
+            domains, config, concurrency=max(1, args.concurrency), timeout=timeout, sets=sets
+        )
     )
     if args.evidence:
         ic.write_evidence(report, args.evidence)
@@ -168,14 +210,17 @@ def _run(args: Any) -> int:
 
 def _print_report(report: ic.CheckReport, evidence: str | None) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     from netvigil.testbed.report import make_console
 
+    # Issuer names, reasons and addresses come from the network (a forged certificate names its
+    # issuer as the censor likes): every one is printed as plain text, never as markup.
     console = make_console()
     style = {ic.INTERCEPTED: "bold red", ic.OK: "green", ic.CANNOT_TELL: "yellow"}
-    console.print(f"[bold]{ic.headline(report)}[/]", highlight=False)
+    console.print(textsafe.text(ic.headline(report), "bold"))
     table = Table(
-        title=f"{len(report.results)} sites checked in {report.seconds:.1f} s",
+        title=Text(f"{len(report.results)} sites checked in {report.seconds:.1f} s"),
         title_justify="left",
     )
     table.add_column("domain")
@@ -186,17 +231,17 @@ def _print_report(report: ic.CheckReport, evidence: str | None) -> None:
     order = {ic.INTERCEPTED: 0, ic.CANNOT_TELL: 1, ic.OK: 2}
     for r in sorted(report.results, key=lambda r: (order[r.verdict], r.domain)):
         table.add_row(
-            r.domain,
-            f"[{style[r.verdict]}]{r.verdict}[/]",
-            r.address or "-",
-            r.issuer or "-",
-            r.reason,
+            textsafe.text(r.domain),
+            Text(r.verdict, style[r.verdict]),
+            textsafe.text(r.address or "-"),
+            textsafe.text(r.issuer or "-"),
+            textsafe.text(r.reason),
         )
     console.print(table)
     if not report.roots_database:
-        console.print("  (the known-roots database is not available: issuers are not named)")
+        console.print(Text("  (the known-roots database is not available: issuers are not named)"))
     if evidence:
-        console.print(f"  evidence: {evidence}")
+        console.print(textsafe.text(f"  evidence: {evidence}"))
 
 
 def _discover(args: Any, trust: Any, timeout: float) -> int:
@@ -239,19 +284,23 @@ def _discover(args: Any, trust: Any, timeout: float) -> int:
         }
         print(json.dumps(doc))
         return code
+    # SNIs are host names we checked, but summaries and routers come from the network.
+    say = textsafe.visible
     print(
-        f"{len(triggered)} of {len(probes)} SNIs trigger interception at {address}"
-        + (f": {', '.join(triggered)}" if triggered else ".")
+        say(
+            f"{len(triggered)} of {len(probes)} SNIs trigger interception at {address}"
+            + (f": {', '.join(triggered)}" if triggered else ".")
+        )
     )
     for outcome in (st.BLOCKED, st.NOT_SERVED, st.FAILED):
         names = [p.sni for p in probes if p.outcome == outcome]
         if names:
-            print(f"  {outcome}: {', '.join(names[:20])}" + (" …" if len(names) > 20 else ""))
+            print(say(f"  {outcome}: {', '.join(names[:20])}" + (" …" if len(names) > 20 else "")))
     if location is not None:
-        print(f"{location.sni}: {location.summary()}.")
+        print(say(f"{location.sni}: {location.summary()}."))
         for hop in location.hops:
             router = f" router {hop.router} ({hop.router_icmp})" if hop.router else ""
-            print(f"  ttl {hop.ttl}: {hop.outcome}{router}")
+            print(say(f"  ttl {hop.ttl}: {hop.outcome}{router}"))
     elif args.locate:
         print("Nothing to locate: no SNI triggered interception.")
     return code

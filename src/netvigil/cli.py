@@ -144,17 +144,23 @@ def _strip_dashes(cmd: Sequence[str]) -> list[str]:
 
 
 def _testbed(args: argparse.Namespace) -> int:
+    from netvigil import textsafe
     from netvigil.testbed import control
     from netvigil.testbed.plan import make_plan
     from netvigil.testbed.profile import builtin_profiles, load_profile
     from netvigil.testbed.truth import ground_truth
 
+    # Profiles (names, descriptions, sites) are files anyone can hand over: plain text only.
+    say = textsafe.visible
     action = args.testbed_command
     if action == "profiles":
         for name in builtin_profiles():
             profile = load_profile(name)
             print(
-                f"{name:24} {len(profile.sites):4} sites {len(profile.rules):3} rules  {profile.description}"
+                say(
+                    f"{name:24} {len(profile.sites):4} sites {len(profile.rules):3} rules  "
+                    f"{profile.description}"
+                )
             )
         return 0
     if action == "truth":
@@ -184,16 +190,18 @@ def _testbed(args: argparse.Namespace) -> int:
             )
         else:
             print(
-                f"testbed '{info.name}' is up with profile {info.profile} in {info.up_seconds:.2f} s "
-                f"(supervisor pid {info.host_pid})."
+                say(
+                    f"testbed '{info.name}' is up with profile {info.profile} in "
+                    f"{info.up_seconds:.2f} s (supervisor pid {info.host_pid})."
+                )
             )
-            print(f"  trust anchor (testbed web PKI): {info.trust_anchor}")
-            print(f"  enter it:  netvigil testbed exec --name {info.name} -- bash")
-            print(f"  stop it:   netvigil testbed down --name {info.name}")
+            print(say(f"  trust anchor (testbed web PKI): {info.trust_anchor}"))
+            print(say(f"  enter it:  netvigil testbed exec --name {info.name} -- bash"))
+            print(say(f"  stop it:   netvigil testbed down --name {info.name}"))
         return 0
     if action == "down":
         was_up = control.down(args.name)
-        print(f"testbed '{args.name}' " + ("stopped." if was_up else "was not running."))
+        print(say(f"testbed '{args.name}' " + ("stopped." if was_up else "was not running.")))
         return 0
     if action == "status":
         found = control.status(args.name)
@@ -212,11 +220,13 @@ def _testbed(args: argparse.Namespace) -> int:
                 )
             )
         elif found is None:
-            print(f"testbed '{args.name}' is not running.")
+            print(say(f"testbed '{args.name}' is not running."))
         else:
             print(
-                f"testbed '{found.name}' is up: profile {found.profile}, supervisor pid {found.host_pid}, "
-                f"hosts {', '.join(sorted(found.netns))}."
+                say(
+                    f"testbed '{found.name}' is up: profile {found.profile}, "
+                    f"supervisor pid {found.host_pid}, hosts {', '.join(sorted(found.netns))}."
+                )
             )
         return 0 if found is not None else 1
     if action == "run":
@@ -238,18 +248,25 @@ def _testbed(args: argparse.Namespace) -> int:
     if action == "demo":
         from collections import Counter
 
+        from rich.text import Text
+
         from netvigil.testbed.report import make_console
 
         plan = make_plan(load_profile(args.profile))
         console = make_console()
-        console.rule(f"[bold]netvigil testbed: {args.profile}")
-        console.print(plan.description.strip())
+        console.rule(textsafe.text(f"netvigil testbed: {args.profile}", "bold"))
+        console.print(textsafe.text(plan.description.strip(), multiline=True))
         counts = Counter(row.outcome for row in ground_truth(plan))
         console.print(
-            "What the emulated censor does to the profile's URLs (netvigil testbed truth lists them): "
-            + ", ".join(f"{outcome} {n}" for outcome, n in sorted(counts.items()))
+            textsafe.text(
+                "What the emulated censor does to the profile's URLs "
+                "(netvigil testbed truth lists them): "
+                + ", ".join(f"{outcome} {n}" for outcome, n in sorted(counts.items()))
+            )
         )
-        console.rule("[bold]Bringing the emulated network up; the probe measures from 'client'")
+        console.rule(
+            Text("Bringing the emulated network up; the probe measures from 'client'", "bold")
+        )
         cmd = [sys.executable, "-m", "netvigil.testbed.demo"]
         if args.save:
             cmd += ["--save", str(Path(args.save).resolve())]
@@ -304,7 +321,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return control_cli.run(args)
     except (ProfileError, TestbedError, InputError) as exc:
-        print(f"netvigil: {exc}", file=sys.stderr)
+        from netvigil import textsafe
+
+        print(textsafe.visible(f"netvigil: {exc}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("netvigil: interrupted", file=sys.stderr)

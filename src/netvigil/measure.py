@@ -26,7 +26,9 @@ from urllib.parse import urlsplit
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
+from netvigil import textsafe
 from netvigil.experiments.web_connectivity import ProbeConfig, WebConnectivity
 from netvigil.upload import cli as _upload_cli
 
@@ -195,8 +197,9 @@ def print_summary(result: RunResult, console: Console) -> None:
     by_outcome: dict[str, list[str]] = defaultdict(list)
     for verdict in result.verdicts:
         by_outcome[str(verdict.get("outcome", "unknown"))].append(str(verdict.get("input", "")))
+    # Inputs and outcomes come from files and the network: plain text only (textsafe).
     table = Table(
-        title=f"{len(result.verdicts)} URLs measured in {result.seconds:.1f} s",
+        title=Text(f"{len(result.verdicts)} URLs measured in {result.seconds:.1f} s"),
         title_justify="left",
     )
     table.add_column("outcome")
@@ -216,7 +219,7 @@ def print_summary(result: RunResult, console: Console) -> None:
             else "bold red"
         )
         examples = ", ".join(urls[:3]) + (f" … (+{len(urls) - 3})" if len(urls) > 3 else "")
-        table.add_row(f"[{style}]{outcome}[/]", str(len(urls)), examples)
+        table.add_row(textsafe.text(outcome, style), str(len(urls)), textsafe.text(examples))
     console.print(table)
 
 
@@ -469,7 +472,7 @@ def run(args: Any) -> int:
     inputs = gather_inputs(list(args.urls), list(args.input_file), list(args.list))
     upload = upload_target(args)
     for line in inputs.skipped:
-        print(f"netvigil: {line}", file=sys.stderr)
+        print(textsafe.visible(f"netvigil: {line}"), file=sys.stderr)
     in_testbed = os.environ.get("NETVIGIL_TESTBED") == "1"
     if not in_testbed:
         ensure_consent(args.consent, sys.stdin.isatty())
@@ -510,9 +513,9 @@ def run(args: Any) -> int:
         if inputs.skipped:
             print(f"  {len(inputs.skipped)} input(s) skipped (see above).")
         if args.output:
-            print(f"  measurements: {args.output}")
+            print(textsafe.visible(f"  measurements: {args.output}"))
     if upload is not None and collected is not None:
         code, line = upload_measurements(collected, upload[0], upload[1], args.outbox)
-        print(line, file=sys.stderr if args.json else sys.stdout)
+        print(textsafe.visible(line), file=sys.stderr if args.json else sys.stdout)
         return code
     return 0

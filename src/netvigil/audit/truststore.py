@@ -946,8 +946,15 @@ def run(args: argparse.Namespace) -> int:
 def render(report: AuditReport, console: Any = None) -> None:
     """The headline, a table of what is flagged and which sources were read."""
     from rich.console import Console
-    from rich.markup import escape
+    from rich.markup import escape as markup_escape
     from rich.table import Table
+
+    from netvigil import textsafe
+
+    def escape(value: str) -> str:
+        # Certificate names and file contents are untrusted (a censor's root names itself):
+        # control characters made visible, then markup escaped, as this function builds markup.
+        return markup_escape(textsafe.visible(value, multiline=True))
 
     console = console or Console()
     style = {"interception": "bold red", "flagged": "bold yellow", "clean": "bold green"}.get(

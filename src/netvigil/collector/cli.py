@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from netvigil import textsafe
 from netvigil.collector.app import CollectorConfig, create_app
 
 MAX_TOKEN_FILE = 4096
@@ -85,9 +86,11 @@ def run(args: argparse.Namespace) -> int:
         if args.database and not args.database.startswith(("postgresql://", "postgres://")):
             raise ValueError("--database must be a postgresql://… DSN")
     except (OSError, ValueError) as exc:
-        print(f"netvigil collector: {exc}", file=sys.stderr)
+        print(textsafe.visible(f"netvigil collector: {exc}"), file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # request paths in log lines are the client's choice: logged as plain text
+    log_format = "%(asctime)s %(name)s %(levelname)s %(message)s"
+    logging.basicConfig(level=logging.INFO, handlers=[textsafe.log_handler(log_format)])
     cfg = CollectorConfig(
         data_dir=args.data,
         database_url=args.database,

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from netvigil import textsafe
 from netvigil.control.policy import AddressPolicy, parse_networks
 from netvigil.control.server import HelperConfig, ServerLimits, start_helper
 
@@ -127,10 +128,10 @@ def _raise_fd_limit() -> None:
 def run(args: argparse.Namespace) -> int:
     from netvigil.control.netops import NetvigilOps, ResolverSpec
 
+    # a probe chooses the URLs quoted in log lines: logged as plain text
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        handlers=[textsafe.log_handler("%(asctime)s %(name)s %(levelname)s %(message)s")],
     )
     try:
         host, port = _listen(args.listen)
@@ -146,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
         )
         ops = NetvigilOps.from_trust_file(resolver, args.trust, also_aaaa=args.ipv6)
     except (ValueError, OSError) as exc:
-        print(f"netvigil helper: {exc}", file=sys.stderr)
+        print(textsafe.visible(f"netvigil helper: {exc}"), file=sys.stderr)
         return 2
     _raise_fd_limit()
     limits = ServerLimits(max_inflight=args.max_inflight, max_queue=args.max_queue)
@@ -154,6 +155,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         asyncio.run(_serve(config, host, port))
     except OSError as exc:
-        print(f"netvigil helper: cannot listen on {args.listen}: {exc}", file=sys.stderr)
+        print(
+            textsafe.visible(f"netvigil helper: cannot listen on {args.listen}: {exc}"),
+            file=sys.stderr,
+        )
         return 1
     return 0

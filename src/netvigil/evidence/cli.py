@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from netvigil import textsafe
 from netvigil.evidence.log import (
     EVIDENCE_KEY,
     EvidenceFormatError,
@@ -123,18 +124,19 @@ def _verify(args: Any) -> VerifyResult:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split())[:300]
+    # For the terminal: a reason may quote the file (a forged field, a URL): plain text only.
+    return textsafe.visible(" ".join(text.split()), limit=300)
 
 
 def run(args: Any) -> int:
     try:
         result = _verify(args)
     except _InputError as exc:
-        msg = _one_line(str(exc))
         if getattr(args, "json", False):
+            msg = " ".join(str(exc).split())[:300]
             print(json.dumps({"valid": False, "malformed": True, "reason": msg}))
         else:
-            print(f"netvigil: {msg}", file=sys.stderr)
+            print(f"netvigil: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(result.to_json(), ensure_ascii=False))

@@ -57,12 +57,17 @@ __all__ = [
     "INTERCEPTED",
     "MAX_CERT_BYTES",
     "MAX_CHAIN",
+    "MAX_LIST_NAMES",
+    "NAMED_SET",
     "OK",
     "CheckReport",
     "DomainResult",
+    "TriggerSet",
     "chain_to_pem",
     "check_domains",
+    "checked_summary",
     "control_chain",
+    "domains_of",
     "headline",
     "known_root",
     "leaf_spki_sha256",
@@ -79,6 +84,11 @@ CANNOT_TELL = "cannot tell"
 MAX_CHAIN = ntls.MAX_CHAIN
 MAX_CERT_BYTES = 64 * 1024
 MAX_DOMAINS = 10_000
+# Names taken from one --list CC (a Citizen Lab list holds up to ~1,700 hosts): a check of this
+# many takes about a minute on a real network at the default concurrency, and as many control
+# queries; more is a job for `netvigil measure --list`.
+MAX_LIST_NAMES = 1_000
+NAMED_SET = "named"
 DEFAULT_CONCURRENCY = 64
 
 _HOSTNAME = re.compile(r"(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9])?\.)*[a-z0-9-]{1,63}")
@@ -110,9 +120,14 @@ def normalize_domain(text: str) -> str | None:
 
 @dataclass(frozen=True)
 class TriggerSet:
+    """A named group of domains to check: a built-in set, a country's list, the names given."""
+
     name: str
     description: str
     domains: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "count": len(self.domains)}
 
 
 def load_triggers() -> list[TriggerSet]:
@@ -128,6 +143,11 @@ def load_triggers() -> list[TriggerSet]:
 
 def default_domains() -> list[str]:
     return list(dict.fromkeys(d for s in load_triggers() for d in s.domains))
+
+
+def domains_of(sets: Iterable[TriggerSet]) -> list[str]:
+    """Every domain of the sets, once, in order."""
+    return list(dict.fromkeys(d for s in sets for d in s.domains))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -616,6 +636,7 @@ class CheckReport:
     results: list[DomainResult]
     seconds: float
     roots_database: bool
+    sets: list[TriggerSet] = field(default_factory=list)  # where the names came from
 
     def by_verdict(self, verdict: str) -> list[DomainResult]:
         return [r for r in self.results if r.verdict == verdict]
@@ -637,6 +658,7 @@ class CheckReport:
             "seconds": round(self.seconds, 3),
             "counts": {v: counts.get(v, 0) for v in (INTERCEPTED, OK, CANNOT_TELL)},
             "roots_database": self.roots_database,
+            "checked": [s.to_json() for s in self.sets],
             "domains": [r.to_json(raw=raw) for r in self.results],
         }
 
@@ -681,14 +703,30 @@ def headline(report: CheckReport) -> str:
         tail = f" ({_sites(unknown)} could not be checked)" if unknown else ""
         return (
             f"No interception seen: HTTPS to {_sites(len(ok))} presented the genuine "
-            f"certificate{tail}."
+            f"certificate{tail}. {checked_summary(report)}"
         )
     reasons = Counter(
         (r.failure or r.control_failure or r.reason or "unknown").split(" (")[0]
         for r in report.results
     )
     common = ", ".join(f"{why} ×{n}" for why, n in reasons.most_common(3))
-    return f"Could not tell: none of the {_sites(total)} could be checked ({common})."
+    return (
+        f"Could not tell: none of the {_sites(total)} could be checked ({common}). "
+        f"{checked_summary(report)}"
+    )
+
+
+def checked_summary(report: CheckReport) -> str:
+    """Which names were checked: "nothing seen" means little without it (a built-in set
+    without the sites a censor targets says "no interception" on a network that intercepts)."""
+    names = [r.domain for r in report.results]
+    if len(names) <= 8:
+        return f"Checked: {', '.join(names)}." if names else "No names were checked."
+    sets = [s for s in report.sets if s.domains]
+    if not sets:
+        return f"Checked {len(names)} names."
+    parts = ", ".join(f"{s.name} ({len(s.domains)})" for s in sets)
+    return f"Checked {len(names)} names: {parts}."
 
 
 async def check_domains(
@@ -698,8 +736,11 @@ async def check_domains(
     concurrency: int = DEFAULT_CONCURRENCY,
     timeout: float = 5.0,
     on_result: Callable[[DomainResult], None] | None = None,
+    sets: Sequence[TriggerSet] = (),
 ) -> CheckReport:
-    """Check every domain, at most `concurrency` at once; results in the input order."""
+    """Check every domain, at most `concurrency` at once; results in the input order.
+
+    `sets` says where the domains came from (for the headline and --json)."""
     names = list(dict.fromkeys(domains))[:MAX_DOMAINS]
     gate = asyncio.Semaphore(max(1, concurrency))
     started = time.monotonic()
@@ -712,7 +753,7 @@ async def check_domains(
         return result
 
     results = await asyncio.gather(*(one(n) for n in names))
-    return CheckReport(list(results), time.monotonic() - started, roots_available())
+    return CheckReport(list(results), time.monotonic() - started, roots_available(), list(sets))
 
 
 def write_evidence(report: CheckReport, folder: str | Path) -> Path:

@@ -154,7 +154,9 @@ def run(args: argparse.Namespace) -> int:
             )
     except PipelineInputError as exc:
         progress.end()
-        print(f"netvigil pipeline: {exc}", file=sys.stderr)
+        from netvigil import textsafe
+
+        print(textsafe.visible(f"netvigil pipeline: {exc}"), file=sys.stderr)
         return 2
     except ImportError as exc:
         progress.end()
@@ -205,31 +207,42 @@ class _Progress:
 
 def print_summary(d: dict[str, Any], out: TextIO) -> None:
     """A readable summary: totals, then the files with anything skipped or corrupt."""
+    from netvigil import textsafe
+
+    def line(text: str) -> None:
+        # File names and corrupt-line examples come from the input: plain text only.
+        out.write(textsafe.visible(text) + "\n")
+
     t = d.get("totals", {})
-    out.write(
+    line(
         f"{t.get('files', 0)} files, {t.get('measurements', 0):,} measurements → "
         f"{t.get('verdict_rows', 0):,} verdicts, {t.get('observation_rows', 0):,} observations "
         f"in {d.get('seconds', 0):.1f} s ({d.get('measurements_per_second', 0):,.0f}/s, "
-        f"{d.get('engine', '?')})\n"
+        f"{d.get('engine', '?')})"
     )
-    out.write(f"output: {d.get('out_dir', '')}\n")
+    line(f"output: {d.get('out_dir', '')}")
     if t.get("duplicates"):
-        out.write(
+        line(
             f"duplicates: {t['duplicates']:,} verdict rows repeat a measurement_uid already "
-            "read (counted once in the aggregates and queries)\n"
+            "read (counted once in the aggregates and queries)"
         )
     for label, key in (("skipped", "skipped"), ("corrupt", "corrupt")):
         counts = t.get(key) or {}
         if counts:
-            out.write(f"{label}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()) + "\n")
+            line(f"{label}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
     flagged = [f for f in d.get("files", []) if f.get("corrupt") or f.get("skipped")]
     if not flagged:
         return
-    width = min(60, max(len("file"), *(len(f["source"]) for f in flagged)))
+    names = [textsafe.visible(f["source"]) for f in flagged]
+    width = min(60, max(len("file"), *(len(n) for n in names)))
     out.write(f"\n{'file':<{width}}  {'read':>9}  problems\n")
-    for f in flagged:
+    for f, source in zip(flagged, names, strict=True):
         problems = [f"{k} {v}" for k, v in {**f.get("skipped", {}), **f.get("corrupt", {})}.items()]
-        name = f["source"] if len(f["source"]) <= width else "…" + f["source"][-(width - 1) :]
-        out.write(f"{name:<{width}}  {f.get('measurements', 0):>9,}  {', '.join(problems)}\n")
+        name = source if len(source) <= width else "…" + source[-(width - 1) :]
+        out.write(
+            f"{name:<{width}}  {f.get('measurements', 0):>9,}  "
+            + textsafe.visible(", ".join(problems))
+            + "\n"
+        )
         for example in f.get("examples", [])[:2]:
-            out.write(f"{'':<{width}}  {'':>9}    {example}\n")
+            out.write(f"{'':<{width}}  {'':>9}    " + textsafe.visible(example) + "\n")

@@ -49,6 +49,8 @@ from typing import Any
 
 import orjson
 
+from netvigil import textsafe
+
 __all__ = [
     "DEFAULT_COUNTRIES",
     "TEMPLATES_DIR",
@@ -770,7 +772,7 @@ def main(args: argparse.Namespace) -> int:
             domains=args.domains,
         )
     except ValueError as exc:
-        print(f"netvigil pipeline generate: {exc}", file=sys.stderr)
+        print(textsafe.visible(f"netvigil pipeline generate: {exc}"), file=sys.stderr)
         return 2
     report = summary.to_dict()
     if args.json:

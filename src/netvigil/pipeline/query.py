@@ -555,8 +555,10 @@ def _jsonable(value: Any) -> Any:
 
 def _printable(text: str) -> str:
     # Domains, fingerprints and SQL results come from measurements: never let them drive the
-    # terminal (escape sequences, carriage returns).
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+    # terminal (escape sequences, carriage returns, BiDi overrides): one helper does it.
+    from netvigil import textsafe
+
+    return textsafe.visible(text)
 
 
 _CELL_ITEMS = 8
@@ -580,25 +582,26 @@ def _cell(value: Any) -> str:
 
 
 def print_table(result: Result, file: Any = None) -> None:
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
+    from netvigil import textsafe
+
     stream = file or sys.stdout
-    # Piped output is still read by people (and by ``less -S``): do not fold it to 80 columns.
-    is_tty = bool(getattr(stream, "isatty", lambda: False)())
-    console = Console(file=stream, width=None if is_tty else 160)
+    # Piped output is still read by people (and by ``less -S``): do not fold it to 80 columns
+    # (make_console's width when not a terminal); it prints literally, never markup.
+    console = textsafe.make_console(stream)
     title = f"netvigil query: {result.what}"
     shown = {k: v for k, v in result.filters.to_dict().items() if v is not None}
     if shown:
         title += " (" + ", ".join(f"{k} {v}" for k, v in shown.items()) + ")"
-    table = Table(title=Text(title))
+    table = Table(title=Text(_printable(title)))
     for column in result.columns:
-        table.add_column(Text(column), overflow="fold")
+        table.add_column(Text(_printable(column)), overflow="fold")
     for row in result.rows:
         table.add_row(*(Text(_cell(row.get(c))) for c in result.columns))
     if not result.rows:
-        console.print(Text(f"{title}: no rows"))
+        console.print(Text(_printable(f"{title}: no rows")))
         return
     console.print(table)
     if result.truncated:
@@ -619,7 +622,7 @@ def run(args: argparse.Namespace) -> int:
             filters = make_filters(args.cc, args.asn, args.domain, args.since, args.until)
             result = ask(out, args.what, filters, limit=args.limit)
     except QueryError as exc:
-        print(f"netvigil query: {exc}", file=sys.stderr)
+        print(_printable(f"netvigil query: {exc}"), file=sys.stderr)
         return 2
     try:
         if args.json:

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from netvigil import textsafe
 from netvigil.verdict.model import NOT_BLOCKED
 
 from .aggregate import verdict_files
@@ -823,12 +824,14 @@ def run(args: argparse.Namespace) -> int:
             top=args.top,
         )
     except QueryError as exc:
-        print(f"netvigil report: {exc}", file=sys.stderr)
+        print(textsafe.visible(f"netvigil report: {exc}"), file=sys.stderr)
         return 2
     more = f" (top {summary.domains_shown} shown)" if summary.truncated else ""
     print(
-        f"wrote {summary.path} ({summary.bytes:,} bytes): {summary.measurements:,} measurements, "
-        f"{summary.blocked:,} blocked, {summary.blocked_domains:,} blocked domains{more}, "
-        f"{summary.events:,} events"
+        textsafe.visible(
+            f"wrote {summary.path} ({summary.bytes:,} bytes): {summary.measurements:,} "
+            f"measurements, {summary.blocked:,} blocked, {summary.blocked_domains:,} blocked "
+            f"domains{more}, {summary.events:,} events"
+        )
     )
     return 0

@@ -20,7 +20,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography import x509
+from rich.text import Text
 
+from netvigil import textsafe
 from netvigil.measure import RunResult, print_summary, testbed_config
 from netvigil.testbed.observe import presented_chain
 from netvigil.testbed.plan import Plan
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with progress if progress is not None else contextlib.nullcontext():
         result = asyncio.run(measure())
-    console.rule("[bold]What the probe found (netvigil measure)")
+    console.rule(Text("What the probe found (netvigil measure)", "bold"))
     print_summary(result, console)
     scores = compare(rows, result.verdicts)
     print_scores(plan.profile, scores)
@@ -108,28 +110,33 @@ def main(argv: list[str] | None = None) -> int:
             real = x509.load_pem_x509_certificates(
                 (plan.pki_dir / "sites" / f"{site.domain}.pem").read_bytes()
             )
-            console.rule("[bold]Evidence")
+            console.rule(Text("Evidence", "bold"))
             print_interception_closeup(host, forged, real, console)
     if save is not None:
         save.parent.mkdir(parents=True, exist_ok=True)
         save.write_text(sink.getvalue())
-        console.print(f"  The {len(result.verdicts)} measurements are saved in {save}.")
-    console.rule("[bold]Into the evidence log (netvigil upload, netvigil verify)")
+        console.print(
+            textsafe.text(f"  The {len(result.verdicts)} measurements are saved in {save}.")
+        )
+    console.rule(Text("Into the evidence log (netvigil upload, netvigil verify)", "bold"))
     measurements = [json.loads(line) for line in sink.getvalue().splitlines()]
-    console.print(upload_and_verify(measurements, Path(state)), highlight=False)
-    console.rule("[bold]Is my HTTPS being intercepted? (netvigil check)")
+    # the collector's answers (uid, failure reasons) are untrusted too
+    console.print(textsafe.text(upload_and_verify(measurements, Path(state)), multiline=True))
+    console.rule(Text("Is my HTTPS being intercepted? (netvigil check)", "bold"))
     from collections import Counter
 
     from netvigil.experiments import interception_check as ic
 
     domains = [s.domain for s in plan.sites if s.kind != "down"]
     report = asyncio.run(ic.check_domains(domains, testbed_config(timeout=5.0)))
-    console.print(f"[bold]{ic.headline(report)}[/]", highlight=False)
+    console.print(textsafe.text(ic.headline(report), "bold"))
     verdicts = Counter(r.verdict for r in report.results)
     console.print(
-        f"  {len(report.results)} sites checked in {report.seconds:.1f} s: "
-        + ", ".join(f"{k} {v}" for k, v in sorted(verdicts.items()))
-        + " (netvigil check --json for the chains)"
+        Text(
+            f"  {len(report.results)} sites checked in {report.seconds:.1f} s: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(verdicts.items()))
+            + " (netvigil check --json for the chains)"
+        )
     )
     return 0 if all(s.agrees for s in scores) else 1
 

@@ -9,7 +9,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from netvigil import textsafe
 from netvigil.testbed.plan import Plan
 from netvigil.testbed.truth import TruthRow
 
@@ -18,10 +20,10 @@ if TYPE_CHECKING:
 
 
 def make_console() -> Console:
-    """A terminal console; when piped, wide enough that URLs are not folded."""
-    import sys
-
-    return Console() if sys.stdout.isatty() else Console(width=160)
+    """A terminal console that prints literally (no markup); when piped, wide enough that URLs
+    are not folded. Profiles, pages and certificates are untrusted: print them with
+    ``textsafe.text``."""
+    return textsafe.make_console()
 
 
 def _style(outcome: str) -> str:
@@ -35,7 +37,8 @@ def _style(outcome: str) -> str:
 def print_truth(plan: Plan, rows: list[TruthRow], console: Console | None = None) -> None:
     console = console or make_console()
     table = Table(
-        title=f"What the censor of '{plan.profile}' does ({plan.isp_name})", title_justify="left"
+        title=textsafe.text(f"What the censor of '{plan.profile}' does ({plan.isp_name})"),
+        title_justify="left",
     )
     table.add_column("URL", overflow="fold")
     table.add_column("outcome")
@@ -44,30 +47,40 @@ def print_truth(plan: Plan, rows: list[TruthRow], console: Console | None = None
         because = row.rule or (f"site is {row.site_kind}" if row.site_kind != "normal" else "")
         if row.detail:
             because += f" ({row.detail})"
-        table.add_row(row.url, f"[{_style(row.outcome)}]{row.outcome}[/]", because)
+        table.add_row(
+            textsafe.text(row.url),
+            textsafe.text(row.outcome, _style(row.outcome)),
+            textsafe.text(because),
+        )
     console.print(table)
     counts = Counter(r.outcome for r in rows)
-    console.print("  " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    console.print(textsafe.text("  " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))))
 
 
 def print_observations(
     plan: Plan, observations: list[Observation], console: Console | None = None
 ) -> None:
     console = console or make_console()
-    table = Table(title=f"Seen from the client on '{plan.profile}'", title_justify="left")
+    table = Table(
+        title=textsafe.text(f"Seen from the client on '{plan.profile}'"), title_justify="left"
+    )
     table.add_column("URL", overflow="fold")
     table.add_column("censor does")
     table.add_column("client sees")
     table.add_column("evidence", overflow="fold")
     table.add_column("")
     for obs in observations:
-        mark = "[green]✓[/]" if obs.agrees else "[bold red]✗[/]"
+        mark = Text("✓", "green") if obs.agrees else Text("✗", "bold red")
         table.add_row(
-            obs.url, f"[{_style(obs.expected)}]{obs.expected}[/]", obs.observed, obs.detail, mark
+            textsafe.text(obs.url),
+            textsafe.text(obs.expected, _style(obs.expected)),
+            textsafe.text(obs.observed),
+            textsafe.text(obs.detail),
+            mark,
         )
     console.print(table)
     agree = sum(o.agrees for o in observations)
-    console.print(f"  {agree}/{len(observations)} URLs behave as the profile says.")
+    console.print(Text(f"  {agree}/{len(observations)} URLs behave as the profile says."))
 
 
 def print_interception_closeup(
@@ -81,7 +94,9 @@ def print_interception_closeup(
     if not forged or not real:
         return
     fake, genuine = forged[0], real[0]
-    table = Table(title=f"A closer look: the certificate for {host}", title_justify="left")
+    table = Table(
+        title=textsafe.text(f"A closer look: the certificate for {host}"), title_justify="left"
+    )
     table.add_column("field")
     table.add_column("presented to the client (forged)", overflow="fold")
     table.add_column("the site's real certificate", overflow="fold")
@@ -102,14 +117,19 @@ def print_interception_closeup(
         )
 
     shift = genuine.not_valid_before_utc - fake.not_valid_before_utc
-    table.add_row("subject", fake.subject.rfc4514_string(), genuine.subject.rfc4514_string())
-    table.add_row("SAN", san(fake), san(genuine))
-    table.add_row("issuer", fake.issuer.rfc4514_string(), genuine.issuer.rfc4514_string())
-    table.add_row("serial", f"{fake.serial_number:x}", f"{genuine.serial_number:x}")
-    table.add_row("not before", str(fake.not_valid_before_utc), str(genuine.not_valid_before_utc))
-    table.add_row("key", exponent(fake), exponent(genuine))
-    table.add_row("extensions", str(len(fake.extensions)), str(len(genuine.extensions)))
-    table.add_row(
+
+    def row(field: str, forged_value: str, real_value: str) -> None:
+        # every value comes from a certificate the network sent: plain text only
+        table.add_row(field, textsafe.text(forged_value), textsafe.text(real_value))
+
+    row("subject", fake.subject.rfc4514_string(), genuine.subject.rfc4514_string())
+    row("SAN", san(fake), san(genuine))
+    row("issuer", fake.issuer.rfc4514_string(), genuine.issuer.rfc4514_string())
+    row("serial", f"{fake.serial_number:x}", f"{genuine.serial_number:x}")
+    row("not before", str(fake.not_valid_before_utc), str(genuine.not_valid_before_utc))
+    row("key", exponent(fake), exponent(genuine))
+    row("extensions", str(len(fake.extensions)), str(len(genuine.extensions)))
+    row(
         "chain",
         " → ".join(c.subject.rfc4514_string() for c in forged),
         " → ".join(c.subject.rfc4514_string() for c in real),

@@ -72,12 +72,15 @@ def technique_table(scores: list[Score]) -> list[tuple[str, int, int, list[str]]
 
 def print_scores(profile: str, scores: list[Score]) -> None:
     from rich.table import Table
+    from rich.text import Text
 
+    from netvigil import textsafe
     from netvigil.testbed.report import make_console
 
     console = make_console()
     table = Table(
-        title=f"Probe verdicts against the ground truth of '{profile}'", title_justify="left"
+        title=textsafe.text(f"Probe verdicts against the ground truth of '{profile}'"),
+        title_justify="left",
     )
     table.add_column("censor does (truth)")
     table.add_column("URLs", justify="right")
@@ -85,10 +88,12 @@ def print_scores(profile: str, scores: list[Score]) -> None:
     table.add_column("disagreements", overflow="fold")
     for truth, total, agree, bad in technique_table(scores):
         style = "green" if agree == total else "bold red"
-        table.add_row(truth, str(total), f"[{style}]{agree}[/]", "; ".join(bad))
+        table.add_row(
+            textsafe.text(truth), str(total), Text(str(agree), style), textsafe.text("; ".join(bad))
+        )
     console.print(table)
     agree = sum(s.agrees for s in scores)
-    console.print(f"  {agree}/{len(scores)} verdicts agree with the ground truth.")
+    console.print(Text(f"  {agree}/{len(scores)} verdicts agree with the ground truth."))
 
 
 async def measure_truth(plan: Plan, config: Any, concurrency: int = 100) -> list[dict[str, Any]]:

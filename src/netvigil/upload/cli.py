@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from netvigil import textsafe
+
 from .outbox import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_FILES,
@@ -137,7 +139,8 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _error(message: str) -> int:
-    print(f"netvigil: {message}", file=sys.stderr)
+    # Messages may quote a URL, a file or a collector's answer: plain text only.
+    print(textsafe.visible(f"netvigil: {message}"), file=sys.stderr)
     return 2
 
 
@@ -181,9 +184,18 @@ def _dry_run(outbox: Outbox, collector: str | None, as_json: bool) -> int:
         print(json.dumps({"collector": collector, "would_send": rows}))
         return 0
     target = collector or "(no collector chosen: nothing would be sent)"
-    print(f"{len(rows)} measurement(s) pending in {outbox.root}, would go to {target}")
+    print(
+        textsafe.visible(
+            f"{len(rows)} measurement(s) pending in {outbox.root}, would go to {target}"
+        )
+    )
     for row in rows:
-        print(f"  {row['id'][:16]}  {row['bytes']:>8} B  {row['test_name']}  {row['input']}")
+        # test_name and input are read from the queued measurements: untrusted
+        print(
+            textsafe.visible(
+                f"  {row['id'][:16]}  {row['bytes']:>8} B  {row['test_name']}  {row['input']}"
+            )
+        )
     return 0
 
 
@@ -191,7 +203,10 @@ def run(args: Any) -> int:
     if args.forget:
         with contextlib.suppress(FileNotFoundError):
             config_path().unlink()
-        print(f"netvigil: forgot the saved collector ({config_path()})", file=sys.stderr)
+        print(
+            textsafe.visible(f"netvigil: forgot the saved collector ({config_path()})"),
+            file=sys.stderr,
+        )
         return 0
     url, error = _choose_collector(args)
     if error:
@@ -205,7 +220,10 @@ def run(args: Any) -> int:
         if not args.collector or url is None:
             return _error("--remember needs --collector URL")
         path = _save_choice({"collector": url, "keep_network_name": bool(args.keep_network_name)})
-        print(f"netvigil: saved {url} as your collector in {path}", file=sys.stderr)
+        print(
+            textsafe.visible(f"netvigil: saved {url} as your collector in {path}"),
+            file=sys.stderr,
+        )
     try:
         options = ScrubOptions(
             keep_network_name=bool(args.keep_network_name)
@@ -247,5 +265,6 @@ def run(args: Any) -> int:
             f"rejected {summary.rejected}, still pending {summary.pending}"
         )
         for line in summary.errors:
-            print(f"netvigil: {line}", file=sys.stderr)
+            # the collector's answers are quoted here: plain text only
+            print(textsafe.visible(f"netvigil: {line}"), file=sys.stderr)
     return 0 if summary.pending == 0 and summary.rejected == 0 else 1

@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
+from netvigil import textsafe
 from netvigil.verdict.engine import analyze
 from netvigil.verdict.fingerprints import load_fingerprints
 from netvigil.verdict.model import Verdict
@@ -113,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     for name in args.files:
         for m in _measurements(name, errors):
             while reported < len(errors):
-                print(errors[reported], file=sys.stderr)
+                print(textsafe.visible(errors[reported]), file=sys.stderr)
                 reported += 1
             verdict = analyze(m, fps)
             counts[verdict.outcome] += 1
@@ -122,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
             elif len(rows) < 10_000:
                 rows.append(verdict)
         while reported < len(errors):
-            print(errors[reported], file=sys.stderr)
+            print(textsafe.visible(errors[reported]), file=sys.stderr)
             reported += 1
     if not args.json:
         _table(rows, counts, len(errors))
@@ -132,32 +133,33 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _table(rows: list[Verdict], counts: Counter[str], bad: int) -> None:
-    from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    console = Console()
-    table = Table(title="netvigil verdicts", show_lines=False)
+    # Inputs, probe_cc/asn and outcomes come from the file: plain text only, never markup.
+    console = textsafe.make_console()
+    table = Table(title=Text("netvigil verdicts"), show_lines=False)
     for col in ("outcome", "input", "blocking", "accessible", "confidence", "probe"):
         table.add_column(col)
     for v in sorted(rows, key=lambda v: (v.outcome_base, v.outcome, v.input or "")):
         style = "red" if v.blocked else ("green" if v.outcome == "ok" else "yellow")
         table.add_row(
-            f"[{style}]{v.outcome}[/{style}]",
-            v.input or "",
-            repr(v.blocking),
-            repr(v.accessible),
+            textsafe.text(v.outcome, style),
+            textsafe.text(v.input or ""),
+            textsafe.text(repr(v.blocking)),
+            textsafe.text(repr(v.accessible)),
             f"{v.confidence:.2f}",
-            f"{v.probe_cc or '?'} {v.probe_asn or ''}".strip(),
+            textsafe.text(f"{v.probe_cc or '?'} {v.probe_asn or ''}".strip()),
         )
     console.print(table)
-    totals = Table(title="totals")
+    totals = Table(title=Text("totals"))
     totals.add_column("outcome")
     totals.add_column("count", justify="right")
     for outcome, n in sorted(counts.items()):
-        totals.add_row(outcome, str(n))
-    totals.add_row("[bold]measurements[/bold]", str(sum(counts.values())))
+        totals.add_row(textsafe.text(outcome), str(n))
+    totals.add_row(Text("measurements", "bold"), str(sum(counts.values())))
     if bad:
-        totals.add_row("[bold]bad inputs[/bold]", str(bad))
+        totals.add_row(Text("bad inputs", "bold"), str(bad))
     console.print(totals)
 
 
