@@ -343,3 +343,43 @@ def test_help_documents_the_exit_status(capsys: pytest.CaptureFixture[str]) -> N
     out = capsys.readouterr().out
     for line in ("Exit status:", "0  every file was read", "1  a file is missing", "3  nothing"):
         assert line in out
+
+
+def test_a_fault_in_the_engine_costs_one_measurement(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "three.jsonl"
+    path.write_bytes(b"\n".join((FIRST, FIRST, LAST)) + b"\n")
+    calls = iter(range(3))
+
+    def flaky(m: dict[str, Any], fps: Any = None) -> Any:
+        if next(calls) == 1:
+            raise RecursionError("maximum recursion depth exceeded")
+        return analyze(m, fps)
+
+    monkeypatch.setattr(verdict_cli, "analyze", flaky)
+    assert verdict_cli.main([str(path), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert f"{path}:2: analysis failed: RecursionError: maximum recursion depth" in captured.err
+    assert [json.loads(v)["input"] for v in captured.out.splitlines()] == GOOD_INPUTS
+
+
+def test_a_lone_huge_first_line_is_not_parsed_to_guess_the_format(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The parse-cost guard also holds for the first line, which is looked at to tell JSON
+    Lines from one document."""
+    monkeypatch.setattr(verdict_cli, "MAX_PARSE_COST", 100_000)
+    parsed: list[int] = []
+    loads = verdict_cli.orjson.loads
+
+    def spy(data: bytes) -> Any:
+        parsed.append(len(data))
+        return loads(data)
+
+    monkeypatch.setattr(verdict_cli.orjson, "loads", spy)
+    path = tmp_path / "one.jsonl"
+    path.write_bytes(b'{"test_name": "web_connectivity", "x": [' + b"0," * 5000 + b"0]}\n")
+    assert verdict_cli.main([str(path), "--json"]) == 3
+    assert f"{path}:1: line refused: too many JSON values" in capsys.readouterr().err
+    assert parsed == []  # refused without being parsed, neither to guess the format nor after

@@ -154,6 +154,8 @@ def _is_document_start(first: Record, second: Record | None) -> bool:
         return True
     if lead != b"{" or (second is not None and second.raw.lstrip()[:1] == b"{"):
         return False
+    if _parse_cost(first.raw) > MAX_PARSE_COST:
+        return False  # not parsed here: _parse refuses it as a line
     try:
         orjson.loads(first.raw)
     except orjson.JSONDecodeError:
