@@ -88,12 +88,21 @@ class _Problems(FileReport):
     def say(self, message: str) -> None:
         if self.shown < MAX_MESSAGES_PER_FILE:
             self.shown += 1
-            print(message, file=sys.stderr, flush=True)
+            print(_visible(message), file=sys.stderr, flush=True)
 
     def close(self) -> None:
         hidden = self.corrupt_total - self.shown
         if hidden > 0:
-            print(f"{self.source}: {hidden} more bad input(s) not shown", file=sys.stderr)
+            print(_visible(f"{self.source}: {hidden} more bad input(s) not shown"), file=sys.stderr)
+
+
+def _visible(text: str) -> str:
+    """Control characters (ESC, BEL, CR, BiDi overrides...) in a file name or an error text
+    shown as ``\\uXXXX``, so that a message cannot drive the terminal. (A local stand-in until
+    the project's one helper for untrusted strings takes its place.)"""
+    if text.isascii() and text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)
 
 
 _REASONS = {
