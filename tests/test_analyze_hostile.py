@@ -388,10 +388,10 @@ def test_a_lone_huge_first_line_is_not_parsed_to_guess_the_format(
 def test_messages_show_control_characters_as_text(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    name = tmp_path / "evil\x1b]8;;http://evil/\x07\u202e.jsonl"
+    name = tmp_path / "evil\x1b]8;;x\x07\u202e.jsonl"
     name.write_bytes(b"{broken\n" + FIRST + b"\n")
     assert verdict_cli.main([str(name), str(tmp_path / "gone\x1b[2J.jsonl"), "--json"]) == 1
     err = capsys.readouterr().err
     assert "\x1b" not in err and "\x07" not in err and "\u202e" not in err
-    assert "evil\\u001b]8;;http://evil/\\u0007\\u202e.jsonl:1: invalid JSON" in err
+    assert "evil\\u001b]8;;x\\u0007\\u202e.jsonl:1: invalid JSON" in err
     assert "gone\\u001b[2J.jsonl: cannot read" in err
