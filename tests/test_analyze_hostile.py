@@ -232,7 +232,7 @@ def test_exit_status_missing_empty_and_unreadable(
     empty = tmp_path / "empty.jsonl"
     empty.write_bytes(b"")
     only_bad = tmp_path / "bad.jsonl"
-    only_bad.write_bytes(b'{not json\n{"also": not\n"a string"\n')
+    only_bad.write_bytes(b'{not json\n{"also": not\n"a string"\nnull\n')
 
     def analyze_files(*names: Path) -> tuple[int, list[str | None], str]:
         status = verdict_cli.main([*(str(n) for n in names), "--json"])
@@ -254,7 +254,8 @@ def test_exit_status_missing_empty_and_unreadable(
     assert status == 3
     assert f"{only_bad}:1: invalid JSON" in err
     assert f"{only_bad}:2: invalid JSON" in err
-    assert f"{only_bad}:3: not a JSON object: a JSON str" in err
+    assert f"{only_bad}:3: not a JSON object: a JSON string" in err
+    assert f"{only_bad}:4: not a JSON object: a JSON null" in err
 
 
 def test_exit_status_through_the_command(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ import re
 import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO, Any
 
 import orjson
@@ -76,7 +76,6 @@ class _Problems(FileReport):
 
     shown: int = 0
     failed: bool = False
-    messages: list[str] = field(default_factory=list)
 
     def bad(self, reason: str, line: int, detail: str) -> None:
         super().bad(reason, line, detail)
@@ -131,14 +130,25 @@ def _parse_cost(raw: bytes) -> int:
     return _VALUE_COST * tokens + len(raw) * (1 if raw.isascii() else 4)
 
 
+_JSON_TYPES: dict[type, str] = {
+    list: "array",
+    str: "string",
+    int: "number",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+}
+_UNREADABLE: Any = object()  # what _parse gives for a line it reported (JSON null is None)
+
+
 def _parse(raw: bytes, line: int, problems: _Problems) -> Any:
-    """The JSON value of one line (or document), or None after reporting why not."""
+    """The JSON value of one line (or document), or _UNREADABLE after reporting why not."""
     cost = _parse_cost(raw)
     if cost > MAX_PARSE_COST:
         problems.bad(
             "too-many-values", line, f"too many JSON values (parsing would take ~{cost >> 20} MiB)"
         )
-        return None
+        return _UNREADABLE
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -151,7 +161,7 @@ def _parse(raw: bytes, line: int, problems: _Problems) -> Any:
             if raw[pos : pos + 9].lstrip(b"-").startswith((b"NaN", b"Infinity")):
                 text = f"NaN or Infinity is not a JSON number ({text})"
         problems.bad("invalid-json", line, text)
-        return None
+        return _UNREADABLE
 
 
 def _is_document_start(first: Record, second: Record | None) -> bool:
@@ -226,7 +236,7 @@ def _document(
                 yield first.line, item
             else:
                 problems.bad("not-an-object", first.line, f"item {i} of the list")
-    elif value is not None:
+    elif value is not _UNREADABLE:
         yield first.line, value
 
 
@@ -240,10 +250,10 @@ def run(args: argparse.Namespace) -> int:
     for name in args.files:
         problems = _Problems(source="<stdin>" if name == "-" else name)
         for line, value in _values(name, problems):
-            if value is None:
+            if value is _UNREADABLE:
                 continue  # reported by _parse
             if not isinstance(value, dict):
-                problems.bad("not-an-object", line, f"a JSON {type(value).__name__}")
+                problems.bad("not-an-object", line, f"a JSON {_JSON_TYPES[type(value)]}")
                 continue
             try:
                 verdict = analyze(value, fps)
