@@ -32,7 +32,8 @@ def test_mixed_files_gz_and_bad_lines(tmp_path: Path, capsys: pytest.CaptureFixt
     single.write_text(json.dumps(json.loads(samples[2]), indent=2), "utf-8")
     listing = tmp_path / "list.json"
     listing.write_text(json.dumps([json.loads(samples[3]), json.loads(samples[4])]), "utf-8")
-    assert main([str(gz), str(single), str(listing), str(tmp_path / "missing.json"), "--json"]) == 0
+    # a missing file: exit 1, the other files are still analysed
+    assert main([str(gz), str(single), str(listing), str(tmp_path / "missing.json"), "--json"]) == 1
     captured = capsys.readouterr()
     assert len(captured.out.splitlines()) == 5
     assert f"{gz}:2:" in captured.err

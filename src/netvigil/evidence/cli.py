@@ -11,6 +11,7 @@ from typing import Any
 from netvigil import textsafe
 from netvigil.evidence.log import (
     EVIDENCE_KEY,
+    LEAF_ALTERED,
     EvidenceFormatError,
     VerifyResult,
     decode_hash,
@@ -29,8 +30,16 @@ measurement's own "x_evidence" key, where the collector puts it. With --tree-hea
 you saved earlier (or later), the bundle's head must also be consistent with it: the log
 cannot have shown you a different history.
 
-A measurement whose only key is "x_evidence" had its payload removed: its leaf hash (kept in
-the bundle) is checked instead.
+A payload removed from the collector (for a person's safety) can be verified from what the
+collector answers for it, HTTP 410, saved exactly as served:
+  {"error": "gone", "detail": REASON, "measurement_uid": UID, "leaf_index": N,
+   "leaf_hash": B64, "x_evidence": BUNDLE}
+(or, older, an object whose only key is "x_evidence"). Such a file is recognised by its keys:
+only these, with "error" equal to "gone". What it can prove, and all it proves: its leaf hash
+is in the log ("payload removed; its leaf is in the log"). The leaf hash must be the one the
+bundle was issued for, and leaf_index its index: a change to either is INVALID. The uid and
+the reason are the collector's words, which the log does not commit to: they are not checked
+(and are said to be not checked). A file with any other key is verified as a measurement.
 
 Exit status: 0 valid, 1 invalid (tampered payload, forged proof, bad signature, inconsistent
 heads), 2 bad input.
@@ -40,8 +49,26 @@ Example:
 """
 
 
+# The collector's answer for a measurement whose payload was removed (HTTP 410, "gone"):
+# collector/app.py get_measurement, the "Removed" schema of its OpenAPI document.
+REMOVED_ANSWER_KEYS = frozenset(
+    {"error", "detail", "measurement_uid", "leaf_index", "leaf_hash", EVIDENCE_KEY}
+)
+NOT_COVERED = (
+    "not checked: the payload (removed), and the uid and reason in the collector's answer,"
+    " which the log does not commit to"
+)
+
+
 class _InputError(Exception):
     pass
+
+
+def _is_removed_answer(obj: dict[str, Any]) -> bool:
+    """A removed payload's record: the collector's 410 answer, or only ``x_evidence``."""
+    if set(obj) <= {EVIDENCE_KEY}:
+        return True
+    return set(obj) <= REMOVED_ANSWER_KEYS and obj.get("error") == "gone"
 
 
 def add_parser(subparsers: Any) -> None:
@@ -113,14 +140,33 @@ def _verify(args: Any) -> VerifyResult:
             trusted = trusted["tree_head"]
     if not isinstance(bundle, dict):
         raise _InputError("bundle must be a JSON object")
-    if set(measurement) <= {EVIDENCE_KEY}:
-        # Payload removed: only the leaf hash in the bundle remains to be checked.
-        try:
-            leaf = decode_hash(bundle.get("leaf_hash"), "bundle: leaf_hash")
-        except EvidenceFormatError as exc:
-            raise _InputError(f"payload removed and {exc}") from None
-        return verify_leaf_hash(leaf, bundle, trusted, pem)
+    if _is_removed_answer(measurement):
+        return _verify_removed(measurement, bundle, trusted, pem)
     return verify_measurement(measurement, bundle, trusted, pem)
+
+
+def _verify_removed(
+    answer: dict[str, Any], bundle: dict[str, Any], trusted: dict[str, Any] | None, pem: bytes
+) -> VerifyResult:
+    """Payload removed: the leaf hash the answer names (else its bundle's) must be the bundle's
+    and be included under the signed head; the answer's leaf_index must be the bundle's."""
+    try:
+        if "leaf_hash" in answer:
+            leaf = decode_hash(answer["leaf_hash"], "leaf_hash")
+        else:
+            leaf = decode_hash(bundle.get("leaf_hash"), "bundle: leaf_hash")
+    except EvidenceFormatError as exc:
+        raise _InputError(f"payload removed and {exc}") from None
+    if "leaf_index" in answer:
+        given, proven = answer["leaf_index"], bundle.get("leaf_index")
+        if type(given) is not int or type(proven) is not int or given != proven:
+            return VerifyResult(
+                False,
+                f"{LEAF_ALTERED}: the answer's leaf_index is not the one its proof is for",
+                leaf_hash=leaf,
+                payload_removed=True,
+            )
+    return verify_leaf_hash(leaf, bundle, trusted, pem)
 
 
 def _one_line(text: str) -> str:
@@ -139,9 +185,14 @@ def run(args: Any) -> int:
             print(f"netvigil: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(result.to_json(), ensure_ascii=False))
+        doc = result.to_json()
+        if result.payload_removed and result.ok:
+            doc["not_checked"] = NOT_COVERED
+        print(json.dumps(doc, ensure_ascii=False))
     elif result.ok:
         print(f"VALID: {_one_line(result.reason)}")
+        if result.payload_removed:
+            print(f"  ({NOT_COVERED})")
     elif result.malformed:
         print(f"netvigil: {_one_line(result.reason)}", file=sys.stderr)
     else:

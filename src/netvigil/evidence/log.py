@@ -65,6 +65,9 @@ PAYLOAD_ALTERED = "payload altered"
 PROOF_MISMATCH = "proof does not lead to the signed root"
 BAD_SIGNATURE = "tree head signature invalid"
 INCONSISTENT = "trusted head is not consistent with the bundle's"
+LEAF_ALTERED = "leaf hash altered"
+# What a removed payload can prove: only that its leaf hash is in the log.
+PAYLOAD_REMOVED = "payload removed; its leaf is in the log"
 
 
 class EvidenceFormatError(ValueError):
@@ -265,6 +268,7 @@ class VerifyResult:
     tree_size: int | None = None
     trusted_size: int | None = None
     checks: list[str] = field(default_factory=list)
+    payload_removed: bool = False  # only the leaf hash was checked (no payload to hash)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -276,6 +280,7 @@ class VerifyResult:
             "tree_size": self.tree_size,
             "trusted_size": self.trusted_size,
             "checks": self.checks,
+            "payload_removed": self.payload_removed,
         }
 
 
@@ -305,7 +310,12 @@ def verify_leaf_hash(
     trusted_head: dict[str, Any] | None,
     public_key_pem: bytes,
 ) -> VerifyResult:
-    """Like :func:`verify_measurement` for an entry whose payload was removed: its leaf hash."""
+    """Like :func:`verify_measurement` for an entry whose payload was removed: its leaf hash.
+
+    What this proves, and all it proves: a leaf with this hash is at the bundle's index in the
+    tree the signed head commits to. The removed payload cannot be checked, and nothing else
+    (a uid, a reason for the removal) is committed to by the log. A bundle that names a
+    different leaf hash than the one given fails (``LEAF_ALTERED``)."""
     if not isinstance(leaf_hash_, bytes) or len(leaf_hash_) != HASH_SIZE:
         return VerifyResult(False, "leaf hash must be 32 bytes", malformed=True)
     return _verify(leaf_hash_, bundle, trusted_head, public_key_pem, payload=False)
@@ -327,7 +337,12 @@ def _verify(
         return VerifyResult(False, str(exc), malformed=True, leaf_hash=computed)
     head = bundle.tree_head
     res = VerifyResult(
-        False, "", leaf_hash=computed, leaf_index=bundle.leaf_index, tree_size=head.tree_size
+        False,
+        "",
+        leaf_hash=computed,
+        leaf_index=bundle.leaf_index,
+        tree_size=head.tree_size,
+        payload_removed=not payload,
     )
 
     def fail(reason: str) -> VerifyResult:
@@ -343,8 +358,10 @@ def _verify(
         return fail(f"{PROOF_MISMATCH}: the bundle's tree_size differs from its signed head's")
     if bundle.leaf_index >= head.tree_size:
         return fail(f"{PROOF_MISMATCH}: leaf index {bundle.leaf_index} is beyond the tree")
-    if payload and bundle.leaf_hash is not None and bundle.leaf_hash != computed:
-        return fail(f"{PAYLOAD_ALTERED}: its hash is not the leaf the proof was issued for")
+    if bundle.leaf_hash is not None and bundle.leaf_hash != computed:
+        if payload:
+            return fail(f"{PAYLOAD_ALTERED}: its hash is not the leaf the proof was issued for")
+        return fail(f"{LEAF_ALTERED}: the leaf hash given is not the one the proof was issued for")
     if not verify_inclusion(
         computed, bundle.leaf_index, head.tree_size, bundle.proof, head.root_hash
     ):
@@ -367,13 +384,13 @@ def _verify(
 
     res.ok = True
     res.reason = (
-        f"valid: leaf {bundle.leaf_index} is in the signed tree of size {head.tree_size}"
+        ("valid" if payload else PAYLOAD_REMOVED)
+        + f": leaf {bundle.leaf_index} is in the signed tree of size {head.tree_size}"
         + (
             ""
             if trusted is None
             else f", consistent with the trusted head of size {trusted.tree_size}"
         )
-        + ("" if payload else " (payload removed: leaf hash verified)")
     )
     return res
 

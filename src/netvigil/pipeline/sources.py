@@ -23,7 +23,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import deflate
 import orjson
@@ -37,6 +37,7 @@ __all__ = [
     "SourceFile",
     "discover",
     "read_records",
+    "read_stream",
 ]
 
 MAX_LINE = 32 * 1024 * 1024  # bytes: one measurement longer than this is skipped
@@ -425,15 +426,19 @@ def _gunzip(handle: Any, state: _Stream) -> Iterator[bytes]:
         state.truncated, state.detail = True, "gzip stream ends before its end marker"
 
 
-def _split_lines(chunks: Iterator[bytes], report: FileReport, state: _Stream) -> Iterator[Record]:
-    """Lines of a byte stream, each at most MAX_LINE; a longer line is counted and skipped
-    while being read (its bytes are dropped, not accumulated). A final line without a newline
-    is kept unless the stream was truncated (then it is the cut-off part of a line). Blank
-    lines are not records, wherever the chunks are cut (``_split_buffer`` gives the same)."""
+def _split_lines(
+    chunks: Iterator[bytes], report: FileReport, state: _Stream, max_line: int | None = None
+) -> Iterator[Record]:
+    """Lines of a byte stream, each at most ``max_line`` (default MAX_LINE); a longer line is
+    counted and skipped while being read (its bytes are dropped, not accumulated). A final line
+    without a newline is kept unless the stream was truncated (then it is the cut-off part of a
+    line). Blank lines are not records, wherever the chunks are cut (``_split_buffer`` gives
+    the same)."""
+    limit = MAX_LINE if max_line is None else max_line  # MAX_LINE read now: tests patch it
     pending = bytearray()
     skipping = False
     line = 0
-    too_long = f"longer than {MAX_LINE} bytes"
+    too_long = f"longer than {limit} bytes"
     for chunk in chunks:
         parts = chunk.split(b"\n")
         last = parts.pop()
@@ -445,18 +450,18 @@ def _split_lines(chunks: Iterator[bytes], report: FileReport, state: _Stream) ->
                 continue
             if pending:
                 pending += part
-                if len(pending) > MAX_LINE:
+                if len(pending) > limit:
                     report.bad("line-too-long", line, too_long)
                 elif not pending.isspace():
                     yield Record(line, bytes(pending))
                 pending.clear()
-            elif len(part) > MAX_LINE:
+            elif len(part) > limit:
                 report.bad("line-too-long", line, too_long)
             elif part.strip():
                 yield Record(line, part)
         if skipping:
             continue
-        if len(pending) + len(last) > MAX_LINE:
+        if len(pending) + len(last) > limit:
             skipping = True
             pending.clear()
         else:
@@ -468,6 +473,49 @@ def _split_lines(chunks: Iterator[bytes], report: FileReport, state: _Stream) ->
         report.bad("line-too-long", line + 1, too_long)
     elif pending.strip():
         yield Record(line + 1, bytes(pending))
+
+
+class _Prefixed:
+    """A byte stream whose first bytes were already read (to look at its magic number): gives
+    them back first, then the rest of the stream. Works on pipes, which cannot seek."""
+
+    def __init__(self, prefix: bytes, handle: IO[bytes]) -> None:
+        self._prefix = prefix
+        self._handle = handle
+
+    def read(self, size: int) -> bytes:
+        if self._prefix:
+            out, self._prefix = self._prefix, b""
+            return out
+        return self._handle.read(size)
+
+
+def read_stream(
+    handle: IO[bytes], report: FileReport, *, max_line: int | None = None
+) -> Iterator[Record]:
+    """The lines of an open byte stream (a file, a pipe, stdin), plain or gzip (told by its
+    magic bytes, never by a name), as records: the streaming path of ``read_records``, for
+    callers that hold one stream rather than a ``SourceFile`` (``netvigil analyze``).
+
+    Memory stays bounded whatever the stream holds: gzip is decompressed at most CHUNK at a
+    time (never the whole file: no libdeflate fast path here), and at most one line of at most
+    ``max_line`` bytes (default MAX_LINE) is held; a longer line is skipped while it is read.
+    ``line-too-long`` and ``truncated-gzip`` are counted in ``report``; OSError propagates."""
+    magic = b""
+    while len(magic) < 2:
+        more = handle.read(2 - len(magic))
+        if not more:
+            break
+        magic += more
+    stream = _Prefixed(magic, handle)
+    state = _Stream()
+    if magic == b"\x1f\x8b":
+        yield from _split_lines(_gunzip(stream, state), report, state, max_line)
+        if state.truncated:
+            report.bad("truncated-gzip", state.line, state.detail)
+    else:
+        chunks = iter(lambda: stream.read(CHUNK), b"")
+        yield from _split_lines(chunks, report, state, max_line)
 
 
 def _split_buffer(buf: bytearray, report: FileReport) -> Iterator[Record]:

@@ -6,6 +6,7 @@ import base64
 import binascii
 import functools
 import ipaddress
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -40,9 +41,15 @@ def s(value: Any) -> str | None:
 
 
 def num(value: Any) -> float | None:
+    """A finite number as a float, else None: NaN, ±Infinity (Python's json accepts them) and
+    integers beyond a double's range (``float()`` would raise) are not numbers here."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        n = float(value)
+    except OverflowError:
+        return None
+    return n if math.isfinite(n) else None
 
 
 _EXACT_FLOAT_INT = 2**53  # |n| up to this survives the float round trip unchanged
@@ -243,16 +250,14 @@ def headers_of(response: Mapping[str, Any]) -> dict[str, str]:
             if type(v) is str and type(k) is str:
                 out[k] = v
                 continue
-            if isinstance(v, list):
-                v = ", ".join(str(x) for x in v[:20])
-            if isinstance(k, str) and isinstance(v, str | int | float):
-                out[k] = str(v)
+            text = _header_text(v)
+            if isinstance(k, str) and text is not None:
+                out[k] = text
     elif isinstance(headers, Mapping):
         for k, v in list(headers.items())[:500]:
-            if isinstance(v, list):
-                v = ", ".join(str(x) for x in v[:20])
-            if isinstance(k, str) and isinstance(v, str | int | float):
-                out[k] = str(v)
+            text = _header_text(v)
+            if isinstance(k, str) and text is not None:
+                out[k] = text
     if not out:
         for pair in lst(response.get("headers_list"))[:500]:
             if isinstance(pair, list | tuple) and len(pair) == 2:
@@ -260,6 +265,25 @@ def headers_of(response: Mapping[str, Any]) -> dict[str, str]:
                 if isinstance(k, str) and isinstance(v, str):
                     out.setdefault(k, v)
     return out
+
+
+def _header_text(value: Any) -> str | None:
+    """A header value as text: a string, a number, or a list of them joined with ", " (the
+    first 20). Anything else (an object, a nested list: no recursion into it) is no value."""
+    if isinstance(value, list):
+        parts = [_scalar_text(x) for x in value[:20]]
+        return ", ".join(p for p in parts if p is not None)
+    return _scalar_text(value)
+
+
+def _scalar_text(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and abs(value) < 1 << 64:
+        return str(value)  # bounded: str() of a huge int costs time, or raises (3.11+)
+    if isinstance(value, float) and math.isfinite(value):
+        return str(value)
+    return None
 
 
 _TITLE = re.compile(r"(?i)<title>([^<]{1,512})</title>")
