@@ -59,6 +59,7 @@ class Exchange:
     headers: dict[str, str]
     raw: Mapping[str, Any]
     txid: int | None = None
+    address: str | None = None  # "ip:port" the round trip used (OONI 0.5), when recorded
 
 
 @dataclass(slots=True)
@@ -326,6 +327,7 @@ def _exchange(x: Mapping[str, Any]) -> Exchange:
         headers=r.headers_of(response),
         raw=x,
         txid=_txid(x.get("transaction_id")),
+        address=r.s(x.get("address")),
     )
 
 

@@ -244,14 +244,20 @@ def _dns_stage(view: View, ooni: OONIResult, c: Control | None, fps: _Scan) -> N
 
 
 def _https_page_fetched(view: View) -> bool:
-    """The chain ended in a final page (2xx/4xx/5xx) fetched over verified TLS."""
+    """The chain ended in a final page (2xx/4xx/5xx) fetched over verified TLS, from an address
+    the user's resolver gave (one only a UDP or DoH resolver gave is not what the user got)."""
     final = view.requests[0] if view.requests else None
-    return (
-        final is not None
-        and not final.failure
-        and final.code // 100 in (2, 4, 5)
-        and r.scheme_of(final.url) == "https"
-    )
+    if (
+        final is None
+        or final.failure
+        or final.code // 100 not in (2, 4, 5)
+        or r.scheme_of(final.url) != "https"
+    ):
+        return False
+    if not final.address or r.host_of(final.url) != view.host:
+        return True
+    ip = r.ip_or_none(final.address.rsplit(":", 1)[0])
+    return ip is None or ip in view.probe_addrs_view() or r.is_ip_literal(view.host)
 
 
 def _tcp_stage(view: View, c: Control | None) -> None:

@@ -280,7 +280,9 @@ def _legacy(view: View, c: Control | None) -> OONIResult:
         if blocking is None:
             accessible = None
         elif blocking is False:
-            accessible = True  # MK: blocking false always came with accessible true
+            # a site down for everyone: accessible true in 0.0.x, false from 0.1.0 on
+            down = rule.startswith("probe and control HTTP both failed")
+            accessible = not (down and view.version >= (0, 1))
         else:
             accessible = False
         return OONIResult(blocking, accessible, dns, diff, "legacy", rule)
