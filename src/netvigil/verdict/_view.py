@@ -206,20 +206,31 @@ def _version(text: str) -> tuple[int, ...]:
 
 def _tags(value: Any) -> tuple[int | None, bool | None, bool]:
     """(depth, fetch_body, tagged) from an OONI ``tags`` list (0.5.26+); the last tag wins."""
+    if type(value) is not list or not value:
+        return _NO_TAGS
+    if len(value) <= 8 and all(type(tag) is str and len(tag) <= 32 for tag in value):
+        return _tags_of(tuple(value))  # a handful of distinct lists: cached
+    return _tags_of.__wrapped__(tuple(value[:32]))
+
+
+_NO_TAGS: tuple[int | None, bool | None, bool] = (None, None, False)
+
+
+@functools.lru_cache(maxsize=256)
+def _tags_of(value: tuple[Any, ...]) -> tuple[int | None, bool | None, bool]:
     depth: int | None = None
     fetch_body: bool | None = None
     tagged = False
-    if type(value) is list:
-        for tag in value[:32]:
-            if type(tag) is not str:
-                continue
-            if tag.startswith("depth="):
-                digits = tag[6:]
-                if digits.isdigit() and len(digits) < 10:
-                    depth = int(digits)
-                    tagged = True
-            elif tag.startswith("fetch_body="):
-                fetch_body = tag[11:] == "true"
+    for tag in value:
+        if type(tag) is not str:
+            continue
+        if tag.startswith("depth="):
+            digits = tag[6:]
+            if digits.isascii() and digits.isdigit() and len(digits) < 10:
+                depth = int(digits)
+                tagged = True
+        elif tag.startswith("fetch_body="):
+            fetch_body = tag[11:] == "true"
     return depth, fetch_body, tagged
 
 

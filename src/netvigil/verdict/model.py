@@ -87,11 +87,9 @@ def allowed_blockings(outcome: str) -> frozenset[Blocking]:
 
 
 def pair_allowed(outcome: str, blocking: Blocking) -> bool:
-    # bool is an int: compare False by identity, not by equality with 0
-    return any(
-        b is blocking if isinstance(b, bool) or b is None else b == blocking
-        for b in allowed_blockings(outcome)
-    )
+    if blocking is not None and type(blocking) is not bool and type(blocking) is not str:
+        return False  # 0 == False: only the very values OONI writes
+    return blocking in allowed_blockings(outcome)
 
 
 @dataclass(frozen=True)

@@ -518,46 +518,30 @@ _DNS, _TCP, _TLS, _HTTP = 0, 1, 2, 3
 
 
 class _Obs:
-    """One flow as minipipeline sees it: a DNS lookup, or an endpoint (TCP → TLS → HTTP)."""
+    """One flow as minipipeline sees it: a DNS lookup, or an endpoint (TCP → TLS → HTTP).
 
-    __slots__ = (
-        "addrs",
-        "ctrl_dns",
-        "ctrl_dns_addrs",
-        "ctrl_tcp",
-        "ctrl_tls",
-        "depth",
-        "exchange",
-        "failure",
-        "fetch_body",
-        "hostname",
-        "ip",
-        "kind",
-        "origin",
-        "query_type",
-        "server_name",
-        "tls_failure",
-        "txid",
-    )
+    Class-level defaults, no ``__slots__``: an observation sets only the few fields its kind
+    has (a measurement makes dozens of them)."""
+
+    hostname = ""
+    query_type = ""
+    addrs: tuple[str, ...] = ()
+    ip = ""
+    origin: str | None = None  # "dns", "th" or unknown
+    fetch_body: bool | None = None
+    tls_failure: str | None = None  # None: no handshake
+    server_name: str | None = None
+    exchange: Exchange | None = None
+    ctrl_dns: str | None = None  # None: no control info for this step
+    ctrl_dns_addrs: set[str] | None = None
+    ctrl_tcp: str | None = None
+    ctrl_tls: str | None = None
 
     def __init__(self, kind: int, depth: int | None, failure: str, txid: int) -> None:
         self.kind = kind
         self.depth = depth
         self.failure = failure  # "" = success
         self.txid = txid
-        self.hostname = ""
-        self.query_type = ""
-        self.addrs: tuple[str, ...] = ()
-        self.ip = ""
-        self.origin: str | None = None  # "dns", "th" or unknown
-        self.fetch_body: bool | None = None
-        self.tls_failure: str | None = None  # None: no handshake
-        self.server_name: str | None = None
-        self.exchange: Exchange | None = None
-        self.ctrl_dns: str | None = None  # None: no control info for this step
-        self.ctrl_dns_addrs: set[str] | None = None
-        self.ctrl_tcp: str | None = None
-        self.ctrl_tls: str | None = None
 
     def final(self) -> bool:
         x = self.exchange
@@ -648,6 +632,8 @@ class _Classic:
         by_address: dict[str, _Obs] = {}
         th_addrs = set(c.dns_addrs) if c is not None else set()
         for x in view.connects:
+            if tagged and x.fetch_body is not True:
+                continue  # a connectivity check: ClassicFilter drops it (and its TLS) anyway
             txid = x.txid if x.txid is not None else fake_txid
             fake_txid += 1
             resolved = known_any.get(x.ip)
