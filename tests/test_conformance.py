@@ -155,6 +155,15 @@ def test_agreement_with_ooni_per_generation() -> None:
     assert overall >= MIN_AGREEMENT
 
 
+def test_ooni_verdict_keys_are_never_read() -> None:
+    """The verdict is the same with or without OONI's own conclusions in the measurement."""
+    for row in _rows():
+        measurement = json.loads(_lines(row["file"])[int(row["line"]) - 1])
+        kept = analyze(measurement).to_dict()
+        stripped = analyze(_stripped(measurement, row["generation"])).to_dict()
+        assert kept == stripped, row["id"]
+
+
 def test_every_allowed_disagreement_is_documented() -> None:
     docs = DOCS.read_text("utf-8")
     for row_id, reason in ALLOWED_DISAGREEMENTS.items():

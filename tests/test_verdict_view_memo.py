@@ -33,3 +33,6 @@ def test_view_memo_follows_the_queries() -> None:
     assert view.dns_failure() == "dns_nxdomain_error"
     view.queries = []
     assert view.dns_failure() == "generic_timeout_error"
+    view.test_version = "0.5.28"  # from 0.5 on it is an analysis output: never read
+    view.tk = {"dns_experiment_failure": "generic_timeout_error"}
+    assert view.dns_failure() is None

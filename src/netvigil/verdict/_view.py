@@ -181,6 +181,8 @@ class View:
         ``dns_experiment_failure`` (an analysis result in OONI 0.5.27+) only when no query
         for the host was recorded (old probes)."""
         if not qs:
+            if self.version >= (0, 5):
+                return None
             return r.failure(self.tk.get("dns_experiment_failure"))
         if addrs:
             return None

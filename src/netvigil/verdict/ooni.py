@@ -19,6 +19,8 @@ We have no GeoIP database: an address's ASN comes only from the control's ``ip_i
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 from dataclasses import dataclass
 
 from netvigil.verdict import _read as r
@@ -59,6 +61,66 @@ CERT_FAILURES = frozenset(
 )
 NXDOMAIN_FAILURES = frozenset({"dns_nxdomain_error", "android_dns_cache_no_data"})
 _UNREACHABLE = frozenset({"network_unreachable", "host_unreachable"})
+
+# OONI's bogons (netxlite/bogon.go): unlike netvigil's own r.is_bogon, 198.18.0.0/15 is one.
+_OONI_BOGONS = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+        "255.255.255.255/32",
+        "::/128",
+        "::1/128",
+        "::ffff:0:0/96",
+        "::/96",
+        "100::/64",
+        "2001:10::/28",
+        "2001:db8::/32",
+        "fc00::/7",
+        "fe80::/10",
+        "fec0::/10",
+        "ff00::/8",
+        "2002::/24",
+        "2002:a00::/24",
+        "2002:7f00::/24",
+        "2002:a9fe::/32",
+        "2002:ac10::/28",
+        "2002:c000::/40",
+        "2002:c000:200::/40",
+        "2002:c0a8::/32",
+        "2002:c612::/31",
+        "2002:c633:6400::/40",
+        "2002:cb00:7100::/40",
+        "2002:e000::/20",
+        "2002:f000::/20",
+    )
+)
+
+
+@functools.lru_cache(maxsize=4096)
+def ooni_bogon(address: str) -> bool:
+    """OONI's ``netxlite.IsBogon`` for an address string (unparseable: true, as in OONI)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return True
+    if ip.is_loopback or ip.is_link_local:
+        return True
+    return any(ip in net for net in _OONI_BOGONS if net.version == ip.version)
+
+
 _FINAL_CLASSES = frozenset({2, 4, 5})  # a final response: 2xx, 4xx, 5xx (no redirect)
 
 
@@ -381,7 +443,7 @@ def _v05_orig(view: View, c: Control | None) -> OONIResult:
     dns_flag = False
     why = ""
     for q in view.queries:
-        if any(r.is_bogon(a) for a in q.addrs):
+        if any(ooni_bogon(a) for a in q.addrs):
             dns_flag, why = True, "a bogon answer"
             break
     if c is not None and not host_is_ip and c.dns_addrs and not dns_flag:
@@ -488,7 +550,7 @@ def _orig_unexpected_addrs(view: View, c: Control, probe_addrs: list[str]) -> bo
     handshake for the host, in an ASN the control's addresses are not in (ASN 0 = unknown
     counts as a value, as in OONI)."""
     control = set(c.dns_addrs)
-    different = {a for a in probe_addrs if not r.is_bogon(a) and a not in control}
+    different = {a for a in probe_addrs if not ooni_bogon(a) and a not in control}
     if not different:
         return False
     host = view.host
