@@ -250,7 +250,8 @@ def test_testbed_network_is_not_a_bogon() -> None:
 
 
 def test_tls_valid_answers_are_consistent() -> None:
-    m = build(answers=["198.18.30.1"], control_answers=["198.18.40.7"])
+    # (public addresses: OONI's own bogon list, unlike netvigil's, holds 198.18.0.0/15)
+    m = build(answers=["151.101.1.69"], control_answers=["151.101.65.69"])
     m["test_version"] = "0.5.26"  # the original engine: a verified handshake vouches for it
     v = analyze(m)
     assert v.dns_consistency == "consistent" and v.outcome == "ok" and v.blocking is False
