@@ -107,6 +107,7 @@ class View:
     control: Control | None = None
     # OONI 0.5.26+ tags its events with depth=<n> and fetch_body=<bool>
     tagged: bool = False
+    software: str = ""  # "<software_name> <software_version>": which probe measured
     # (queries, host, len(queries), tk) the memo was computed from, then the main queries,
     # the probe's addresses and the DNS failure (None until asked for): each is asked for
     # several times per verdict.
@@ -466,6 +467,9 @@ def parse(m: Mapping[str, Any]) -> View:
     view.handshakes = [_handshake(r.d(t)) for t in r.head(tk.get("tls_handshakes"), MAX_ITEMS)]
     view.requests = [_exchange(r.d(x)) for x in r.head(tk.get("requests"), 64)]
     view.control = _control(tk)
+    name, version = m.get("software_name"), m.get("software_version")
+    if isinstance(name, str) and isinstance(version, str):
+        view.software = f"{name[:64]} {version[:32]}"
     view.tagged = any(c.depth is not None for c in view.connects) or any(
         q.depth is not None for q in view.queries
     )

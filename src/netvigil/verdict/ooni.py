@@ -329,50 +329,122 @@ def _tls_valid_addrs(view: View) -> set[str]:
     return valid
 
 
+def _public_ipv4_false(address: str) -> bool:
+    """PY's ``is_public_ipv4_address(a) is False`` / MK's ``is_private_ipv4_addr``: an IPv4
+    address that is private or loopback (IPv6 and non-addresses do not count)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return ip.version == 4 and (ip.is_private or ip.is_loopback)
+
+
+def _legacy_title_match(probe_title: str, control_title: str, mk: bool) -> bool | None:
+    """MK/PY: the first ≥5-character word of the probe's title against the control's word at
+    the same position (PY lower-cases both; MK starts from "the titles are equal")."""
+    control_words = control_title.split(" ")
+    result: bool | None = (probe_title == control_title) if mk else None
+    for index, word in enumerate(probe_title.split(" ")):
+        if len(word) < 5:
+            continue
+        if index >= len(control_words):
+            return result if mk else False
+        if mk:
+            return word == control_words[index]
+        return word.lower() == control_words[index].lower()
+    return result
+
+
 def _legacy(view: View, c: Control | None) -> OONIResult:
-    """Measurement Kit / ooni-probe legacy (test_version < 0.4)."""
-    if c is None or not c.present:
-        return OONIResult(None, None, None, HTTPDiff(), "legacy", "no control")
-    dns = _dns_consistency_old(view, c) if c.usable else None
-    diff = _http_diff_v04(view, c)
+    """Measurement Kit (0.0.x: ``compare_control_experiment``) and ooni-probe legacy (0.1.0 –
+    0.3.x: ``determine_blocking``). ``http_experiment_failure`` and ``dns_experiment_failure`` are
+    the measured failures of those steps in this generation."""
+    # ooni-probe legacy (Python) called itself "ooniprobe" 1.x/2.x; every other client of this
+    # generation (the mobile and desktop apps, miniooni) ran Measurement Kit.
+    software = view.software.split(" ")
+    mk = not (software[0] == "ooniprobe" and software[-1][:2] in ("1.", "2."))
+    if c is None or not c.usable:
+        return OONIResult(None, None, None, HTTPDiff(), "legacy", "no usable control")
+    tk = view.tk
     final = view.requests[0] if view.requests else None
-
-    def done(blocking: bool | str | None, rule: str) -> OONIResult:
-        accessible: bool | None
-        if blocking is None:
-            accessible = None
-        elif blocking is False:
-            # a site down for everyone: accessible true in 0.0.x, false from 0.1.0 on
-            down = rule.startswith("probe and control HTTP both failed")
-            accessible = not (down and view.version >= (0, 1))
+    exp_raw = r.failure(tk.get("http_experiment_failure"))
+    if exp_raw is None and final is not None and "http_experiment_failure" not in tk:
+        exp_raw = final.failure
+    exp_fail = exp_raw.split(" ")[0] if exp_raw else None
+    ctrl_fail = c.http_failure.split(" ")[0] if c.http_failure else None
+    dns_fail = r.failure(tk.get("dns_experiment_failure"))
+    diff = HTTPDiff()
+    if exp_fail is None and ctrl_fail is None and final is not None:
+        exp_len, ctrl_len = final.body_length, c.http_body_length
+        if exp_len == ctrl_len:
+            proportion = 1.0
+        elif exp_len <= 0 or ctrl_len <= 0:
+            proportion = 0.0
         else:
-            accessible = False
-        return OONIResult(blocking, accessible, dns, diff, "legacy", rule)
-
-    if final is not None and not final.failure and r.scheme_of(final.url) == "https":
-        return done(False, "final HTTPS response succeeded")
-    if not c.usable:
-        return done(None, "control failed")
-    if view.dns_failure() in NXDOMAIN_FAILURES and dns == "consistent":
-        return done(False, "NXDOMAIN for the probe and the control")
-    if dns == "inconsistent":
-        return done("dns", "DNS inconsistent")
-    if view.connects and not any(x.success for x in view.connects):
-        return done("tcp_ip", "every connect failed")
-    exp_fail = (final.failure if final is not None else None) or (
-        None if final is not None else r.failure(view.tk.get("http_experiment_failure"))
+            proportion = min(exp_len, ctrl_len) / max(exp_len, ctrl_len)
+        diff.body_proportion = proportion
+        diff.body_length_match = proportion > 0.7
+        ours = {k.lower() for k in final.headers}
+        theirs = {k.lower() for k in c.http_headers}
+        diff.headers_match = ours == theirs or bool((ours & theirs) - COMMON_HEADERS)
+        if not str(c.http_status).startswith("5"):
+            diff.status_code_match = c.http_status == final.code
+        elif mk:
+            diff.status_code_match = True
+        diff.title_match = _legacy_title_match(
+            r.title_of(final.body).strip() if not mk else r.title_of(final.body),
+            c.http_title.strip() if not mk else c.http_title,
+            mk,
+        )
+    # DNS (PY compare_dns_experiments, MK compare_dns_queries)
+    probe: set[str] = set()
+    for q in view.main_queries_view():
+        probe.update(q.addrs)
+    control = set(c.dns_addrs) | set(c.dns_names)  # the helper lists CNAMEs too
+    consistent: bool
+    if mk and dns_fail is not None:
+        consistent = dns_fail == c.dns_failure
+    elif (not mk and c.dns_failure is not None and c.dns_failure == dns_fail) or probe == control:
+        consistent = True  # PY: the same failure on both sides; both: the same answers
+    elif any(_public_ipv4_false(a) for a in probe):
+        consistent = False
+    elif probe & control:
+        consistent = True
+    else:
+        asns = _ip_info_asns(c, probe)
+        consistent = bool(asns & _ip_info_asns(c, control))
+        if not consistent and probe and not c.ip_info:
+            consistent = probe <= _tls_valid_addrs(view)  # no ASN data: TLS vouches
+    dns = "consistent" if consistent else "inconsistent"
+    tcp_ok = not any(
+        not x.success and c.tcp.get(r.endpoint(x.ip, x.port), (False, None))[0]
+        for x in view.connects
     )
-    if exp_fail and c.http_failure:
-        return done(False, "probe and control HTTP both failed: site down")
-    if exp_fail:
-        if exp_fail in ("dns_lookup_error", "dns_nxdomain_error"):
-            return done("dns", "HTTP failed in DNS")
-        return done("http-failure", f"HTTP failed, control fetched: {exp_fail[:80]}")
-    if c.http_failure or final is None or final.code <= 0:
-        return done(None, "no response to compare")
-    if diff.same_page():
-        return done(False, "HTTP diff: same page")
-    return done("http-diff", "HTTP diff: different page")
+    got_page: bool | None = None
+    if exp_fail is None and ctrl_fail is None:
+        got_page = bool(diff.body_length_match or diff.headers_match or diff.title_match) and (
+            diff.status_code_match is not False
+        )
+    blocking: bool | str = False
+    rule = "no rule: not blocked"
+    if consistent and not tcp_ok and exp_fail is not None:
+        blocking, rule = "tcp_ip", "DNS consistent, a connect failed, HTTP failed"
+    elif consistent and tcp_ok and got_page is False:
+        blocking, rule = "http-diff", "HTTP diff: different page"
+    elif consistent and tcp_ok and exp_fail is not None and ctrl_fail is None:
+        blocking = "dns" if exp_fail == "dns_lookup_error" else "http-failure"
+        rule = f"HTTP failed, control fetched: {exp_raw[:80] if exp_raw else ''}"
+    elif not consistent and (got_page is not True if mk else (got_page is False or exp_fail)):
+        blocking, rule = "dns", "DNS inconsistent"
+    elif (
+        not consistent
+        and got_page is False
+        and (c.dns_failure is not None or ctrl_fail != exp_fail)
+    ):
+        blocking, rule = "dns", "DNS inconsistent, unexpected page"
+    # MK: accessible iff not blocked; PY: also no HTTP or DNS failure of the probe's own
+    accessible = blocking is False and (mk or (exp_raw is None and dns_fail is None))
+    return OONIResult(blocking, accessible, dns, diff, "legacy", rule)
 
 
 # ---------------------------------------------------------------------------------------------
