@@ -624,6 +624,14 @@ def _ooni_differs_case(ooni: OONIResult, outcome: str, evidence: dict[str, Any])
                 return "interception-evidence"
     if base == "captive-portal" and blocking == "http-failure":
         return "captive-portal"
+    certificates = evidence.get("certificates")
+    if (
+        base in ("down", "unknown")
+        and blocking == "http-failure"
+        and isinstance(certificates, dict)
+        and (certificates.get("copied") or {}).get("key_differs") is False
+    ):
+        return "site-certificate"
     if base == "unknown" and ooni.rule.startswith("HTTP failed") and "unknown_failure" in ooni.rule:
         return "probe-error"
     if blocking is False and ooni.engine == "v0.5-orig" and "redirect_hop" in evidence:

@@ -71,6 +71,9 @@ OONI_DIFFERS = {
     "root, or a key and issuer other than the control saw), evidence OONI does not use",
     "captive-portal": "OONI counts the failed handshake as http-failure; the certificate is "
     "publicly trusted for another name: a captive portal, not censorship",
+    "site-certificate": "OONI counts a handshake failure the control did not see as "
+    "http-failure; the probe was shown the site's own certificate key (the control saw the "
+    "same): a misconfigured site or the probe's own trust store, not interception",
     "probe-error": "OONI counted a failure of the probe's own software (an unknown_failure, "
     "not a network error) as blocking; nothing was measured to judge",
 }
