@@ -250,8 +250,15 @@ def test_testbed_network_is_not_a_bogon() -> None:
 
 
 def test_tls_valid_answers_are_consistent() -> None:
+    # (public addresses: OONI's own bogon list, unlike netvigil's, holds 198.18.0.0/15)
+    m = build(answers=["151.101.1.69"], control_answers=["151.101.65.69"])
+    m["test_version"] = "0.5.26"  # the original engine: a verified handshake vouches for it
+    v = analyze(m)
+    assert v.dns_consistency == "consistent" and v.outcome == "ok" and v.blocking is False
+    # the classic engine (0.5.27+) compares addresses and ASNs only (minipipeline
+    # dnsComputeSuccessMetricsClassic), but a final response over TLS is not blocking
     v = analyze(build(answers=["198.18.30.1"], control_answers=["198.18.40.7"]))
-    assert v.dns_consistency == "consistent" and v.outcome == "ok"
+    assert v.dns_consistency == "inconsistent" and v.outcome == "ok" and v.blocking is False
 
 
 def test_dns_blockpage_via_answer_page() -> None:
@@ -360,8 +367,13 @@ def test_403_for_everyone_is_ok() -> None:
 
 def test_no_control() -> None:
     assert analyze(build(control=False, url="http://example.org/")).outcome == "unknown"
-    v = analyze(build(control=False, answers=["10.10.34.36"]))
+    v = analyze(build(control=False, url="http://example.org/", answers=["10.10.34.36"]))
     assert v.outcome == "dns/bogon" and v.blocking is None
+    assert v.evidence["ooni_differs"]["case"] == "ooni-null"
+    # a private address that served the page over verified TLS is split-horizon DNS: OONI's
+    # classic engine says not blocking (a final response over TLS), and so do we
+    v = analyze(build(control=False, answers=["10.10.34.36"]))
+    assert v.outcome == "ok" and v.blocking is False
     v = analyze(build(control=False, url="http://example.org/", body=BLOCKPAGE.read_text("utf-8")))
     assert v.outcome.startswith("http/blockpage:")
 

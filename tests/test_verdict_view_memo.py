@@ -27,5 +27,12 @@ def test_view_memo_follows_the_queries() -> None:
     view.queries = [Query("example.org", "A", "udp", "dns_nxdomain_error", [], [])]
     assert view.probe_addrs() == []
     assert view.dns_failure() == "dns_nxdomain_error"
+    # the queries decide; the measurement's own dns_experiment_failure (an analysis result in
+    # OONI 0.5.27+) only stands in when no query for the host was recorded (old probes)
     view.tk = {"dns_experiment_failure": "generic_timeout_error"}
+    assert view.dns_failure() == "dns_nxdomain_error"
+    view.queries = []
     assert view.dns_failure() == "generic_timeout_error"
+    view.test_version = "0.5.28"  # from 0.5 on it is an analysis output: never read
+    view.tk = {"dns_experiment_failure": "generic_timeout_error"}
+    assert view.dns_failure() is None

@@ -21,6 +21,10 @@ class Query:
     # netvigil asks a second, independent resolver too; its answers are evidence, not what the
     # user's browser got, so they do not take part in the user's DNS verdict.
     second_opinion: bool = False
+    txid: int | None = None  # transaction_id: OONI links the events of one flow by it
+    depth: int | None = None  # the "depth=<n>" tag (0.5.26+): the redirect step
+    a_answers: int = 0  # answers whose answer_type is "A"
+    answer_count: int = 0  # every answer (CNAMEs too)
 
 
 @dataclass(slots=True)
@@ -29,6 +33,9 @@ class Connect:
     port: int
     failure: str | None
     success: bool
+    txid: int | None = None
+    depth: int | None = None
+    fetch_body: bool | None = None  # the "fetch_body=<bool>" tag (0.5.26+)
 
 
 @dataclass(slots=True)
@@ -38,6 +45,7 @@ class Handshake:
     failure: str | None
     no_tls_verify: bool
     certs: list[Any]
+    txid: int | None = None
 
 
 @dataclass(slots=True)
@@ -50,6 +58,8 @@ class Exchange:
     truncated: bool
     headers: dict[str, str]
     raw: Mapping[str, Any]
+    txid: int | None = None
+    address: str | None = None  # "ip:port" the round trip used (OONI 0.5), when recorded
 
 
 @dataclass(slots=True)
@@ -70,6 +80,7 @@ class Control:
     ip_info: dict[str, tuple[int, int]]  # ip -> (asn, flags)
     # netvigil's helper: the chain it saw per endpoint (x_peer_certificates, base64 items)
     tls_chains: dict[str, list[Any]] = field(default_factory=dict)
+    tls_names: dict[str, str] = field(default_factory=dict)  # endpoint -> server_name
 
     @property
     def usable(self) -> bool:
@@ -94,6 +105,9 @@ class View:
     handshakes: list[Handshake] = field(default_factory=list)
     requests: list[Exchange] = field(default_factory=list)
     control: Control | None = None
+    # OONI 0.5.26+ tags its events with depth=<n> and fetch_body=<bool>
+    tagged: bool = False
+    software: str = ""  # "<software_name> <software_version>": which probe measured
     # (queries, host, len(queries), tk) the memo was computed from, then the main queries,
     # the probe's addresses and the DNS failure (None until asked for): each is asked for
     # several times per verdict.
@@ -126,7 +140,10 @@ class View:
             for q in queries
             if (not q.hostname or q.hostname.rstrip(".") == host) and not q.second_opinion
         ]
-        plain = [q for q in qs if q.engine != "doh"]
+        # The system resolver (getaddrinfo) is what the user's browser asked: OONI 0.5 also asks
+        # UDP and DoH resolvers, whose answers are evidence, not what the user got.
+        system = [q for q in qs if q.engine in SYSTEM_ENGINES]
+        plain = system or [q for q in qs if q.engine != "doh"]
         picked = plain or qs
         seen: dict[str, None] = {}
         for q in picked:
@@ -161,10 +178,14 @@ class View:
         return found  # type: ignore[no-any-return]
 
     def _dns_failure(self, qs: list[Query], addrs: list[str]) -> str | None:
-        explicit = r.failure(self.tk.get("dns_experiment_failure"))
-        if explicit:
-            return explicit
-        if not qs or addrs:
+        """The user's resolver's failure, from the queries; the measurement's own
+        ``dns_experiment_failure`` (an analysis result in OONI 0.5.27+) only when no query
+        for the host was recorded (old probes)."""
+        if not qs:
+            if self.version >= (0, 5):
+                return None
+            return r.failure(self.tk.get("dns_experiment_failure"))
+        if addrs:
             return None
         failures = [q.failure for q in qs if q.failure]
         hard = [f for f in failures if f != "dns_no_answer"]
@@ -173,6 +194,8 @@ class View:
 
 
 _UNSET: Any = object()
+# What OONI calls the system resolver (minipipeline's utilsEngineIsGetaddrinfo).
+SYSTEM_ENGINES = frozenset({"getaddrinfo", "golang_net_resolver"})
 
 
 @functools.lru_cache(maxsize=1024)
@@ -184,15 +207,55 @@ def _version(text: str) -> tuple[int, ...]:
     return tuple(out)
 
 
+def _tags(value: Any) -> tuple[int | None, bool | None, bool]:
+    """(depth, fetch_body, tagged) from an OONI ``tags`` list (0.5.26+); the last tag wins."""
+    if type(value) is not list or not value:
+        return _NO_TAGS
+    if len(value) <= 8 and all(type(tag) is str and len(tag) <= 32 for tag in value):
+        return _tags_of(tuple(value))  # a handful of distinct lists: cached
+    return _tags_of.__wrapped__(tuple(value[:32]))
+
+
+_NO_TAGS: tuple[int | None, bool | None, bool] = (None, None, False)
+
+
+@functools.lru_cache(maxsize=256)
+def _tags_of(value: tuple[Any, ...]) -> tuple[int | None, bool | None, bool]:
+    depth: int | None = None
+    fetch_body: bool | None = None
+    tagged = False
+    for tag in value:
+        if type(tag) is not str:
+            continue
+        if tag.startswith("depth="):
+            digits = tag[6:]
+            if digits.isascii() and digits.isdigit() and len(digits) < 10:
+                depth = int(digits)
+                tagged = True
+        elif tag.startswith("fetch_body="):
+            fetch_body = tag[11:] == "true"
+    return depth, fetch_body, tagged
+
+
+def _txid(value: Any) -> int | None:
+    return value if type(value) is int and 0 < value < 2**53 else None
+
+
 def _query(q: Mapping[str, Any]) -> Query:
     # r.* readers inlined where the value is a plain str/dict: one call per query, not ten
     ip_or_none = r.ip_or_none
     addrs = []
+    a_answers = 0
+    answer_count = 0
     answers = q.get("answers")
     if answers:
-        for a in r.head(answers, 256):
+        listed = r.head(answers, 256)
+        answer_count = len(listed)
+        for a in listed:
             if type(a) is not dict:
                 a = r.d(a)
+            if a.get("answer_type") == "A":
+                a_answers += 1
             ip = ip_or_none(a.get("ipv4")) or ip_or_none(a.get("ipv6"))
             if ip:
                 addrs.append(ip)
@@ -210,6 +273,10 @@ def _query(q: Mapping[str, Any]) -> Query:
         addrs=addrs,
         late=late,
         second_opinion=q.get("x_second_opinion") is True,
+        txid=_txid(q.get("transaction_id")),
+        depth=_tags(q.get("tags"))[0],
+        a_answers=a_answers,
+        answer_count=answer_count,
     )
 
 
@@ -234,7 +301,16 @@ def _connect(t: Mapping[str, Any]) -> Connect | None:
     fail = status.get("failure")
     fail = fail if isinstance(fail, str) and fail else None
     success = status.get("success")
-    return Connect(ip, port, fail, bool(success) if isinstance(success, bool) else fail is None)
+    depth, fetch_body, _ = _tags(t.get("tags"))
+    return Connect(
+        ip,
+        port,
+        fail,
+        bool(success) if isinstance(success, bool) else fail is None,
+        _txid(t.get("transaction_id")),
+        depth,
+        fetch_body,
+    )
 
 
 def _handshake(t: Mapping[str, Any]) -> Handshake:
@@ -247,6 +323,7 @@ def _handshake(t: Mapping[str, Any]) -> Handshake:
         failure=fail if isinstance(fail, str) and fail else None,
         no_tls_verify=t.get("no_tls_verify") is True,
         certs=r.lst(t.get("peer_certificates")),
+        txid=_txid(t.get("transaction_id")),
     )
 
 
@@ -263,6 +340,8 @@ def _exchange(x: Mapping[str, Any]) -> Exchange:
         truncated=response.get("body_is_truncated") is True,
         headers=r.headers_of(response),
         raw=x,
+        txid=_txid(x.get("transaction_id")),
+        address=r.s(x.get("address")),
     )
 
 
@@ -271,9 +350,18 @@ def _status_map(value: Any) -> dict[str, tuple[bool, str | None]]:
     for k, v in _items(value):
         if type(v) is not dict:
             v = r.d(v)
-        fail = v.get("failure")
-        out[str(k)] = (v.get("status") is True, fail if isinstance(fail, str) and fail else None)
+        out[str(k)] = _status(v)
     return out
+
+
+def _status(v: Mapping[str, Any]) -> tuple[bool, str | None]:
+    """(status, failure) of a control entry. OONI reads the failure only; an entry that says
+    ``status: false`` without one (no real helper sends that) counts as failed."""
+    fail = v.get("failure")
+    status = v.get("status")
+    if isinstance(fail, str) and fail:
+        return status is True, fail
+    return status is True, ("unknown_failure" if status is False else None)
 
 
 def _control(tk: Mapping[str, Any]) -> Control:
@@ -307,7 +395,7 @@ def _control(tk: Mapping[str, Any]) -> Control:
                 if type(v) is not dict:
                     v = r.d(v)
                 info[norm] = (integer(v.get("asn")) or 0, integer(v.get("flags")) or 0)
-    tls, chains = _tls_maps(c.get("tls_handshake"))
+    tls, chains, tls_names = _tls_maps(c.get("tls_handshake"))
     return Control(
         present=bool(c) and (bool(dns) or bool(http) or bool(c.get("tcp_connect"))),
         failure=r.failure(tk.get("control_failure")),
@@ -324,25 +412,30 @@ def _control(tk: Mapping[str, Any]) -> Control:
         http_headers=r.headers_of({"headers": http.get("headers")}),
         ip_info=info,
         tls_chains=chains,
+        tls_names=tls_names,
     )
 
 
 def _tls_maps(
     value: Any,
-) -> tuple[dict[str, tuple[bool, str | None]], dict[str, list[Any]]]:
-    """``_status_map(value)`` and the chain per endpoint (x_peer_certificates), in one pass."""
+) -> tuple[dict[str, tuple[bool, str | None]], dict[str, list[Any]], dict[str, str]]:
+    """``_status_map(value)``, the chain per endpoint (x_peer_certificates) and the server
+    name per endpoint, in one pass."""
     status: dict[str, tuple[bool, str | None]] = {}
     chains: dict[str, list[Any]] = {}
+    names: dict[str, str] = {}
     for k, v in _items(value):
         if type(v) is not dict:
             v = r.d(v)
-        fail = v.get("failure")
         key = str(k)
-        status[key] = (v.get("status") is True, fail if isinstance(fail, str) and fail else None)
+        status[key] = _status(v)
         chain = r.head(v.get("x_peer_certificates"), 32)
         if chain:
             chains[key] = chain
-    return status, chains
+        name = v.get("server_name")
+        if isinstance(name, str) and name:
+            names[key] = name.lower()
+    return status, chains, names
 
 
 MAX_ITEMS = 4096
@@ -374,4 +467,10 @@ def parse(m: Mapping[str, Any]) -> View:
     view.handshakes = [_handshake(r.d(t)) for t in r.head(tk.get("tls_handshakes"), MAX_ITEMS)]
     view.requests = [_exchange(r.d(x)) for x in r.head(tk.get("requests"), 64)]
     view.control = _control(tk)
+    name, version = m.get("software_name"), m.get("software_version")
+    if isinstance(name, str) and isinstance(version, str):
+        view.software = f"{name[:64]} {version[:32]}"
+    view.tagged = any(c.depth is not None for c in view.connects) or any(
+        q.depth is not None for q in view.queries
+    )
     return view

@@ -14,8 +14,15 @@ from netvigil.verdict._view import Control, Exchange, Handshake, View, late_addr
 from netvigil.verdict.certs import describe_chain
 from netvigil.verdict.fingerprints import Fingerprints, Match, load_fingerprints
 from netvigil.verdict.interception import MAX_CHAIN, describe_interception
-from netvigil.verdict.model import NOT_BLOCKED, Verdict
-from netvigil.verdict.ooni import CERT_FAILURES, OONIResult, analyze_ooni
+from netvigil.verdict.model import NOT_BLOCKED, OONI_DIFFERS, Verdict, pair_allowed
+from netvigil.verdict.ooni import (
+    CERT_FAILURES,
+    NXDOMAIN_FAILURES,
+    HopFailure,
+    OONIResult,
+    analyze_ooni,
+    redirect_hop_failure,
+)
 from netvigil.verdict.roots import decode_peer_certificates
 
 THROTTLE_RATE = 50_000  # bytes/s: a body slower than this, cut by a timeout, is throttled
@@ -75,6 +82,8 @@ def analyze(measurement: Mapping[str, Any], fingerprints: Fingerprints | None = 
     except _Outcome as done:
         outcome, confidence, evidence = done.outcome, done.confidence, done.evidence
     evidence["ooni_engine"] = ooni.engine
+    evidence["ooni_rule"] = ooni.rule
+    outcome, confidence = _reconcile(view, ooni, outcome, confidence, evidence)
     if view.control is not None and not view.control.usable:
         evidence.setdefault("control", "missing" if not view.control.present else "failed")
     return Verdict(
@@ -184,6 +193,15 @@ def _dns_stage(view: View, ooni: OONIResult, c: Control | None, fps: _Scan) -> N
         return
     bogons = [a for a in addrs if r.is_bogon(a) and a not in set(ctrl_addrs)]
     if bogons:
+        if _https_page_fetched(view):
+            raise _Outcome(
+                "ok",
+                0.6,
+                dns=dns_ev,
+                bogons=bogons,
+                reason="a private address, but the page came over verified TLS for the host "
+                "(split-horizon DNS)",
+            )
         raise _Outcome("dns/bogon", 0.95, dns=dns_ev, bogons=bogons)
     dns_fp = next((hit for a in addrs if (hit := fps.match_dns(a)) is not None), None)
     if dns_fp is not None:
@@ -214,7 +232,32 @@ def _dns_stage(view: View, ooni: OONIResult, c: Control | None, fps: _Scan) -> N
             dns=dns_ev,
             reason="answers differ from the control's but the page served matches (CDN/geo-DNS)",
         )
+    if _https_page_fetched(view):
+        raise _Outcome(
+            "ok",
+            0.7,
+            dns=dns_ev,
+            reason="answers differ from the control's but the page came over verified TLS "
+            "for the host (CDN/geo-DNS, or a transparent proxy that could not read it)",
+        )
     raise _Outcome("dns/bogus", 0.7, dns=dns_ev)
+
+
+def _https_page_fetched(view: View) -> bool:
+    """The chain ended in a final page (2xx/4xx/5xx) fetched over verified TLS, from an address
+    the user's resolver gave (one only a UDP or DoH resolver gave is not what the user got)."""
+    final = view.requests[0] if view.requests else None
+    if (
+        final is None
+        or final.failure
+        or final.code // 100 not in (2, 4, 5)
+        or r.scheme_of(final.url) != "https"
+    ):
+        return False
+    if not final.address or r.host_of(final.url) != view.host:
+        return True
+    ip = r.ip_or_none(final.address.rsplit(":", 1)[0])
+    return ip is None or ip in view.probe_addrs_view() or r.is_ip_literal(view.host)
 
 
 def _tcp_stage(view: View, c: Control | None) -> None:
@@ -405,6 +448,19 @@ def _http_stage(view: View, ooni: OONIResult, c: Control | None, fps: _Scan) -> 
         raise _Outcome("unknown", 0.0, reason="no HTTP exchange recorded")
     final = view.requests[0]
     diff = ooni.diff
+    if not final.failure and final.code // 100 == 3:
+        hop = redirect_hop_failure(view)
+        if hop is not None:
+            hit, where = _chain_blockpage(view, fps)
+            if hit is not None and where is not None:
+                raise _Outcome(
+                    f"http/blockpage:{hit.name}",
+                    0.95,
+                    fingerprint=hit.to_dict(),
+                    where={"url": where.url, "status": where.code},
+                    redirects=[x.url for x in reversed(view.requests)],
+                )
+            _judge_hop(view, hop, c)
     # The very page the control got (same status, length within 30 %, same title) is not a
     # blockpage: skip the scan, the costliest step of a verdict, for the common case.
     same_as_control = (
@@ -467,15 +523,22 @@ def _http_stage(view: View, ooni: OONIResult, c: Control | None, fps: _Scan) -> 
                 raise _Outcome("http/throttled", 0.85, http=http_ev, x_body_rate=rate)
             raise _Outcome("http/timeout", 0.8, http=http_ev)
         raise _Outcome("http/failure", 0.7, http=http_ev)
+    if r.scheme_of(final.url) == "https":
+        # A page fetched over verified TLS comes from the site itself (or a CA was compromised,
+        # which a different key would have shown at the handshake): not censorship.
+        raise _Outcome(
+            "ok",
+            0.9 if c is not None and c.http_ok else 0.6,
+            http=http_ev,
+            reason="HTTPS fetch verified"
+            + ("" if c is not None and c.http_ok else "; no control")
+            + ("" if diff.same_page() or c is None else "; the page differs from the control's"),
+        )
     if c is None or not c.http_ok:
-        if view.scheme == "https" and r.scheme_of(final.url) == "https":
-            raise _Outcome("ok", 0.6, http=http_ev, reason="HTTPS fetch verified; no control")
         raise _Outcome("unknown", 0.0, http=http_ev, reason="page fetched; no control to compare")
     if final.code in (403, 451) and c.http_status in (403, 451):
         raise _Outcome("ok", 0.7, http=http_ev, reason="the site answers everyone this way")
-    if ooni.diff.same_page() or (
-        r.scheme_of(final.url) == "https" and ooni.diff.status_code_match is not False
-    ):
+    if ooni.diff.same_page():
         raise _Outcome("ok", 0.9, http=http_ev)
     raise _Outcome(
         "http/diff",
@@ -496,3 +559,137 @@ def _body_rate(x: Exchange) -> float | None:
         if rate is not None:
             return rate
     return None
+
+
+_HOP_TLS = {"connection_reset": "tls/reset", "eof_error": "tls/reset"}
+_HOP_HTTP = {"connection_reset": "http/reset", "generic_timeout_error": "http/timeout"}
+
+
+def _judge_hop(view: View, hop: HopFailure, c: Control | None) -> None:
+    """A step failed after a successful redirect: the chain never reached its page."""
+    ev: dict[str, Any] = {
+        "redirect_hop": {
+            "step": hop.step,
+            "failure": hop.failure,
+            "depth": hop.depth,
+            "where": hop.where,
+            "control": hop.control,
+        },
+        "redirects": [x.url for x in reversed(view.requests)],
+    }
+    if c is None:
+        raise _Outcome("unknown", 0.0, reason="a redirect hop failed; no control", **ev)
+    if hop.control:
+        raise _Outcome("down", 0.7, reason="the control failed at the same step", **ev)
+    if hop.step == "dns":
+        if hop.failure in NXDOMAIN_FAILURES or hop.failure == "dns_no_answer":
+            outcome = "dns/nxdomain"
+        elif hop.failure == "generic_timeout_error":
+            outcome = "dns/timeout"
+        else:
+            outcome = "dns/bogus"
+    elif hop.step == "tcp":
+        outcome = _TCP.get(hop.failure, "tcp/timeout")
+    elif hop.step == "tls":
+        outcome = _HOP_TLS.get(hop.failure) or (
+            "tls/timeout" if hop.failure == "generic_timeout_error" else "tls/failure"
+        )
+    else:
+        outcome = _HOP_HTTP.get(hop.failure, "http/failure")
+    if not c.http_ok:
+        # OONI's classic engine counts it as blocking all the same; say what we know
+        ev["note"] = "the control's own fetch of the page failed too"
+        raise _Outcome(outcome, 0.5, **ev)
+    raise _Outcome(outcome, 0.8 if hop.control == "" else 0.7, **ev)
+
+
+def _ooni_differs_case(ooni: OONIResult, outcome: str, evidence: dict[str, Any]) -> str | None:
+    """Which of OONI's rules forces a pair ALLOWED_PAIRS does not list (None: none does)."""
+    base = outcome.split(":", 1)[0]
+    blocking = ooni.blocking
+    if blocking is None:
+        return "ooni-null"
+    if blocking == "dns" and ooni.dns_consistency == "inconsistent":
+        return "dns-overrides"
+    if blocking is False and base in ("http/blockpage", "dns/blockpage"):
+        return "fingerprint"
+    if base == "tls/interception":
+        found = evidence.get("interception")
+        if isinstance(found, dict):
+            known = found.get("known_root")
+            copied = found.get("copied") or {}
+            if (isinstance(known, dict) and known.get("proven") is True) or copied.get(
+                "key_differs"
+            ) is True:
+                return "interception-evidence"
+    if base == "captive-portal" and blocking == "http-failure":
+        return "captive-portal"
+    certificates = evidence.get("certificates")
+    if (
+        base in ("down", "unknown")
+        and blocking == "http-failure"
+        and isinstance(certificates, dict)
+        and (certificates.get("copied") or {}).get("key_differs") is False
+    ):
+        return "site-certificate"
+    if base == "unknown" and ooni.rule.startswith("HTTP failed") and "unknown_failure" in ooni.rule:
+        return "probe-error"
+    if blocking is False and ooni.engine == "v0.5-orig" and "redirect_hop" in evidence:
+        return "redirect-hop"
+    return None
+
+
+def _reconcile(
+    view: View, ooni: OONIResult, outcome: str, confidence: float, evidence: dict[str, Any]
+) -> tuple[str, float]:
+    """Hold the outcome and OONI's blocking to one judgement: an allowed pair, a pair OONI's
+    own logic forces (explained in ``evidence["ooni_differs"]``), or else OONI's decision."""
+    if pair_allowed(outcome, ooni.blocking):
+        return outcome, confidence
+    case = _ooni_differs_case(ooni, outcome, evidence)
+    if case is not None:
+        evidence["ooni_differs"] = {
+            "case": case,
+            "reason": OONI_DIFFERS[case],
+            "ooni_blocking": ooni.blocking,
+            "ooni_rule": ooni.rule,
+        }
+        return outcome, confidence
+    followed = _outcome_from_ooni(view, ooni)
+    evidence["stage_outcome"] = outcome
+    evidence["followed_ooni"] = (
+        f"the stage walk said {outcome}, which OONI's rule ({ooni.rule}) contradicts with no "
+        f"evidence of ours to outweigh it: {followed}"
+    )
+    return followed, min(confidence, 0.5)
+
+
+def _outcome_from_ooni(view: View, ooni: OONIResult) -> str:
+    blocking = ooni.blocking
+    if blocking is None:
+        return "unknown"
+    if blocking is False:
+        return "ok" if ooni.accessible is not False else "down"
+    if blocking == "dns":
+        failure = view.dns_failure()
+        if failure in NXDOMAIN_FAILURES or failure == "dns_no_answer":
+            return "dns/nxdomain"
+        if failure == "generic_timeout_error":
+            return "dns/timeout"
+        if any(r.is_bogon(a) for a in view.probe_addrs_view()):
+            return "dns/bogon"
+        return "dns/bogus"
+    if blocking == "tcp_ip":
+        failure = next((x.failure for x in view.connects if x.failure), "") or ""
+        return _TCP.get(failure, "tcp/timeout")
+    if blocking == "http-failure":
+        failed = next((h for h in view.handshakes if h.failure), None)
+        final = view.requests[0] if view.requests else None
+        if final is not None and final.failure:
+            return _HOP_HTTP.get(final.failure, "http/failure")
+        if failed is not None and failed.failure:
+            return _HOP_TLS.get(failed.failure) or (
+                "tls/timeout" if failed.failure == "generic_timeout_error" else "tls/failure"
+            )
+        return "http/failure"
+    return "http/diff"

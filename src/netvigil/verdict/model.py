@@ -36,6 +36,64 @@ NOT_BLOCKED = frozenset({"ok", "down", "unknown", "unsupported", "captive-portal
 
 Blocking = bool | str | None
 
+# One judgement, two views: the precise ``outcome`` and OONI's ``blocking``. Each outcome (its
+# base, before ``:<fingerprint>``; a ``stage/`` prefix stands for every outcome of that stage)
+# allows these ``blocking`` values; docs/verdict.md §5 explains each row.
+ALLOWED_PAIRS: dict[str, frozenset[Blocking]] = {
+    "ok": frozenset({False}),
+    "down": frozenset({False}),
+    "unknown": frozenset({None}),
+    "unsupported": frozenset({None}),
+    "captive-portal": frozenset({False, None}),
+    "dns/": frozenset({"dns"}),
+    # tcp_ip: a connect to the input's own addresses failed; http-failure: the connect belonged
+    # to the fetch (a redirect hop: OONI has no TCP control for it; v0.4 and MK report a refused
+    # fetch as http-failure)
+    "tcp/": frozenset({"tcp_ip", "http-failure"}),
+    "tls/": frozenset({"http-failure"}),
+    "http/blockpage": frozenset({"http-diff"}),
+    "http/diff": frozenset({"http-diff"}),
+    "http/": frozenset({"http-failure"}),  # reset, timeout, failure, throttled
+}
+
+# Where OONI's own logic forces another pair, the verdict keeps its outcome and says why in
+# ``evidence["ooni_differs"]`` = {"case": <one of these>, "reason": ..., "ooni_rule": ...}.
+OONI_DIFFERS = {
+    "ooni-null": "OONI's rule gives no verdict here (blocking null); netvigil's outcome rests "
+    "on evidence that does not need it",
+    "dns-overrides": "OONI reports dns whenever the probe's DNS answers are inconsistent with "
+    "the control's, whatever happened next; netvigil names the step that decided",
+    "fingerprint": "OONI judged the page to be the site's (same page, or fetched over HTTPS); "
+    "its content matches a known blockpage",
+    "redirect-hop": "OONI 0.5.0-0.5.26 judged only the last recorded request (ooni/probe#2641): "
+    "a step that failed after a successful redirect is invisible to it",
+    "interception-evidence": "the certificate chain shows interception (a known interception "
+    "root, or a key and issuer other than the control saw), evidence OONI does not use",
+    "captive-portal": "OONI counts the failed handshake as http-failure; the certificate is "
+    "publicly trusted for another name: a captive portal, not censorship",
+    "site-certificate": "OONI counts a handshake failure the control did not see as "
+    "http-failure; the probe was shown the site's own certificate key (the control saw the "
+    "same): a misconfigured site or the probe's own trust store, not interception",
+    "probe-error": "OONI counted a failure of the probe's own software (an unknown_failure, "
+    "not a network error) as blocking; nothing was measured to judge",
+}
+
+
+def allowed_blockings(outcome: str) -> frozenset[Blocking]:
+    """The ``blocking`` values the outcome allows (ALLOWED_PAIRS; the longest key wins)."""
+    base = outcome.split(":", 1)[0]
+    found = ALLOWED_PAIRS.get(base)
+    if found is not None:
+        return found
+    stage = base.split("/", 1)[0] + "/" if "/" in base else ""
+    return ALLOWED_PAIRS.get(stage, frozenset())
+
+
+def pair_allowed(outcome: str, blocking: Blocking) -> bool:
+    if blocking is not None and type(blocking) is not bool and type(blocking) is not str:
+        return False  # 0 == False: only the very values OONI writes
+    return blocking in allowed_blockings(outcome)
+
 
 @dataclass(frozen=True)
 class Verdict:
