@@ -154,6 +154,18 @@ def test_bytes_that_stopped_flowing_are_a_timeout_not_throttling() -> None:
     assert "stall" in v.evidence["http"]["transfer"]["note"]
 
 
+def test_a_retransmission_gap_at_the_end_is_still_a_flowing_transfer() -> None:
+    # Behind a shaper's deep queue TCP waits seconds for its retransmission timer.
+    v = analyze(measurement(body_transfer=transfer(4_000, idle=4.5), control_rate=5_000_000.0))
+    assert v.outcome == "http/throttled"
+
+
+def test_a_burst_then_silence_is_a_stall_even_when_the_mean_is_low() -> None:
+    burst = transfer(0, idle=11.5, burst=16_000)  # 16 kB, then nothing for 11.5 s of 12
+    v = analyze(measurement(body_transfer=burst))
+    assert v.outcome == "http/timeout"
+
+
 def test_no_control_is_unknown_with_the_rate_as_evidence() -> None:
     v = analyze(measurement(body_transfer=transfer(4_000), control="missing"))
     assert v.outcome == "unknown"

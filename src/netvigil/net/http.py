@@ -17,7 +17,9 @@ import asyncio
 import base64
 import ipaddress
 import re
+import socket
 import ssl
+import struct
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
@@ -108,9 +110,13 @@ class BodyTransfer:
     ``samples``: (seconds since the head, cumulative bytes), at most ``MAX_RATE_SAMPLES``, the
     last one at the end; ``sustained_rate``: bytes/s over the second half of the transfer,
     where a start-up burst (TCP's first window, a shaper's bucket) no longer counts.
+    ``bytes`` counts body bytes; ``wire_bytes`` TCP bytes received after the head (TLS records
+    included), known when the kernel tells (Linux TCP_INFO): then the samples, the rates and
+    ``idle_at_end`` are the TCP connection's, else the body's.
     """
 
     bytes: int
+    wire_bytes: int | None
     head_after: float
     duration: float
     idle_at_end: float
@@ -123,6 +129,7 @@ class BodyTransfer:
     def to_ooni(self) -> dict[str, Any]:
         return {
             "bytes": self.bytes,
+            "wire_bytes": self.wire_bytes,
             "head_after": round(self.head_after, 6),
             "duration": round(self.duration, 6),
             "idle_at_end": round(self.idle_at_end, 6),
@@ -248,9 +255,17 @@ class _Exchange:
     t_sent: float = 0.0
     t_head: float = 0.0
     t_last: float = 0.0
+    t_end: float = 0.0
     failure: str | None = None
+    # The series: TCP bytes received since the head (TCP_INFO, sampled each slice) when the
+    # kernel tells, else body bytes as they are read. Over TLS the body comes a whole record
+    # (16 KiB) at a time: on a 4 kB/s link that is a step every 4 s, which would look like a
+    # stall; the TCP counter rises with every segment.
     samples: list[tuple[float, int]] = field(default_factory=list)
     slice_seconds: float = _FIRST_SLICE
+    wire_base: int | None = None  # TCP bytes received when the head was read
+    wire_end: tuple[int, float] | None = None  # (TCP bytes since the head, s since last data)
+    sampler: asyncio.Task[None] | None = None
 
     def rate(self) -> float | None:
         if self.raw_bytes == 0:
@@ -258,42 +273,104 @@ class _Exchange:
         duration = self.t_last - self.t_head
         return self.raw_bytes / duration if duration > 0 else None
 
-    def on_body(self, size: int, now: float) -> None:
-        """Count ``size`` body bytes arrived at ``now``; one sample per slice at most."""
-        self.raw_bytes += size
-        self.t_last = now
-        at = now - self.t_head
+    def _sample(self, at: float, count: int) -> None:
         samples = self.samples
-        # Exact points only: the first arrival of each slice; the end adds the last count.
+        # Exact points only: the first of each slice; the end adds the last count.
         if samples and at - samples[-1][0] < self.slice_seconds:
             return
-        samples.append((at, self.raw_bytes))
+        samples.append((at, count))
         if len(samples) >= MAX_RATE_SAMPLES:
             del samples[1::2]
             self.slice_seconds *= 2
 
-    def transfer(self, now: float) -> BodyTransfer | None:
-        """How the body arrived, as of ``now`` (the end of the exchange)."""
+    def on_body(self, size: int, now: float) -> None:
+        """Count ``size`` body bytes arrived at ``now``."""
+        self.raw_bytes += size
+        self.t_last = now
+        if self.wire_base is None:
+            self._sample(now - self.t_head, self.raw_bytes)
+
+    def on_head(self, writer: asyncio.StreamWriter) -> asyncio.Task[None] | None:
+        """Start sampling the TCP counter (None when the kernel does not tell)."""
+        self.t_head = self.t_last = time.monotonic()
+        counters = _tcp_counters(writer)
+        if counters is None:
+            return None
+        self.wire_base = counters[0]
+        self.samples.append((0.0, 0))
+        return asyncio.create_task(self._sample_wire(writer))
+
+    async def _sample_wire(self, writer: asyncio.StreamWriter) -> None:
+        base = self.wire_base or 0
+        while True:
+            await asyncio.sleep(self.slice_seconds)
+            counters = _tcp_counters(writer)
+            if counters is None:
+                return
+            self._sample(time.monotonic() - self.t_head, max(0, counters[0] - base))
+
+    def finish(self, writer: asyncio.StreamWriter) -> None:
+        """The end of the exchange: read the TCP counter one last time (before any abort)."""
+        self.t_end = time.monotonic()
+        if self.wire_base is not None and self.status_code is not None:
+            counters = _tcp_counters(writer)
+            if counters is not None:
+                self.wire_end = (max(0, counters[0] - self.wire_base), counters[1])
+
+    def transfer(self) -> BodyTransfer | None:
+        """How the body arrived, as of the end of the exchange."""
         if self.status_code is None:
             return None
-        end = self.t_last if self.complete else max(now, self.t_last)
+        end = self.t_last if self.complete else max(self.t_end or time.monotonic(), self.t_last)
         duration = max(0.0, end - self.t_head)
         samples = [*self.samples]
-        if not samples or samples[-1] != (duration, self.raw_bytes):
-            samples.append((duration, self.raw_bytes))
+        if self.wire_end is not None:
+            count, since_data = self.wire_end
+            idle = min(since_data, duration)
+        else:
+            count, idle = self.raw_bytes, max(0.0, end - self.t_last)
+        if self.complete:
+            idle = 0.0
+        samples = [(t, n) for t, n in samples if t <= duration and n <= count]
+        if not samples or samples[-1] != (duration, count):
+            samples.append((duration, count))
         if len(samples) > MAX_RATE_SAMPLES:
             del samples[1:-1:2]
         return BodyTransfer(
             bytes=self.raw_bytes,
+            wire_bytes=self.wire_end[0] if self.wire_end is not None else None,
             head_after=max(0.0, self.t_head - self.t_sent) if self.t_sent else 0.0,
             duration=duration,
-            idle_at_end=0.0 if self.complete else max(0.0, end - self.t_last),
+            idle_at_end=idle,
             complete=self.complete,
-            mean_rate=self.raw_bytes / duration if self.raw_bytes and duration > 0 else None,
+            mean_rate=count / duration if count and duration > 0 else None,
             sustained_rate=_sustained_rate(samples, duration),
             slice_seconds=self.slice_seconds,
             samples=tuple(samples),
         )
+
+
+# struct tcp_info (linux/tcp.h): tcpi_last_data_recv (u32, ms) at 52, tcpi_bytes_received
+# (u64, Linux 4.1+) at 128.
+_TCP_INFO_SIZE = 232
+_TCP_INFO_MIN = 136
+
+
+def _tcp_counters(writer: asyncio.StreamWriter) -> tuple[int, float] | None:
+    """(bytes received on the connection, seconds since its last data), or None."""
+    option = getattr(socket, "TCP_INFO", None)
+    sock = writer.get_extra_info("socket")
+    if option is None or sock is None:
+        return None
+    try:
+        raw = sock.getsockopt(socket.IPPROTO_TCP, option, _TCP_INFO_SIZE)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(raw, bytes) or len(raw) < _TCP_INFO_MIN:
+        return None
+    (since_data_ms,) = struct.unpack_from("=I", raw, 52)
+    (received,) = struct.unpack_from("=Q", raw, 128)
+    return received, since_data_ms / 1000
 
 
 def _sustained_rate(samples: Sequence[tuple[float, int]], duration: float) -> float | None:
@@ -362,7 +439,7 @@ async def _exchange(
             conn.receive_data(chunk)
             continue
         if isinstance(event, h11.Response):
-            state.t_head = state.t_last = time.monotonic()
+            state.sampler = state.on_head(writer)
             state.status_code = event.status_code
             state.headers = [
                 (k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers.raw_items()
@@ -426,6 +503,10 @@ async def _run_exchange(
             )
     except (OSError, ssl.SSLError, TimeoutError, h11.ProtocolError, zlib.error, ValueError) as exc:
         state.failure = failure_string(exc)
+    finally:
+        if state.sampler is not None:
+            state.sampler.cancel()
+    state.finish(writer)
     if state.failure is not None or state.truncated:
         _abort(writer)
     return request_headers
@@ -468,6 +549,7 @@ async def round_trip(
             timeout=timeout,
         )
     except asyncio.CancelledError:
+        state.finish(writer)
         _abort(writer)
         state.failure = state.failure or GENERIC_TIMEOUT
         _record(state, url, address, clock, request_headers, trace)
@@ -496,7 +578,7 @@ def _record(
         t=clock.now(),
         transaction_id=clock.transaction_id,
         request_headers=tuple(request_headers),
-        transfer=state.transfer(time.monotonic()),
+        transfer=state.transfer(),
     )
     if trace is not None:
         trace.requests.append(result)
