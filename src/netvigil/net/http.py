@@ -327,6 +327,9 @@ class _Exchange:
         if self.wire_end is not None:
             count, since_data = self.wire_end
             idle = min(since_data, duration)
+        elif self.wire_base is not None and samples:
+            # The kernel stopped answering at the end: the last TCP sample, the body's silence.
+            count, idle = samples[-1][1], max(0.0, end - self.t_last)
         else:
             count, idle = self.raw_bytes, max(0.0, end - self.t_last)
         if self.complete:
