@@ -365,9 +365,13 @@ async def observe_all(
     observer = Observer(plan, trust_anchor)
     rows = rows if rows is not None else ground_truth(plan)
     semaphore = asyncio.Semaphore(64)
+    # One URL per site at a time, as the probe measures: a throttled site's URLs would share
+    # one shaper (this kernel has no fair queueing) and slow each other past the timeouts.
+    per_site: dict[str, asyncio.Lock] = {}
 
     async def one(row: TruthRow) -> Observation:
-        async with semaphore:
+        site_lock = per_site.setdefault(row.domain, asyncio.Lock())
+        async with site_lock, semaphore:
             try:
                 return await asyncio.wait_for(observer.observe(row), 40)
             except TimeoutError:
