@@ -435,6 +435,8 @@ def test_normal_request_gives_a_full_ooni_response(pki: Pki) -> None:
             assert http["title"] == TITLE
             assert http["body_length"] > 2000
             assert http["discovered_h3_endpoint"] == ""
+            # The rate the helper saw (an x_ key): the probe's throttling reference.
+            assert isinstance(http["x_body_rate"], float) and http["x_body_rate"] > 0
             # Go-canonical names, first value wins (as OONI's helper prints them).
             assert http["headers"]["Server"] == "test-site"
             assert http["headers"]["X-Test"] == "first"

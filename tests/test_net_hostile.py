@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 import zlib
 from pathlib import Path
@@ -18,6 +19,7 @@ from netvigil.net import dns as ndns
 from netvigil.net import tls as ntls
 from test_net_support import (
     LOOPBACK,
+    Handler,
     a_reply,
     dns_tcp_handler,
     issue,
@@ -125,6 +127,124 @@ def test_slow_body_timeout_keeps_partial_body_and_rate() -> None:
         assert 5000 <= len(result.body) <= 12000
         assert result.body_rate is not None and 3000 < result.body_rate < 30000
         assert result.to_ooni()["x_body_rate"] == result.body_rate
+
+    asyncio.run(main())
+
+
+def _trickle_then(stall_after: int | None) -> Handler:
+    """A server sending 1,000 body bytes every 0.1 s; silent after ``stall_after`` chunks."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 300000\r\n\r\n")
+        for number in range(300):
+            if stall_after is not None and number >= stall_after:
+                await asyncio.sleep(10)
+                return
+            writer.write(b"x" * 1000)
+            await writer.drain()
+            await asyncio.sleep(0.1)
+
+    return serve
+
+
+def test_timed_out_transfer_keeps_a_bounded_rate_series_while_bytes_flow() -> None:
+    async def main() -> None:
+        server, port = await start_tcp(_trickle_then(None))
+        try:
+            result = await _get(port, timeout=2.5)
+        finally:
+            server.close()
+        assert result.failure == "generic_timeout_error"
+        transfer = result.transfer
+        assert transfer is not None and not transfer.complete
+        assert transfer.bytes >= len(result.body) > 10_000
+        assert transfer.idle_at_end < 0.5  # still receiving when the budget ended it
+        assert 2.0 < transfer.duration < 3.0
+        assert transfer.sustained_rate is not None and 4_000 < transfer.sustained_rate < 20_000
+        assert 1 < len(transfer.samples) <= net.http.MAX_RATE_SAMPLES
+        times = [t for t, _ in transfer.samples]
+        counts = [n for _, n in transfer.samples]
+        assert times == sorted(times) and counts == sorted(counts)
+        # On Linux the series is the TCP connection's (TCP_INFO): bytes after the head.
+        assert transfer.wire_bytes is not None or sys.platform != "linux"
+        wire = transfer.wire_bytes if transfer.wire_bytes is not None else transfer.bytes
+        assert counts[-1] == wire and transfer.bytes - 2000 <= wire <= transfer.bytes
+        recorded = result.to_ooni()["x_body_transfer"]
+        assert recorded["bytes"] == transfer.bytes
+        assert len(recorded["samples"]) == len(transfer.samples)
+
+    asyncio.run(main())
+
+
+def test_stalled_transfer_shows_how_long_the_body_was_silent() -> None:
+    async def main() -> None:
+        server, port = await start_tcp(_trickle_then(5))
+        try:
+            result = await _get(port, timeout=2.0)
+        finally:
+            server.close()
+        assert result.failure == "generic_timeout_error"
+        transfer = result.transfer
+        assert transfer is not None
+        assert transfer.bytes == 5000
+        assert transfer.idle_at_end > 1.0  # nothing came for the last second and more
+
+    asyncio.run(main())
+
+
+def test_long_transfer_keeps_at_most_max_rate_samples() -> None:
+    async def fast(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n")
+        for _ in range(2000):
+            writer.write(b"y" * 4096)
+            await writer.drain()
+            await asyncio.sleep(0.002)
+
+    async def main() -> None:
+        server, port = await start_tcp(fast)
+        try:
+            result = await _get(port, timeout=2.0, max_body=64 * MiB)
+        finally:
+            server.close()
+        transfer = result.transfer
+        assert transfer is not None
+        assert 2 <= len(transfer.samples) <= net.http.MAX_RATE_SAMPLES
+        assert transfer.slice_seconds >= 0.1
+
+    asyncio.run(main())
+
+
+def test_transfer_cancelled_by_an_outer_budget_is_still_recorded() -> None:
+    async def main() -> None:
+        server, port = await start_tcp(_trickle_then(None))
+        trace = net.Trace()
+        try:
+            tcp, sock = await net.connect(LOOPBACK, port)
+            assert sock is not None
+            reader, writer = await asyncio.open_connection(sock=sock)
+            try:
+                async with asyncio.timeout(1.5):
+                    await net.round_trip(
+                        reader,
+                        writer,
+                        f"http://{LOOPBACK}:{port}/",
+                        address=tcp.address,
+                        timeout=30.0,
+                        trace=trace,
+                    )
+            except TimeoutError:
+                pass
+            finally:
+                writer.transport.abort()
+        finally:
+            server.close()
+        (record,) = trace.test_keys_fragment()["requests"]
+        assert record["failure"] == "generic_timeout_error"
+        assert record["response"]["code"] == 200
+        assert record["x_body_transfer"]["bytes"] > 5000
+        assert record["x_body_transfer"]["idle_at_end"] < 0.5
 
     asyncio.run(main())
 

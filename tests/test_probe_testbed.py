@@ -94,12 +94,52 @@ def test_honest_cases_in_all_techniques_are_not_censorship(
     verdicts, _ = measured(bed)
     plan = Plan.load(bed.info.public_dir)
     honest = {s.domain for s in plan.sites if s.kind in ("down", "slow", "forbidden", "cdn")}
-    assert len(honest) == 4
+    assert len(honest) == 5
     for verdict in verdicts:
         host = str(verdict["input"]).split("/")[2]
         if host in honest:
             assert not verdict["blocked"], verdict
             assert verdict["outcome"] in ("ok", "down"), verdict
+
+
+def _by_input(items: list[dict[str, Any]], host: str) -> list[dict[str, Any]]:
+    return [x for x in items if str(x.get("input", "")).split("/")[2] == host]
+
+
+def test_throttle_slower_than_the_budget_is_decided_from_the_rate(
+    testbed: Callable[[str], RunningTestbed],
+) -> None:
+    """32 kbit/s (4 kB/s) on a 300 kB page: ~75 s, far past the probe's budget. Bytes still
+    flow when the budget ends the transfer: http/throttled with the measured rate."""
+    verdicts, measurements = measured(testbed("all-techniques"))
+    found = _by_input(verdicts, "crawling-video.kz")
+    assert len(found) == 2
+    for verdict in found:
+        assert verdict["outcome"] == "http/throttled", verdict
+        throttle = verdict["evidence"]["throttle"]
+        assert 0 < throttle["rate"] < 8_000, throttle  # a 4 kB/s shaper, TLS records included
+        assert throttle["control_rate"] is None or throttle["control_rate"] > 8 * throttle["rate"]
+        assert verdict["evidence"]["http"]["transfer"]["flowing"] is True
+    for measurement in _by_input(measurements, "crawling-video.kz"):
+        request = measurement["test_keys"]["requests"][0]
+        assert request["failure"] == "generic_timeout_error"  # OONI's string, unchanged
+        transfer = request["x_body_transfer"]
+        assert 0 < transfer["bytes"] < 300 * 1024 and not transfer["complete"]
+        assert 2 <= len(transfer["samples"]) <= 64
+        assert request["response"]["code"] == 200
+
+
+def test_a_site_slow_for_everyone_stays_ok(testbed: Callable[[str], RunningTestbed]) -> None:
+    """The same 4 kB/s, sent so by the server itself: the control's fetch is as slow."""
+    verdicts, measurements = measured(testbed("all-techniques"))
+    found = _by_input(verdicts, "slow-mirror.kz")
+    assert len(found) == 2
+    for verdict in found:
+        assert verdict["outcome"] == "ok", verdict
+        assert verdict["blocked"] is False and verdict["blocking"] is False
+    for measurement in _by_input(measurements, "slow-mirror.kz"):
+        transfer = measurement["test_keys"]["requests"][0]["x_body_transfer"]
+        assert transfer["bytes"] > 0
 
 
 @pytest.mark.skipif(not OONIDATA.exists(), reason="run ./scripts/setup.sh to create .venv-oonidata")

@@ -118,3 +118,42 @@ def test_wildcard_in_plain_domains_is_refused(tmp_path: Path) -> None:
     message = _error(tmp_path, 'name = "bad"\ndomains = ["*.example.org"]\n')
     assert _line_of(message) == 2
     assert "wildcard" in message
+
+
+@pytest.mark.parametrize("rate", ["fast", "32", "1bit", "2gbit", 32])
+def test_bad_serve_rate_is_one_line_naming_the_key(tmp_path: Path, rate: object) -> None:
+    value = f'"{rate}"' if isinstance(rate, str) else str(rate)
+    text = BASE + f'\n[[site]]\ndomain = "c.example.org"\nkind = "slow"\nserve_rate = {value}\n'
+    message = _error(tmp_path, text)
+    assert _line_of(message) == 7
+    assert "serve_rate" in message and "'32kbit'" in message
+
+
+def test_serve_rate_becomes_bytes_per_second_in_the_plan() -> None:
+    from netvigil.testbed.plan import make_plan
+    from netvigil.testbed.profile import parse_profile, rate_bytes_per_second
+
+    assert rate_bytes_per_second("32kbit") == 4000
+    assert rate_bytes_per_second("4kbps") == 4000
+    text = BASE + '\n[[site]]\ndomain = "c.example.org"\nkind = "slow"\nserve_rate = "32kbit"\n'
+    plan = make_plan(parse_profile(text))
+    site = plan.site("c.example.org")
+    assert site is not None and site.serve_rate_bps == 4000
+    assert plan.site("a.example.org").serve_rate_bps == 0  # type: ignore[union-attr]
+
+
+def test_all_techniques_has_a_throttle_slower_than_the_probe_and_an_honest_slow_site() -> None:
+    from netvigil.testbed.plan import make_plan
+    from netvigil.testbed.truth import ground_truth
+
+    plan = make_plan(load_profile("all-techniques"))
+    rows = {row.url: row for row in ground_truth(plan)}
+    throttle = {str(r.params["rate"]) for r in plan.rules if r.action == "throttle"}
+    assert "32kbit" in throttle
+    assert rows["https://crawling-video.kz/"].outcome == "http/throttled"
+    crawling = plan.site("crawling-video.kz")
+    # 300 kB at 4 kB/s is ~75 s: longer than any budget the probe gives one URL.
+    assert crawling is not None and crawling.body_bytes >= 300 * 1024
+    mirror = plan.site("slow-mirror.kz")
+    assert mirror is not None and mirror.serve_rate_bps == 4000 and mirror.kind == "slow"
+    assert rows["https://slow-mirror.kz/"].outcome == "ok"

@@ -68,6 +68,7 @@ class Fetched:
     body: bytes = b""
     failure: str | None = None
     failed_resolving: bool = False  # the failure happened while resolving a host name
+    body_rate: float | None = None  # bytes/s on the wire (the probe's throttling reference)
 
 
 class ForbiddenError(Exception):
@@ -383,7 +384,7 @@ async def _fetch(
     failure = http_failure(fetched.failure, during_dns=fetched.failed_resolving)
     if fetched.status_code is None:
         return failed_http(failure, fetched.failure)
-    return {
+    answer = {
         "body_length": len(fetched.body),
         "discovered_h3_endpoint": "",
         "failure": failure,
@@ -392,3 +393,6 @@ async def _fetch(
         "status_code": fetched.status_code,
         "x_failure": fetched.failure,
     }
+    if fetched.body_rate is not None:
+        answer["x_body_rate"] = round(fetched.body_rate, 1)
+    return answer

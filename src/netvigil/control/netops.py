@@ -230,6 +230,7 @@ class NetvigilOps:
                     hop.body,
                     hop.failure,
                     failed_resolving=resolving_failed,
+                    body_rate=hop.body_rate,
                 )
             cookies.keep(current, hop.headers_list)
             current = urljoin(current, hop.location.strip())

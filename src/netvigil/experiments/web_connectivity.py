@@ -42,6 +42,7 @@ from netvigil.verdict.roots import load_known_roots
 TEST_NAME = "web_connectivity"
 TEST_VERSION = "0.5.28"  # the OONI key set we follow (see docs/measurement-format.md)
 SCRUBBED_IP = "127.0.0.1"
+HTTP_BUDGET_MARGIN = 1.0  # seconds the HTTP steps leave of the URL's budget
 
 
 @dataclass(frozen=True)
@@ -194,9 +195,12 @@ class WebConnectivity:
         extra: dict[str, Any] = {}
         control: dict[str, Any] | None = None
         control_failure: str | None = None
+        # The HTTP steps end before the URL's budget does (see _http_timeout): a slow transfer
+        # is then recorded by its own timeout, with the bytes and the rate it had reached.
+        deadline = asyncio.get_running_loop().time() + self.config.url_budget
         try:
             async with asyncio.timeout(self.config.url_budget):
-                control, control_failure = await self._measure(url, trace, extra)
+                control, control_failure = await self._measure(url, trace, extra, deadline)
         except TimeoutError:
             extra["x_measurement_failure"] = "generic_timeout_error"
             control_failure = control_failure or (
@@ -209,7 +213,7 @@ class WebConnectivity:
         return measurement
 
     async def _measure(
-        self, url: str, trace: Trace, extra: dict[str, Any]
+        self, url: str, trace: Trace, extra: dict[str, Any], deadline: float
     ) -> tuple[dict[str, Any] | None, str | None]:
         cfg = self.config
         parts = urlsplit(url)
@@ -230,7 +234,7 @@ class WebConnectivity:
 
         streams = await self._endpoints(addresses, host, port, scheme, trace)
         verified_addresses = {ip for ip, _ in streams}
-        await self._http(url, host, port, scheme, streams, addresses, trace)
+        await self._http(url, host, port, scheme, streams, addresses, trace, deadline)
 
         control: dict[str, Any] | None = None
         control_failure: str | None = None if control_task else "x_no_control_helper"
@@ -277,6 +281,7 @@ class WebConnectivity:
         streams: list[tuple[str, tuple[asyncio.StreamReader, asyncio.StreamWriter]]],
         addresses: list[str],
         trace: Trace,
+        deadline: float,
     ) -> None:
         cfg = self.config
         try:
@@ -296,7 +301,7 @@ class WebConnectivity:
                 url,
                 address=ntcp.format_address(ip, port),
                 max_body=cfg.max_body,
-                timeout=cfg.http_timeout,
+                timeout=self._http_timeout(deadline),
                 trace=trace,
             )
             location = first.location
@@ -319,13 +324,22 @@ class WebConnectivity:
                     resolve=resolve,
                     trust=cfg.trust,
                     max_redirects=9,
-                    timeout=cfg.http_timeout,
+                    timeout=self._http_timeout(deadline),
                     max_body=cfg.max_body,
                     trace=trace,
                 )
         finally:
             for _, (_, w) in streams:
                 w.transport.abort()
+
+    def _http_timeout(self, deadline: float) -> float:
+        """The HTTP step's own timeout, cut so that it ends a little before the URL's budget.
+
+        Past the budget the whole measurement is cancelled; the exchange in flight would be
+        recorded as a bare timeout (net.http records a cancelled exchange too, but the budget
+        also has to leave time for the control's answer and the verdict)."""
+        left = deadline - asyncio.get_running_loop().time() - HTTP_BUDGET_MARGIN
+        return max(0.5, min(self.config.http_timeout, left))
 
     @staticmethod
     def _first_failure(trace: Trace) -> str | None:

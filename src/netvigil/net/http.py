@@ -4,8 +4,11 @@ Every read is bounded: the response head by ``MAX_HEAD`` (64 KiB), the (decoded)
 ``max_body``, the whole exchange by ``timeout``. ``Content-Encoding: gzip``/``deflate`` is
 decoded with ``zlib.decompressobj(...).decompress(data, max_length)``, so a decompression bomb
 stops at ``max_body``; other encodings (``br``, ``zstd``) are kept as received. A body that
-stops half-way because of the timeout is kept together with its transfer rate (``body_rate``,
-bytes/s on the wire): slow throttled transfers are evidence.
+stops half-way because of the timeout is kept together with how it arrived: ``body_rate``
+(mean bytes/s on the wire) and ``transfer`` (a ``BodyTransfer``: time to the response head, a
+bounded series of (seconds, bytes) samples, the sustained rate and how long the body had been
+silent when the exchange ended). A throttled transfer still receives bytes when the budget cuts
+it; a stalled one does not: the verdict tells them apart with these (docs/verdict.md).
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ import asyncio
 import base64
 import ipaddress
 import re
+import socket
 import ssl
+import struct
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
@@ -27,6 +32,7 @@ import h11
 from . import tcp, tls
 from .failures import (
     EOF_ERROR,
+    GENERIC_TIMEOUT,
     TOO_MANY_REDIRECTS,
     failure_string,
     unknown_failure,
@@ -36,6 +42,8 @@ from .trace import Clock, Trace
 __all__ = [
     "DEFAULT_HEADERS",
     "MAX_HEAD",
+    "MAX_RATE_SAMPLES",
+    "BodyTransfer",
     "HTTPResult",
     "extract_title",
     "fetch",
@@ -50,6 +58,11 @@ _TITLE_SCAN = 64 * 1024
 # Bounded quantifiers only: linear on hostile HTML.
 _TITLE_RE = re.compile(rb"<title\b[^>]{0,256}>([^<]{1,1024})", re.IGNORECASE)
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# The body's arrival is sampled every _FIRST_SLICE seconds at first; when MAX_RATE_SAMPLES are
+# kept, every other one is dropped and the slice doubles: bounded memory for any duration, and
+# always a series that spans the whole transfer.
+MAX_RATE_SAMPLES = 64
+_FIRST_SLICE = 0.1
 
 Headers = Sequence[tuple[str, str]]
 
@@ -88,11 +101,57 @@ def _maybe_binary(data: bytes) -> str | dict[str, str]:
 
 
 @dataclass(frozen=True, slots=True)
+class BodyTransfer:
+    """How the response body arrived (times in seconds, bytes as received on the wire).
+
+    ``head_after``: from the request sent to the response head; ``duration``: from the head to
+    the end of the exchange (the last byte, or the moment a timeout or failure cut it);
+    ``idle_at_end``: seconds without a body byte before that end (0 for a complete body);
+    ``samples``: (seconds since the head, cumulative bytes), at most ``MAX_RATE_SAMPLES``, the
+    last one at the end; ``sustained_rate``: bytes/s over the second half of the transfer,
+    where a start-up burst (TCP's first window, a shaper's bucket) no longer counts.
+    ``bytes`` counts body bytes; ``wire_bytes`` TCP bytes received after the head (TLS records
+    included), known when the kernel tells (Linux TCP_INFO): then the samples, the rates and
+    ``idle_at_end`` are the TCP connection's, else the body's.
+    """
+
+    bytes: int
+    wire_bytes: int | None
+    head_after: float
+    duration: float
+    idle_at_end: float
+    complete: bool
+    mean_rate: float | None
+    sustained_rate: float | None
+    slice_seconds: float
+    samples: tuple[tuple[float, int], ...]
+
+    def to_ooni(self) -> dict[str, Any]:
+        return {
+            "bytes": self.bytes,
+            "wire_bytes": self.wire_bytes,
+            "head_after": round(self.head_after, 6),
+            "duration": round(self.duration, 6),
+            "idle_at_end": round(self.idle_at_end, 6),
+            "complete": self.complete,
+            "mean_rate": _round_rate(self.mean_rate),
+            "sustained_rate": _round_rate(self.sustained_rate),
+            "slice": self.slice_seconds,
+            "samples": [[round(t, 3), n] for t, n in self.samples],
+        }
+
+
+def _round_rate(rate: float | None) -> float | None:
+    return None if rate is None else round(rate, 1)
+
+
+@dataclass(frozen=True, slots=True)
 class HTTPResult:
     """One HTTP round trip (or the failure that prevented it: then ``status_code`` is None).
 
     ``body`` is the decoded body, at most ``max_body`` bytes; ``body_rate`` the body's
-    transfer rate in bytes/s on the wire (None when no body bytes came).
+    transfer rate in bytes/s on the wire (None when no body bytes came); ``transfer`` how the
+    body arrived (None when no response head came).
     """
 
     url: str
@@ -108,6 +167,7 @@ class HTTPResult:
     transaction_id: int = 0
     method: str = "GET"
     request_headers: tuple[tuple[str, str], ...] = ()
+    transfer: BodyTransfer | None = None
 
     @property
     def headers(self) -> dict[str, str]:
@@ -152,6 +212,7 @@ class HTTPResult:
             "transaction_id": self.transaction_id,
             "x_address": self.address,
             "x_body_rate": self.body_rate,
+            "x_body_transfer": self.transfer.to_ooni() if self.transfer is not None else None,
         }
 
 
@@ -189,16 +250,142 @@ class _Exchange:
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytearray = field(default_factory=bytearray)
     truncated: bool = False
+    complete: bool = False
     raw_bytes: int = 0
+    t_sent: float = 0.0
     t_head: float = 0.0
     t_last: float = 0.0
+    t_end: float = 0.0
     failure: str | None = None
+    # The series: TCP bytes received since the head (TCP_INFO, sampled each slice) when the
+    # kernel tells, else body bytes as they are read. Over TLS the body comes a whole record
+    # (16 KiB) at a time: on a 4 kB/s link that is a step every 4 s, which would look like a
+    # stall; the TCP counter rises with every segment.
+    samples: list[tuple[float, int]] = field(default_factory=list)
+    slice_seconds: float = _FIRST_SLICE
+    wire_base: int | None = None  # TCP bytes received when the head was read
+    wire_end: tuple[int, float] | None = None  # (TCP bytes since the head, s since last data)
+    sampler: asyncio.Task[None] | None = None
 
     def rate(self) -> float | None:
         if self.raw_bytes == 0:
             return None
         duration = self.t_last - self.t_head
         return self.raw_bytes / duration if duration > 0 else None
+
+    def _sample(self, at: float, count: int) -> None:
+        samples = self.samples
+        # Exact points only: the first of each slice; the end adds the last count.
+        if samples and at - samples[-1][0] < self.slice_seconds:
+            return
+        samples.append((at, count))
+        if len(samples) >= MAX_RATE_SAMPLES:
+            del samples[1::2]
+            self.slice_seconds *= 2
+
+    def on_body(self, size: int, now: float) -> None:
+        """Count ``size`` body bytes arrived at ``now``."""
+        self.raw_bytes += size
+        self.t_last = now
+        if self.wire_base is None:
+            self._sample(now - self.t_head, self.raw_bytes)
+
+    def on_head(self, writer: asyncio.StreamWriter) -> asyncio.Task[None] | None:
+        """Start sampling the TCP counter (None when the kernel does not tell)."""
+        self.t_head = self.t_last = time.monotonic()
+        counters = _tcp_counters(writer)
+        if counters is None:
+            return None
+        self.wire_base = counters[0]
+        self.samples.append((0.0, 0))
+        return asyncio.create_task(self._sample_wire(writer))
+
+    async def _sample_wire(self, writer: asyncio.StreamWriter) -> None:
+        base = self.wire_base or 0
+        while True:
+            await asyncio.sleep(self.slice_seconds)
+            counters = _tcp_counters(writer)
+            if counters is None:
+                return
+            self._sample(time.monotonic() - self.t_head, max(0, counters[0] - base))
+
+    def finish(self, writer: asyncio.StreamWriter) -> None:
+        """The end of the exchange: read the TCP counter one last time (before any abort)."""
+        self.t_end = time.monotonic()
+        if self.wire_base is not None and self.status_code is not None:
+            counters = _tcp_counters(writer)
+            if counters is not None:
+                self.wire_end = (max(0, counters[0] - self.wire_base), counters[1])
+
+    def transfer(self) -> BodyTransfer | None:
+        """How the body arrived, as of the end of the exchange."""
+        if self.status_code is None:
+            return None
+        end = self.t_last if self.complete else max(self.t_end or time.monotonic(), self.t_last)
+        duration = max(0.0, end - self.t_head)
+        samples = [*self.samples]
+        if self.wire_end is not None:
+            count, since_data = self.wire_end
+            idle = min(since_data, duration)
+        elif self.wire_base is not None and samples:
+            # The kernel stopped answering at the end: the last TCP sample, the body's silence.
+            count, idle = samples[-1][1], max(0.0, end - self.t_last)
+        else:
+            count, idle = self.raw_bytes, max(0.0, end - self.t_last)
+        if self.complete:
+            idle = 0.0
+        samples = [(t, n) for t, n in samples if t <= duration and n <= count]
+        if not samples or samples[-1] != (duration, count):
+            samples.append((duration, count))
+        if len(samples) > MAX_RATE_SAMPLES:
+            del samples[1:-1:2]
+        return BodyTransfer(
+            bytes=self.raw_bytes,
+            wire_bytes=self.wire_end[0] if self.wire_end is not None else None,
+            head_after=max(0.0, self.t_head - self.t_sent) if self.t_sent else 0.0,
+            duration=duration,
+            idle_at_end=idle,
+            complete=self.complete,
+            mean_rate=count / duration if count and duration > 0 else None,
+            sustained_rate=_sustained_rate(samples, duration),
+            slice_seconds=self.slice_seconds,
+            samples=tuple(samples),
+        )
+
+
+# struct tcp_info (linux/tcp.h): tcpi_last_data_recv (u32, ms) at 52, tcpi_bytes_received
+# (u64, Linux 4.1+) at 128.
+_TCP_INFO_SIZE = 232
+_TCP_INFO_MIN = 136
+
+
+def _tcp_counters(writer: asyncio.StreamWriter) -> tuple[int, float] | None:
+    """(bytes received on the connection, seconds since its last data), or None."""
+    option = getattr(socket, "TCP_INFO", None)
+    sock = writer.get_extra_info("socket")
+    if option is None or sock is None:
+        return None
+    try:
+        raw = sock.getsockopt(socket.IPPROTO_TCP, option, _TCP_INFO_SIZE)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(raw, bytes) or len(raw) < _TCP_INFO_MIN:
+        return None
+    (since_data_ms,) = struct.unpack_from("=I", raw, 52)
+    (received,) = struct.unpack_from("=Q", raw, 128)
+    return received, since_data_ms / 1000
+
+
+def _sustained_rate(samples: Sequence[tuple[float, int]], duration: float) -> float | None:
+    """Bytes/s from the sample nearest the transfer's middle to its end (None under 1 s)."""
+    if duration < 1.0 or not samples:
+        return None
+    middle = duration / 2
+    start_t, start_n = min(samples, key=lambda s: abs(s[0] - middle))
+    end_t, end_n = samples[-1]
+    if end_t - start_t < 0.5:
+        return None
+    return (end_n - start_n) / (end_t - start_t)
 
 
 def _target(url: str) -> tuple[str, str]:
@@ -239,6 +426,7 @@ async def _exchange(
     data += conn.send(h11.EndOfMessage())
     writer.write(data)
     await writer.drain()
+    state.t_sent = time.monotonic()
     decoder: _Decoder | None = None
     max_raw = 4 * max_body + _READ_SIZE
     saw_eof = False
@@ -254,7 +442,7 @@ async def _exchange(
             conn.receive_data(chunk)
             continue
         if isinstance(event, h11.Response):
-            state.t_head = state.t_last = time.monotonic()
+            state.sampler = state.on_head(writer)
             state.status_code = event.status_code
             state.headers = [
                 (k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers.raw_items()
@@ -267,8 +455,7 @@ async def _exchange(
                 decoder = _Decoder(encoding.decode())
         elif isinstance(event, h11.Data):
             chunk = bytes(event.data)
-            state.raw_bytes += len(chunk)
-            state.t_last = time.monotonic()
+            state.on_body(len(chunk), time.monotonic())
             room = max_body - len(state.body)
             if decoder is None:
                 state.body += chunk[:room]
@@ -284,6 +471,8 @@ async def _exchange(
         elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
             if state.status_code is None:
                 state.failure = EOF_ERROR
+            else:
+                state.complete = True
             return
         # InformationalResponse (1xx): keep reading.
 
@@ -291,6 +480,7 @@ async def _exchange(
 async def _run_exchange(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
+    state: _Exchange,
     *,
     method: str,
     url: str,
@@ -298,10 +488,10 @@ async def _run_exchange(
     body: bytes,
     max_body: int,
     timeout: float,
-) -> tuple[_Exchange, list[tuple[str, str]]]:
+) -> list[tuple[str, str]]:
+    """Fill ``state`` (also when cancelled from outside: the caller may still record it)."""
     target, host = _target(url)
     request_headers = [("Host", host), *headers]
-    state = _Exchange()
     try:
         async with asyncio.timeout(timeout):
             await _exchange(
@@ -316,9 +506,13 @@ async def _run_exchange(
             )
     except (OSError, ssl.SSLError, TimeoutError, h11.ProtocolError, zlib.error, ValueError) as exc:
         state.failure = failure_string(exc)
+    finally:
+        if state.sampler is not None:
+            state.sampler.cancel()
+    state.finish(writer)
     if state.failure is not None or state.truncated:
         _abort(writer)
-    return state, request_headers
+    return request_headers
 
 
 async def round_trip(
@@ -335,19 +529,45 @@ async def round_trip(
     """GET ``url`` over an established stream (plain TCP or TLS); ``address`` is "ip:port".
 
     The writer is aborted when the exchange failed or the body was truncated (the connection
-    is then unusable); otherwise the caller closes it.
+    is then unusable); otherwise the caller closes it. Cancelled from outside (a caller's
+    budget ran out first), the exchange is still recorded in ``trace``, as a
+    ``generic_timeout_error`` with the body and transfer received so far, before the
+    cancellation goes on.
     """
     clock = Clock(trace)
-    state, request_headers = await _run_exchange(
-        reader,
-        writer,
-        method="GET",
-        url=url,
-        headers=headers,
-        body=b"",
-        max_body=max_body,
-        timeout=timeout,
-    )
+    state = _Exchange()
+    target, host = _target(url)
+    del target
+    request_headers = [("Host", host), *headers]
+    try:
+        request_headers = await _run_exchange(
+            reader,
+            writer,
+            state,
+            method="GET",
+            url=url,
+            headers=headers,
+            body=b"",
+            max_body=max_body,
+            timeout=timeout,
+        )
+    except asyncio.CancelledError:
+        state.finish(writer)
+        _abort(writer)
+        state.failure = state.failure or GENERIC_TIMEOUT
+        _record(state, url, address, clock, request_headers, trace)
+        raise
+    return _record(state, url, address, clock, request_headers, trace)
+
+
+def _record(
+    state: _Exchange,
+    url: str,
+    address: str,
+    clock: Clock,
+    request_headers: list[tuple[str, str]],
+    trace: Trace | None,
+) -> HTTPResult:
     result = HTTPResult(
         url=url,
         address=address,
@@ -361,6 +581,7 @@ async def round_trip(
         t=clock.now(),
         transaction_id=clock.transaction_id,
         request_headers=tuple(request_headers),
+        transfer=state.transfer(),
     )
     if trace is not None:
         trace.requests.append(result)
@@ -378,9 +599,11 @@ async def post(
     timeout: float,
 ) -> tuple[int | None, bytes, str | None]:
     """Untraced POST (for DoH): (status, body, failure)."""
-    state, _ = await _run_exchange(
+    state = _Exchange()
+    await _run_exchange(
         reader,
         writer,
+        state,
         method="POST",
         url=url,
         headers=[*headers, ("Content-Length", str(len(body)))],

@@ -22,7 +22,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from netvigil.testbed.profile import NationalRoot, Profile, Rule, Site, domain_matches
+from netvigil.testbed.profile import (
+    NationalRoot,
+    Profile,
+    Rule,
+    Site,
+    domain_matches,
+    rate_bytes_per_second,
+)
 
 HOSTS = ("client", "access", "censor", "transit", "internet")
 
@@ -134,6 +141,7 @@ class SitePlan:
     https_redirect: bool
     redirect_to: str
     server_header: str
+    serve_rate_bps: int = 0  # bytes/s the site sends its bodies at (0: at once)
 
 
 @dataclass(frozen=True)
@@ -304,6 +312,7 @@ def make_plan(profile: Profile, state_dir: str = "") -> Plan:
                 https_redirect=site.https_redirect,
                 redirect_to=site.redirect_to,
                 server_header=SERVER_NAMES[seed % len(SERVER_NAMES)],
+                serve_rate_bps=rate_bytes_per_second(site.serve_rate) if site.serve_rate else 0,
             )
         )
     by_domain = {s.domain: s for s in sites}

@@ -60,6 +60,26 @@ TESTBED_NET = ipaddress.ip_network("198.18.0.0/15")
 BOGON_NETS = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("0.0.0.0/32"))
 DOMAIN_RE = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,62}$")
 RATE_RE = re.compile(r"^[0-9]+(bit|kbit|mbit|gbit|bps|kbps|mbps)$")
+# tc's units: "bit" suffixes count bits, "bps" suffixes count bytes (k = 1000).
+_RATE_UNITS = {
+    "bit": 1 / 8,
+    "kbit": 1000 / 8,
+    "mbit": 1_000_000 / 8,
+    "gbit": 1_000_000_000 / 8,
+    "bps": 1,
+    "kbps": 1000,
+    "mbps": 1_000_000,
+}
+SERVE_RATE_BOUNDS = (1000, 125_000_000)  # bytes/s: 8 kbit/s .. 1 gbit/s
+
+
+def rate_bytes_per_second(rate: str) -> int:
+    """A tc rate ('32kbit', '4kbps') in bytes/s; ValueError for anything else."""
+    match = RATE_RE.match(rate)
+    if match is None:
+        raise ValueError(f"not a tc rate: {rate!r}")
+    unit = match.group(1)
+    return int(int(rate[: -len(unit)]) * _RATE_UNITS[unit])
 
 
 class ProfileError(ValueError):
@@ -97,6 +117,7 @@ class Site:
     urls: tuple[str, ...] = ()
     body_kb: int = 0  # 0: derived from the domain, so sites differ in size
     delay_ms: int = 0
+    serve_rate: str = ""  # the server sends its bodies at this tc rate ("" = at once)
     https_redirect: bool = False  # http:// answers 301 to https://
     redirect_to: str = ""  # every request answers 301 to this URL (e.g. apex → www)
     line: int | None = None
@@ -382,6 +403,7 @@ class _ProfileBuilder:
             "urls",
             "body_kb",
             "delay_ms",
+            "serve_rate",
             "https_redirect",
             "redirect_to",
         }
@@ -448,6 +470,19 @@ class _ProfileBuilder:
                     "body_kb must be 0..10000",
                     "use kilobytes, e.g. 40",
                 )
+            serve_rate = raw.get("serve_rate", "")
+            if serve_rate != "" and not (
+                isinstance(serve_rate, str)
+                and RATE_RE.match(serve_rate)
+                and SERVE_RATE_BOUNDS[0]
+                <= rate_bytes_per_second(serve_rate)
+                <= SERVE_RATE_BOUNDS[1]
+            ):
+                raise self.fail(
+                    self._key_line("site", index, "serve_rate"),
+                    f"serve_rate {serve_rate!r} is not a rate from 8kbit to 1gbit",
+                    "write a tc rate such as '32kbit' (the site is slow for everyone)",
+                )
             sites.append(
                 Site(
                     domain=name,
@@ -456,6 +491,7 @@ class _ProfileBuilder:
                     urls=tuple(urls),
                     body_kb=body_kb,
                     delay_ms=delay,
+                    serve_rate=serve_rate,
                     https_redirect=bool(raw.get("https_redirect", False)),
                     redirect_to=redirect_to,
                     line=line,

@@ -75,6 +75,7 @@ class HttpReply:
     headers: tuple[tuple[str, str], ...]
     body: bytes
     delay: float = 0.0  # seconds to wait before the response head (a slow site)
+    rate: int = 0  # bytes/s to send the body at (a site slow for everyone); 0: at once
 
 
 class Content(Protocol):
@@ -268,11 +269,29 @@ class HttpServer:
             status_code=reply.status, headers=headers, reason=_reason(reply.status)
         )
         data = conn.send(response)
-        if method != "HEAD" and reply.body:
+        if method != "HEAD" and reply.body and reply.rate > 0:
+            writer.write(data)
+            await self._paced(conn, writer, reply.body, reply.rate)
+            data = b""
+        elif method != "HEAD" and reply.body:
             data += conn.send(h11.Data(data=reply.body))
         data += conn.send(h11.EndOfMessage())
         writer.write(data)
         await asyncio.wait_for(writer.drain(), self.limits.write_timeout)
+
+    async def _paced(
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, body: bytes, rate: int
+    ) -> None:
+        """The body at ``rate`` bytes/s: a tenth of a second's worth every tenth of a second,
+        on a schedule (not sleep after write), so the mean rate is the site's own. Ends when the
+        body is sent or the client goes away (the write fails)."""
+        step = max(1, rate // 10)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for number, offset in enumerate(range(0, len(body), step)):
+            writer.write(conn.send(h11.Data(data=body[offset : offset + step])))
+            await asyncio.wait_for(writer.drain(), self.limits.write_timeout)
+            await asyncio.sleep(max(0.0, started + (number + 1) / 10 - loop.time()))
 
 
 def _request_info(request: h11.Request, local_ip: str, scheme: str) -> HttpRequest:
@@ -464,7 +483,11 @@ class SiteContent:
         self, site: SitePlan, local_ip: str, status: int, body: bytes, *extra: tuple[str, str]
     ) -> HttpReply:
         return HttpReply(
-            status, self._headers(site, local_ip, body, *extra), body, site.delay_ms / 1000
+            status,
+            self._headers(site, local_ip, body, *extra),
+            body,
+            site.delay_ms / 1000,
+            site.serve_rate_bps,
         )
 
     def _redirect(self, site: SitePlan, local_ip: str, location: str) -> HttpReply:

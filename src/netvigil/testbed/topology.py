@@ -197,10 +197,13 @@ def internet_ruleset(plan: Plan) -> str:
 def throttle_tc_lines(plan: Plan) -> list[str]:
     """`tc -batch` lines: an htb root whose default class is unlimited, one tbf class per rule.
 
-    The tbf queue holds 5 s of traffic: deep enough that a lone throttled flow trickles
-    instead of collapsing into retransmission back-off, shallow enough that what a closed
-    connection left queued drains within seconds. (This kernel has no sfq/fq_codel to share the
-    throttle fairly between flows; the probe measures one URL per host at a time by default.)
+    The tbf queue holds 1 s of traffic. Deeper queues make the round trip as long as the queue
+    (5 s at 5 s), and each loss then waits for a retransmission timer as long: measured at
+    32 kbit/s, a lone flow went silent for 4-6 s of a 12 s transfer, which reads as a stall, not
+    a throttle; at 1 s it trickles steadily at the set rate (silences under 0.4 s), and what a
+    closed connection left queued drains within a second. (This kernel has no sfq/fq_codel to
+    share the throttle fairly between flows; the probe measures one URL per host at a time by
+    default.)
     """
     rules = plan.rules_for("throttle")
     if not rules:
@@ -215,7 +218,7 @@ def throttle_tc_lines(plan: Plan) -> list[str]:
         rate = str(rule.params.get("rate", "128kbit"))
         lines += [
             f"class add dev {dev} parent 1: classid 1:{classid} htb rate 10gbit",
-            f"qdisc add dev {dev} parent 1:{classid} handle {classid}: tbf rate {rate} burst 16kbit latency 5s",
+            f"qdisc add dev {dev} parent 1:{classid} handle {classid}: tbf rate {rate} burst 16kbit latency 1s",
         ]
     return lines
 

@@ -6,6 +6,7 @@ referee: a failure the control also saw at the same step is ``down``, not censor
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,7 +26,20 @@ from netvigil.verdict.ooni import (
 )
 from netvigil.verdict.roots import decode_peer_certificates
 
-THROTTLE_RATE = 50_000  # bytes/s: a body slower than this, cut by a timeout, is throttled
+# Throttling (docs/verdict.md, `http/throttled`): judged on a body the time budget cut while
+# bytes still arrived. With the control's rate: far below it (at most 1/8) and under 64 kB/s
+# (512 kbit/s; a slower link than that is what a censor's shaper leaves, faster is usable).
+# Without it: under 20 kB/s (160 kbit/s; Russia's 2021 Twitter slowdown was ~128 kbit/s).
+THROTTLE_FLOOR = 20_000  # bytes/s
+THROTTLE_CONTROL_RATIO = 8.0
+THROTTLE_CEILING = 64_000  # bytes/s
+# Still flowing: the last byte came at most this long (or half the transfer) before the budget
+# ended it; longer is a stall, not a slow transfer. Generous on purpose: behind a shaper's deep
+# queue a lone flow's losses wait for TCP's retransmission timer, seconds when the queue
+# inflates the round trip (measured on the testbed: 4-5 s gaps in a 12 s transfer at 32 kbit/s).
+# A censor that lets a first burst through and then drops everything leaves the budget silent.
+STALL_SECONDS = 3.0
+MIN_RATE_SECONDS = 2.0  # a rate measured over less is mostly latency
 _TCP = {
     "generic_timeout_error": "tcp/timeout",
     "connection_refused": "tcp/reset",
@@ -498,6 +512,8 @@ def _http_stage(view: View, ooni: OONIResult, c: Control | None, fps: _Scan) -> 
     }
     if fp_hit is not None:
         http_ev["false_positive_signature"] = fp_hit.to_dict()
+    if final.failure == "generic_timeout_error":
+        _throttle_rule(final, c, view, http_ev)
     if final.failure:
         if c is None or not c.http_present:
             raise _Outcome("unknown", 0.0, http=http_ev, reason="HTTP failed; no control")
@@ -518,9 +534,6 @@ def _http_stage(view: View, ooni: OONIResult, c: Control | None, fps: _Scan) -> 
         if final.failure == "connection_reset":
             raise _Outcome("http/reset", 0.9, http=http_ev)
         if final.failure == "generic_timeout_error":
-            rate = _body_rate(final)
-            if final.body_length > 0 and rate is not None and rate < THROTTLE_RATE:
-                raise _Outcome("http/throttled", 0.85, http=http_ev, x_body_rate=rate)
             raise _Outcome("http/timeout", 0.8, http=http_ev)
         raise _Outcome("http/failure", 0.7, http=http_ev)
     if r.scheme_of(final.url) == "https":
@@ -553,9 +566,118 @@ def _http_stage(view: View, ooni: OONIResult, c: Control | None, fps: _Scan) -> 
     )
 
 
+def _throttle_rule(final: Exchange, c: Control | None, view: View, http_ev: dict[str, Any]) -> None:
+    """A body the time budget cut while bytes still arrived: throttled, or slow for everyone.
+
+    Returns (the timeout rules decide) when the body had stopped arriving (a stall), when no
+    rate was recorded, or when the rate is not low enough to call it throttling.
+    """
+    transfer = _transfer(final)
+    if transfer is None:
+        return
+    http_ev["transfer"] = transfer
+    if not transfer["flowing"]:
+        http_ev["transfer"]["note"] = "the body had stopped arriving: a stall, not throttling"
+        return
+    rate = transfer["rate"]
+    control_rate = _control_rate(view) if c is not None else None
+    if c is None or not c.http_present:
+        raise _Outcome(
+            "unknown",
+            0.0,
+            http=http_ev,
+            reason="HTTP timed out while the body still arrived (a slow or throttled "
+            "transfer); no control to tell which",
+        )
+    if c.http_failure and c.http_failure != "generic_timeout_error":
+        return  # the control failed otherwise: down, below
+    throttle: dict[str, Any] = {"rate": rate, "control_rate": control_rate}
+    if c.http_failure or (
+        control_rate is not None and rate * THROTTLE_CONTROL_RATIO > control_rate
+    ):
+        # The control's fetch was cut by its own budget too, or saw a comparable rate.
+        extra: dict[str, Any] = {}
+        if not c.http_failure:
+            extra["ooni_blocking_note"] = (
+                "OONI counts the probe's timeout as http-failure; the control's rate shows "
+                "the site is as slow for everyone"
+            )
+        raise _Outcome(
+            "ok",
+            0.6,
+            http=http_ev,
+            throttle=throttle,
+            reason="the site is slow for everyone: the control's fetch was as slow"
+            + (" and timed out too" if c.http_failure else ""),
+            **extra,
+        )
+    if control_rate is not None:
+        if rate < THROTTLE_CEILING:
+            throttle["rule"] = (
+                f"rate at most 1/{THROTTLE_CONTROL_RATIO:g} of the control's and under "
+                f"{THROTTLE_CEILING} B/s"
+            )
+            raise _Outcome("http/throttled", 0.85, http=http_ev, throttle=throttle)
+        return
+    if rate < THROTTLE_FLOOR:
+        throttle["rule"] = f"under {THROTTLE_FLOOR} B/s; the control fetched the page"
+        raise _Outcome("http/throttled", 0.8, http=http_ev, throttle=throttle)
+
+
+def _transfer(x: Exchange) -> dict[str, Any] | None:
+    """The probe's measured rate of a cut body and whether bytes still arrived at the cut.
+
+    From ``x_body_transfer`` (sustained rate, else mean); older netvigil files have only
+    ``x_body_rate``: then a partial body counts as still arriving, as it was judged then.
+    """
+    raw = r.d(x.raw.get("x_body_transfer"))
+    if raw:
+        received = r.integer(raw.get("bytes")) or 0
+        duration = _finite(raw.get("duration")) or 0.0
+        idle = _finite(raw.get("idle_at_end"))
+        rate = _finite(raw.get("sustained_rate"))
+        if rate is None:
+            rate = _finite(raw.get("mean_rate"))
+        if rate is None or received <= 0:
+            return None
+        flowing = (
+            duration >= MIN_RATE_SECONDS
+            and idle is not None
+            and idle <= max(STALL_SECONDS, duration / 2)
+        )
+        return {
+            "rate": round(rate, 1),
+            "bytes": received,
+            "duration": duration,
+            "idle_at_end": idle,
+            "flowing": flowing,
+        }
+    rate = _body_rate(x)
+    if rate is None or x.body_length <= 0:
+        return None
+    return {"rate": round(rate, 1), "bytes": x.body_length, "flowing": True}
+
+
+def _control_rate(view: View) -> float | None:
+    """``x_body_rate`` of the control's fetch (netvigil's helper records it), if positive."""
+    http = r.d(r.d(view.tk.get("control")).get("http_request"))
+    rate = _finite(http.get("x_body_rate"))
+    return rate if rate is not None and rate > 0 else None
+
+
+def _finite(value: Any) -> float | None:
+    """A finite number ≥ 0, else None (hostile files carry NaN, infinities, negatives)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, int) and not 0 <= value <= 2**53:  # float() of 10**400 raises
+        return None
+    n = float(value)
+    return n if math.isfinite(n) and n >= 0 else None
+
+
 def _body_rate(x: Exchange) -> float | None:
     for source in (x.raw, r.d(x.raw.get("response"))):
-        rate = r.num(source.get("x_body_rate"))
+        rate = _finite(source.get("x_body_rate"))
         if rate is not None:
             return rate
     return None
