@@ -596,12 +596,8 @@ def _throttle_rule(final: Exchange, c: Control | None, view: View, http_ev: dict
         control_rate is not None and rate * THROTTLE_CONTROL_RATIO > control_rate
     ):
         # The control's fetch was cut by its own budget too, or saw a comparable rate.
-        extra: dict[str, Any] = {}
-        if not c.http_failure:
-            extra["ooni_blocking_note"] = (
-                "OONI counts the probe's timeout as http-failure; the control's rate shows "
-                "the site is as slow for everyone"
-            )
+        # OONI counts the probe's timeout as http-failure: explained by _reconcile
+        # (OONI_DIFFERS["slow-for-everyone"]).
         raise _Outcome(
             "ok",
             0.6,
@@ -609,7 +605,6 @@ def _throttle_rule(final: Exchange, c: Control | None, view: View, http_ev: dict
             throttle=throttle,
             reason="the site is slow for everyone: the control's fetch was as slow"
             + (" and timed out too" if c.http_failure else ""),
-            **extra,
         )
     if control_rate is not None:
         if rate < THROTTLE_CEILING:
@@ -756,6 +751,8 @@ def _ooni_differs_case(ooni: OONIResult, outcome: str, evidence: dict[str, Any])
         return "site-certificate"
     if base == "unknown" and ooni.rule.startswith("HTTP failed") and "unknown_failure" in ooni.rule:
         return "probe-error"
+    if base == "ok" and blocking == "http-failure" and isinstance(evidence.get("throttle"), dict):
+        return "slow-for-everyone"
     if blocking is False and ooni.engine == "v0.5-orig" and "redirect_hop" in evidence:
         return "redirect-hop"
     return None

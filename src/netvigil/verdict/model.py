@@ -74,6 +74,9 @@ OONI_DIFFERS = {
     "site-certificate": "OONI counts a handshake failure the control did not see as "
     "http-failure; the probe was shown the site's own certificate key (the control saw the "
     "same): a misconfigured site or the probe's own trust store, not interception",
+    "slow-for-everyone": "OONI counts the probe's timed-out fetch as http-failure; the "
+    "control's fetch was as slow (or timed out too) while bytes kept flowing: the site is slow "
+    "for everyone, not throttled on this network",
     "probe-error": "OONI counted a failure of the probe's own software (an unknown_failure, "
     "not a network error) as blocking; nothing was measured to judge",
 }
