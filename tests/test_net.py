@@ -107,9 +107,43 @@ def test_dns_udp_answer_and_trace() -> None:
             {"answer_type": "A", "ipv4": "198.18.0.1", "ttl": 300},
             {"answer_type": "A", "ipv4": "198.18.0.2", "ttl": 300},
         ]
+        # As OONI records an extra UDP resolver: engine "udp", the port in the address only.
         assert query["resolver_address"] == f"{LOOPBACK}:{server.port}"
-        assert query["resolver_port"] == str(server.port)
+        assert query["resolver_port"] is None
         assert query["engine"] == "udp"
+        assert "x_engine" not in query
+
+    asyncio.run(main())
+
+
+def test_dns_udp_as_system_is_recorded_as_ooni_records_getaddrinfo() -> None:
+    """The user's own resolver: engine "getaddrinfo" and an empty resolver_address, as OONI's
+    probes write the system resolver (the only lookups OONI's analysis trusts); how we really
+    asked it stays in x_engine / x_resolver_address."""
+
+    async def main() -> None:
+        server = await start_dns_udp(lambda q: [(0, a_reply(q, "198.18.0.1"))])
+        trace = net.Trace()
+        try:
+            result = await net.resolve(
+                "example.test",
+                LOOPBACK,
+                port=server.port,
+                timeout=2,
+                late_window=0.05,
+                trace=trace,
+                as_system=True,
+            )
+        finally:
+            server.close()
+        assert result.engine == "udp" and result.addresses == ("198.18.0.1",)
+        (query,) = trace.test_keys_fragment()["queries"]
+        assert query["engine"] == "getaddrinfo" == net.SYSTEM_ENGINE
+        assert query["resolver_address"] == ""
+        assert query["resolver_hostname"] is None and query["resolver_port"] is None
+        assert query["x_engine"] == "udp"
+        assert query["x_resolver_address"] == f"{LOOPBACK}:{server.port}"
+        assert query["answers"] == [{"answer_type": "A", "ipv4": "198.18.0.1", "ttl": 300}]
 
     asyncio.run(main())
 
@@ -241,7 +275,8 @@ def test_dns_tcp_refused() -> None:
 def test_resolve_system_localhost() -> None:
     async def main() -> None:
         result = await net.resolve_system("localhost", timeout=5)
-        assert result.engine == "system"
+        assert result.engine == "getaddrinfo"  # OONI's name for the system resolver
+        assert result.to_ooni()["resolver_address"] == ""
         assert result.failure is None
         assert all(a.startswith("127.") for a in result.addresses)
         assert result.to_ooni()["resolver_port"] is None
