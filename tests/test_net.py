@@ -11,6 +11,7 @@ import ssl
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import dns.message
 import dns.rcode
@@ -408,6 +409,44 @@ def test_tls_ok(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
+def test_connect_and_handshake_share_a_transaction_and_record_events(tmp_path: Path) -> None:
+    """OONI's probes give a connection one transaction id; ooni/data's builder reads the TLS
+    handshake's network events by it and requires the first one at the handshake's address."""
+    p = pki()
+    ctx = server_context(tmp_path, [p.leaf, p.intermediate])
+
+    async def main() -> dict[str, list[dict[str, Any]]]:
+        server, port = await _tls_server(ctx)
+        trace = net.Trace()
+        try:
+            _, stream = await _shake(port, "site.test", p.trust, trace)
+            assert stream is not None
+            stream.close()
+            _, refused = await net.connect(LOOPBACK, _closed_port(), timeout=2, trace=trace)
+            assert refused is None
+        finally:
+            server.close()
+        return trace.test_keys_fragment()
+
+    keys = asyncio.run(main())
+    ok, refused = keys["tcp_connect"]
+    (h,) = keys["tls_handshakes"]
+    assert h["transaction_id"] == ok["transaction_id"] != refused["transaction_id"]
+    events = keys["network_events"]
+    mine = sorted(
+        (e for e in events if e["transaction_id"] == h["transaction_id"]), key=lambda e: e["t"]
+    )
+    assert [e["operation"] for e in mine] == [
+        "connect",
+        "tls_handshake_start",
+        "tls_handshake_done",
+    ]
+    assert all(e["address"] == h["address"] and e["failure"] is None for e in mine)
+    (failed,) = [e for e in events if e["transaction_id"] == refused["transaction_id"]]
+    assert failed["operation"] == "connect" and failed["failure"] == "connection_refused"
+    assert failed["t0"] <= failed["t"]
+
+
 def test_tls_unknown_authority_captures_full_chain(tmp_path: Path) -> None:
     p = pki()
     ctx = server_context(tmp_path, [p.rogue_leaf, p.rogue_intermediate, p.rogue_root])
@@ -707,7 +746,14 @@ def test_trace_matches_measurement_format(tmp_path: Path) -> None:
     assert r["request"]["tor"] == {"exit_ip": None, "exit_name": None, "is_tor": False}
     assert isinstance(r["response"], dict) and _core(set(r["response"])) == REQUEST_RESPONSE_KEYS
     ids = [q["transaction_id"], t["transaction_id"], h["transaction_id"], r["transaction_id"]]
-    assert ids == sorted(ids) and len(set(ids)) == 4
+    # the TLS handshake runs over the connect's connection: one transaction, as in OONI's probes
+    assert ids == sorted(ids) and len(set(ids)) == 3 and t["transaction_id"] == h["transaction_id"]
+    operations = [(e["operation"], e["transaction_id"]) for e in keys["network_events"]]
+    assert operations == [
+        ("connect", t["transaction_id"]),
+        ("tls_handshake_start", h["transaction_id"]),
+        ("tls_handshake_done", h["transaction_id"]),
+    ]
     times = [q["t0"], t["t0"], h["t0"], r["t0"]]
     assert all(isinstance(x, float) for x in times) and times == sorted(times)
     assert ndns.MAX_ANSWERS == 100

@@ -35,7 +35,7 @@ from netvigil.net import dns as ndns
 from netvigil.net import http as nhttp
 from netvigil.net import tcp as ntcp
 from netvigil.net import tls as ntls
-from netvigil.net.trace import Clock, Trace
+from netvigil.net.trace import Clock, Trace, same_transaction
 from netvigil.verdict import Verdict, analyze, load_fingerprints
 from netvigil.verdict.roots import load_known_roots
 
@@ -293,15 +293,17 @@ class WebConnectivity:
                 )
                 return
             ip, (reader, writer) = streams[0]
-            first = await nhttp.round_trip(
-                reader,
-                writer,
-                url,
-                address=ntcp.format_address(ip, port),
-                max_body=cfg.max_body,
-                timeout=cfg.http_timeout,
-                trace=trace,
-            )
+            # the round trip over that connection shares its transaction id (as OONI's probes)
+            with same_transaction(trace, trace.connect_id(ntcp.format_address(ip, port))):
+                first = await nhttp.round_trip(
+                    reader,
+                    writer,
+                    url,
+                    address=ntcp.format_address(ip, port),
+                    max_body=cfg.max_body,
+                    timeout=cfg.http_timeout,
+                    trace=trace,
+                )
             location = first.location
             if (
                 first.failure is None
