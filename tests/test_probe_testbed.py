@@ -187,6 +187,8 @@ def _check_connections(tk: dict[str, Any]) -> None:
         assert x["network"] == "tcp" and x["tags"] == ["classic"], x
         assert x["address"] == (x["x_address"] or None) and isinstance(x["request"]["url"], str), x
         assert _is_time(x["t0"]) and x["t0"] <= x["t"], x
+        if x["response"]["code"]:  # it went over a connection: that connection's transaction
+            assert tcp_ids.get(x["transaction_id"]) == x["address"], (x["address"], tcp_ids)
 
 
 def _check_control(tk: dict[str, Any], probe_addrs: list[str]) -> None:

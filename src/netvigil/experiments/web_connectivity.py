@@ -35,7 +35,7 @@ from netvigil.net import dns as ndns
 from netvigil.net import http as nhttp
 from netvigil.net import tcp as ntcp
 from netvigil.net import tls as ntls
-from netvigil.net.trace import Clock, Trace, same_transaction
+from netvigil.net.trace import Clock, Trace
 from netvigil.verdict import Verdict, analyze, load_fingerprints
 from netvigil.verdict.roots import load_known_roots
 
@@ -293,17 +293,15 @@ class WebConnectivity:
                 )
                 return
             ip, (reader, writer) = streams[0]
-            # the round trip over that connection shares its transaction id (as OONI's probes)
-            with same_transaction(trace, trace.connect_id(ntcp.format_address(ip, port))):
-                first = await nhttp.round_trip(
-                    reader,
-                    writer,
-                    url,
-                    address=ntcp.format_address(ip, port),
-                    max_body=cfg.max_body,
-                    timeout=cfg.http_timeout,
-                    trace=trace,
-                )
+            first = await nhttp.round_trip(
+                reader,
+                writer,
+                url,
+                address=ntcp.format_address(ip, port),
+                max_body=cfg.max_body,
+                timeout=cfg.http_timeout,
+                trace=trace,
+            )
             location = first.location
             if (
                 first.failure is None
@@ -393,7 +391,14 @@ class WebConnectivity:
     def _ooni_tags_and_links(fragment: dict[str, list[dict[str, Any]]]) -> None:
         """What OONI's probes (webconnectivitylte 0.5.28) write besides our keys: ``tags``
         ("classic": derived from the system resolver's addresses, which is all we connect to),
-        ``network`` on handshakes and requests, and a request's ``address``/``alpn``."""
+        ``network`` on handshakes and requests, and a request's ``address``/``alpn``; a request
+        takes the transaction id of the connection it went over (the latest successful connect
+        to its address before it started), as OONI's probes give a connection one id."""
+        connects: dict[str, list[tuple[float, int]]] = {}
+        for entry in fragment["tcp_connect"]:
+            if entry["status"]["success"]:
+                endpoint = ntcp.format_address(str(entry["ip"]), int(entry["port"]))
+                connects.setdefault(endpoint, []).append((entry["t"], entry["transaction_id"]))
         for query in fragment["queries"]:
             query["tags"] = ["classic"] if query.get("engine") == ndns.SYSTEM_ENGINE else []
         for entry in fragment["tcp_connect"]:
@@ -407,6 +412,9 @@ class WebConnectivity:
         for request in fragment["requests"]:
             request["tags"] = ["classic"]
             address = request.get("x_address")
+            before = [c for c in connects.get(str(address), ()) if c[0] <= request["t0"]]
+            if before:
+                request["transaction_id"] = max(before)[1]
             request.setdefault("network", "tcp")
             request.setdefault("address", address or None)
             https = str((request.get("request") or {}).get("url", "")).startswith("https:")

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["NetworkEvent", "OONIRecord", "Trace", "same_transaction"]
+__all__ = ["NetworkEvent", "OONIRecord", "Trace"]
 
 
 class OONIRecord(Protocol):
@@ -46,26 +43,6 @@ class NetworkEvent:
         if self.num_bytes is not None:
             out["num_bytes"] = self.num_bytes
         return out
-
-
-# (trace, transaction id) that primitives timed in this context share; see same_transaction.
-_SHARED: ContextVar[tuple[Trace, int] | None] = ContextVar("netvigil_transaction", default=None)
-
-
-@contextmanager
-def same_transaction(trace: Trace | None, transaction_id: int | None = None) -> Iterator[int]:
-    """Primitives of ``trace`` timed inside share one transaction id (a new one, or the one
-    given): OONI's probes give a connection's TCP connect, TLS handshake and HTTP round trips
-    one id, and its pipeline pairs them by it. Task-local (a context variable)."""
-    if trace is None:
-        yield 0
-        return
-    tid = transaction_id or trace.next_transaction_id()
-    token = _SHARED.set((trace, tid))
-    try:
-        yield tid
-    finally:
-        _SHARED.reset(token)
 
 
 class Trace:
@@ -131,20 +108,16 @@ class Clock:
     __slots__ = ("base", "t0", "transaction_id")
 
     def __init__(self, trace: Trace | None, transaction_id: int | None = None) -> None:
-        """``transaction_id``: the id to use (a connection's), else the shared one or a new one."""
+        """``transaction_id``: the id to use (a connection's), else a new one."""
         now = time.monotonic()
         if trace is None:
             self.base = now
             self.transaction_id = 0
         else:
             self.base = trace.t0
-            shared = _SHARED.get()
-            if transaction_id is not None:
-                self.transaction_id = transaction_id
-            elif shared is not None and shared[0] is trace:
-                self.transaction_id = shared[1]
-            else:
-                self.transaction_id = trace.next_transaction_id()
+            self.transaction_id = (
+                transaction_id if transaction_id is not None else trace.next_transaction_id()
+            )
         self.t0 = now - self.base
 
     def now(self) -> float:
