@@ -11,6 +11,7 @@ import ssl
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import dns.message
 import dns.rcode
@@ -107,9 +108,43 @@ def test_dns_udp_answer_and_trace() -> None:
             {"answer_type": "A", "ipv4": "198.18.0.1", "ttl": 300},
             {"answer_type": "A", "ipv4": "198.18.0.2", "ttl": 300},
         ]
+        # As OONI records an extra UDP resolver: engine "udp", the port in the address only.
         assert query["resolver_address"] == f"{LOOPBACK}:{server.port}"
-        assert query["resolver_port"] == str(server.port)
+        assert query["resolver_port"] is None
         assert query["engine"] == "udp"
+        assert "x_engine" not in query
+
+    asyncio.run(main())
+
+
+def test_dns_udp_as_system_is_recorded_as_ooni_records_getaddrinfo() -> None:
+    """The user's own resolver: engine "getaddrinfo" and an empty resolver_address, as OONI's
+    probes write the system resolver (the only lookups OONI's analysis trusts); how we really
+    asked it stays in x_engine / x_resolver_address."""
+
+    async def main() -> None:
+        server = await start_dns_udp(lambda q: [(0, a_reply(q, "198.18.0.1"))])
+        trace = net.Trace()
+        try:
+            result = await net.resolve(
+                "example.test",
+                LOOPBACK,
+                port=server.port,
+                timeout=2,
+                late_window=0.05,
+                trace=trace,
+                as_system=True,
+            )
+        finally:
+            server.close()
+        assert result.engine == "udp" and result.addresses == ("198.18.0.1",)
+        (query,) = trace.test_keys_fragment()["queries"]
+        assert query["engine"] == "getaddrinfo" == net.SYSTEM_ENGINE
+        assert query["resolver_address"] == ""
+        assert query["resolver_hostname"] is None and query["resolver_port"] is None
+        assert query["x_engine"] == "udp"
+        assert query["x_resolver_address"] == f"{LOOPBACK}:{server.port}"
+        assert query["answers"] == [{"answer_type": "A", "ipv4": "198.18.0.1", "ttl": 300}]
 
     asyncio.run(main())
 
@@ -241,7 +276,8 @@ def test_dns_tcp_refused() -> None:
 def test_resolve_system_localhost() -> None:
     async def main() -> None:
         result = await net.resolve_system("localhost", timeout=5)
-        assert result.engine == "system"
+        assert result.engine == "getaddrinfo"  # OONI's name for the system resolver
+        assert result.to_ooni()["resolver_address"] == ""
         assert result.failure is None
         assert all(a.startswith("127.") for a in result.addresses)
         assert result.to_ooni()["resolver_port"] is None
@@ -371,6 +407,44 @@ def test_tls_ok(tmp_path: Path) -> None:
         assert result.address == f"{LOOPBACK}:{port}"
 
     asyncio.run(main())
+
+
+def test_connect_and_handshake_share_a_transaction_and_record_events(tmp_path: Path) -> None:
+    """OONI's probes give a connection one transaction id; ooni/data's builder reads the TLS
+    handshake's network events by it and requires the first one at the handshake's address."""
+    p = pki()
+    ctx = server_context(tmp_path, [p.leaf, p.intermediate])
+
+    async def main() -> dict[str, list[dict[str, Any]]]:
+        server, port = await _tls_server(ctx)
+        trace = net.Trace()
+        try:
+            _, stream = await _shake(port, "site.test", p.trust, trace)
+            assert stream is not None
+            stream.close()
+            _, refused = await net.connect(LOOPBACK, _closed_port(), timeout=2, trace=trace)
+            assert refused is None
+        finally:
+            server.close()
+        return trace.test_keys_fragment()
+
+    keys = asyncio.run(main())
+    ok, refused = keys["tcp_connect"]
+    (h,) = keys["tls_handshakes"]
+    assert h["transaction_id"] == ok["transaction_id"] != refused["transaction_id"]
+    events = keys["network_events"]
+    mine = sorted(
+        (e for e in events if e["transaction_id"] == h["transaction_id"]), key=lambda e: e["t"]
+    )
+    assert [e["operation"] for e in mine] == [
+        "connect",
+        "tls_handshake_start",
+        "tls_handshake_done",
+    ]
+    assert all(e["address"] == h["address"] and e["failure"] is None for e in mine)
+    (failed,) = [e for e in events if e["transaction_id"] == refused["transaction_id"]]
+    assert failed["operation"] == "connect" and failed["failure"] == "connection_refused"
+    assert failed["t0"] <= failed["t"]
 
 
 def test_tls_unknown_authority_captures_full_chain(tmp_path: Path) -> None:
@@ -672,7 +746,14 @@ def test_trace_matches_measurement_format(tmp_path: Path) -> None:
     assert r["request"]["tor"] == {"exit_ip": None, "exit_name": None, "is_tor": False}
     assert isinstance(r["response"], dict) and _core(set(r["response"])) == REQUEST_RESPONSE_KEYS
     ids = [q["transaction_id"], t["transaction_id"], h["transaction_id"], r["transaction_id"]]
-    assert ids == sorted(ids) and len(set(ids)) == 4
+    # the TLS handshake runs over the connect's connection: one transaction, as in OONI's probes
+    assert ids == sorted(ids) and len(set(ids)) == 3 and t["transaction_id"] == h["transaction_id"]
+    operations = [(e["operation"], e["transaction_id"]) for e in keys["network_events"]]
+    assert operations == [
+        ("connect", t["transaction_id"]),
+        ("tls_handshake_start", h["transaction_id"]),
+        ("tls_handshake_done", h["transaction_id"]),
+    ]
     times = [q["t0"], t["t0"], h["t0"], r["t0"]]
     assert all(isinstance(x, float) for x in times) and times == sorted(times)
     assert ndns.MAX_ANSWERS == 100

@@ -125,6 +125,19 @@ def test_sample_76_by_hand_many_answers() -> None:
     assert {"8.8.4.4:53", "https://dns.quad9.net/dns-query"} <= resolvers
 
 
+def test_resolver_of_a_getaddrinfo_lookup_netvigil_asked_directly() -> None:
+    # netvigil records the user's resolver as OONI records getaddrinfo (resolver_address ""),
+    # and how it asked in x_resolver_address; OONI's own getaddrinfo lookups name no resolver.
+    m, raw = _sample(76)
+    queries = m["test_keys"]["queries"]
+    queries[0].update(engine="getaddrinfo", resolver_address="", x_resolver_address="10.0.0.53:53")
+    queries[1].update(engine="getaddrinfo", resolver_address="")
+    queries[1].pop("x_resolver_address", None)
+    _, obs = transform(m, "s", raw=raw)
+    by_query = {o["resolver"] for o in obs if o["obs_type"] == "dns"}
+    assert "10.0.0.53:53" in by_query and None in by_query
+
+
 def test_ids_envelope_and_fallbacks() -> None:
     m, raw = _sample(14)  # meek (2015): own measurement_uid, input is a list, no probe_cc/asn
     row, _ = transform(m, "s", raw=raw)

@@ -165,3 +165,110 @@ def test_every_measurement_loads_with_oonidata(
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert int(out.stdout.strip()) == len(measurements) > 0
+
+
+# -- what OONI's pipeline reads ----------------------------------------------------------------
+# ooni/data's observation builder (oonipipeline transforms/measurement_transformer.py) and its web
+# analysis (analysis/web_analysis.py) read these fields; the shape below is what probe-cli's
+# webconnectivitylte 0.5.28 writes (see docs/measurement-format.md, "What OONI's pipeline reads").
+# Run scripts/ooni-referee.sh for OONI's own verdicts on these measurements.
+
+
+def _is_time(value: object) -> bool:
+    return isinstance(value, float | int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_query(q: dict[str, Any], host: str) -> None:
+    assert q["resolver_hostname"] is None and q["resolver_port"] is None, q
+    assert q["query_type"] == "A" and isinstance(q["hostname"], str), q
+    assert _is_time(q["t0"]) and _is_time(q["t"]) and q["t0"] <= q["t"], q
+    assert isinstance(q["transaction_id"], int) and q["transaction_id"] > 0, q
+    for answer in q["answers"] or []:
+        assert answer["answer_type"] in ("A", "AAAA", "CNAME"), answer
+        assert answer.get("ipv4") or answer.get("ipv6") or answer.get("hostname"), answer
+    if q["engine"] == "getaddrinfo":
+        # the user's resolver, as OONI records the system resolver: the only DNS OONI trusts
+        assert q["resolver_address"] == "" and q["tags"] == ["classic"], q
+        assert q["x_engine"] == "udp" and q["x_resolver_address"] == f"{ISP_RESOLVER}:53", q
+        assert "x_second_opinion" not in q, q
+    else:
+        # the second opinion, as OONI records its extra UDP resolver
+        assert q["engine"] == "udp" and q["resolver_address"] == f"{PUBLIC_RESOLVER}:53", q
+        assert q["x_second_opinion"] is True and q["tags"] == [], q
+
+
+def _check_connections(tk: dict[str, Any]) -> None:
+    tcp_ids = {}
+    for c in tk["tcp_connect"]:
+        assert isinstance(c["ip"], str) and isinstance(c["port"], int), c
+        assert set(c["status"]) >= {"failure", "success"}, c
+        assert c["status"]["success"] is (c["status"]["failure"] is None), c
+        assert _is_time(c["t0"]) and c["t0"] <= c["t"] and c["tags"] == ["classic"], c
+        tcp_ids[c["transaction_id"]] = f"{c['ip']}:{c['port']}"
+    events = tk["network_events"]
+    for h in tk["tls_handshakes"]:
+        assert h["network"] == "tcp" and h["tags"] == ["classic"] and h["no_tls_verify"] is False
+        assert isinstance(h["server_name"], str) and isinstance(h["tls_version"], str), h
+        assert all(c["format"] == "base64" and c["data"] for c in h["peer_certificates"]), h
+        assert _is_time(h["t0"]) and h["t0"] <= h["t"], h
+        # one transaction per connection, as OONI's probes: the handshake shares the connect's id
+        assert tcp_ids.get(h["transaction_id"]) == h["address"], (h["address"], tcp_ids)
+        # the builder takes the events of the handshake's transaction and asserts the first
+        # (by time) is at the handshake's address; without them it fails on the measurement
+        mine = sorted(
+            (e for e in events if e["transaction_id"] == h["transaction_id"]), key=lambda e: e["t"]
+        )
+        assert mine and mine[0]["address"] == h["address"], (h, mine)
+        assert [e["operation"] for e in mine][-1] == "tls_handshake_done", mine
+    for e in events:
+        assert e["operation"] in ("connect", "tls_handshake_start", "tls_handshake_done"), e
+        assert _is_time(e["t"]) and isinstance(e["transaction_id"], int), e
+    for x in tk["requests"]:
+        assert x["network"] == "tcp" and x["tags"] == ["classic"], x
+        assert x["address"] == (x["x_address"] or None) and isinstance(x["request"]["url"], str), x
+        assert _is_time(x["t0"]) and x["t0"] <= x["t"], x
+        if x["response"]["code"]:  # it went over a connection: that connection's transaction
+            assert tcp_ids.get(x["transaction_id"]) == x["address"], (x["address"], tcp_ids)
+
+
+def _check_control(tk: dict[str, Any], probe_addrs: list[str]) -> None:
+    control = tk["control"]
+    assert tk["control_failure"] is None, tk["control_failure"]
+    assert isinstance(control["dns"]["addrs"], list), control["dns"]
+    for key in ("tcp_connect", "tls_handshake"):
+        for address, entry in control.get(key, {}).items():
+            assert ":" in address and isinstance(entry["status"], bool), (key, entry)
+            assert entry["status"] is (entry["failure"] is None), (key, entry)
+    for entry in control.get("tls_handshake", {}).values():
+        assert isinstance(entry["server_name"], str), entry
+    info = control["ip_info"]
+    for ip, entry in info.items():
+        assert isinstance(entry["asn"], int) and isinstance(entry["flags"], int), (ip, entry)
+    for ip in probe_addrs[:4]:  # OONI's THIPInfoFlagResolvedByProbe
+        assert info[ip]["flags"] & 1, (ip, info)
+    for ip in control["dns"]["addrs"]:  # ...ResolvedByTH
+        assert info[ip]["flags"] & 2, (ip, info)
+
+
+@pytest.mark.parametrize("profile", builtin_profiles())
+def test_measurements_carry_what_oonis_pipeline_reads(
+    testbed: Callable[[str], RunningTestbed], profile: str
+) -> None:
+    _, measurements = measured(testbed(profile))
+    assert measurements
+    for m in measurements:
+        assert m["test_name"] == "web_connectivity" and m["test_version"] == "0.5.28"
+        assert m["data_format_version"] == "0.2.0" and m["probe_asn"].startswith("AS")
+        assert m["resolver_ip"] == ISP_RESOLVER == m["test_keys"]["client_resolver"]
+        tk = m["test_keys"]
+        host = m["input"].split("/")[2]
+        for q in tk["queries"]:
+            _check_query(q, host)
+        own = [q for q in tk["queries"] if q["hostname"] == host and q["engine"] == "getaddrinfo"]
+        second = [q for q in tk["queries"] if q["hostname"] == host and q["engine"] == "udp"]
+        assert len(own) == 1 and len(second) == 1, tk["queries"]
+        # OONI's dns_experiment_failure: the user's resolver's own failure
+        assert tk["dns_experiment_failure"] == own[0]["failure"], m["input"]
+        _check_connections(tk)
+        probe_addrs = [a["ipv4"] for a in own[0]["answers"] or [] if a.get("ipv4")]
+        _check_control(tk, probe_addrs)

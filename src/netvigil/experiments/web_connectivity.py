@@ -163,6 +163,9 @@ class WebConnectivity:
                 timeout=cfg.dns_timeout,
                 late_window=cfg.late_window,
                 trace=trace,
+                # the user's own resolver: recorded as OONI records the system resolver, whose
+                # lookups are the only ones OONI's analysis (probe 0.5.27+, ooni/data) trusts
+                as_system=True,
             )
         extra: list[Awaitable[Any]] = []
         if cfg.second_resolver:
@@ -390,12 +393,46 @@ class WebConnectivity:
         if pages:
             extra["x_dns_answer_pages"] = pages
 
-    def _mark_second_opinions(self, queries: list[dict[str, Any]]) -> None:
-        second = self.config.second_resolver
+    @staticmethod
+    def _mark_second_opinions(queries: list[dict[str, Any]]) -> None:
+        """Every lookup not through the user's resolver (getaddrinfo) is a second opinion:
+        evidence, not what the user's browser got (OONI's extra UDP/DoH resolvers)."""
         for query in queries:
-            address = str(query.get("resolver_address") or "")
-            if query.get("engine") == "doh" or (second and address.split(":")[0] == second):
+            if query.get("engine") != ndns.SYSTEM_ENGINE:
                 query["x_second_opinion"] = True
+
+    @staticmethod
+    def _ooni_tags_and_links(fragment: dict[str, list[dict[str, Any]]]) -> None:
+        """What OONI's probes (webconnectivitylte 0.5.28) write besides our keys: ``tags``
+        ("classic": derived from the system resolver's addresses, which is all we connect to),
+        ``network`` on handshakes and requests, and a request's ``address``/``alpn``; a request
+        takes the transaction id of the connection it went over (the latest successful connect
+        to its address before it started), as OONI's probes give a connection one id."""
+        connects: dict[str, list[tuple[float, int]]] = {}
+        for entry in fragment["tcp_connect"]:
+            if entry["status"]["success"]:
+                endpoint = ntcp.format_address(str(entry["ip"]), int(entry["port"]))
+                connects.setdefault(endpoint, []).append((entry["t"], entry["transaction_id"]))
+        for query in fragment["queries"]:
+            query["tags"] = ["classic"] if query.get("engine") == ndns.SYSTEM_ENGINE else []
+        for entry in fragment["tcp_connect"]:
+            entry["tags"] = ["classic"]
+        alpn: dict[str, str | None] = {}
+        for handshake in fragment["tls_handshakes"]:
+            handshake["network"] = "tcp"
+            handshake["tags"] = ["classic"]
+            if handshake.get("failure") is None:
+                alpn[str(handshake.get("address"))] = handshake.get("negotiated_protocol")
+        for request in fragment["requests"]:
+            request["tags"] = ["classic"]
+            address = request.get("x_address")
+            before = [c for c in connects.get(str(address), ()) if c[0] <= request["t0"]]
+            if before:
+                request["transaction_id"] = max(before)[1]
+            request.setdefault("network", "tcp")
+            request.setdefault("address", address or None)
+            https = str((request.get("request") or {}).get("url", "")).startswith("https:")
+            request.setdefault("alpn", alpn.get(str(address)) if https else None)
 
     @staticmethod
     def _dns_failure(url: str, queries: list[dict[str, Any]]) -> str | None:
@@ -420,6 +457,7 @@ class WebConnectivity:
         cfg = self.config
         fragment = trace.test_keys_fragment()
         self._mark_second_opinions(fragment["queries"])
+        self._ooni_tags_and_links(fragment)
         test_keys: dict[str, Any] = {
             **fragment,
             "dns_experiment_failure": self._dns_failure(url, fragment["queries"]),

@@ -4,7 +4,15 @@ Each primitive returns a frozen result with timings and an OONI failure string, 
 with ``to_ooni()``, and appends itself to a ``Trace`` when given one.
 """
 
-from .dns import DNSAnswer, DNSReply, DNSResult, resolve, resolve_doh, resolve_system
+from .dns import (
+    SYSTEM_ENGINE,
+    DNSAnswer,
+    DNSReply,
+    DNSResult,
+    resolve,
+    resolve_doh,
+    resolve_system,
+)
 from .failures import NetFailure, failure_string
 from .http import DEFAULT_HEADERS, HTTPResult, extract_title, fetch, round_trip
 from .tcp import TCPResult, connect, format_address
@@ -13,6 +21,7 @@ from .trace import NetworkEvent, Trace
 
 __all__ = [
     "DEFAULT_HEADERS",
+    "SYSTEM_ENGINE",
     "DNSAnswer",
     "DNSReply",
     "DNSResult",

@@ -47,6 +47,7 @@ from .trace import Clock, Trace
 __all__ = [
     "MAX_ANSWERS",
     "MAX_LATE_REPLIES",
+    "SYSTEM_ENGINE",
     "DNSAnswer",
     "DNSReply",
     "DNSResult",
@@ -62,6 +63,9 @@ MAX_ANSWERS = 100
 MAX_LATE_REPLIES = 16
 MAX_DATAGRAMS = 256
 EDNS_PAYLOAD = 1232
+# OONI's engine name for the system resolver (netxlite's getaddrinfo transport); its analysis
+# takes DNS only from lookups recorded under this name (or the older "system").
+SYSTEM_ENGINE = "getaddrinfo"
 
 _RCODE_FAILURES = {
     dns.rcode.NXDOMAIN: DNS_NXDOMAIN,
@@ -159,23 +163,30 @@ class DNSResult:
     transaction_id: int = 0
     resolver_port: str | None = None
     queries_sent: int | None = None  # UDP: the query and its retransmissions
+    # The user's own resolver, asked directly: recorded as OONI records the system resolver
+    # (engine "getaddrinfo", resolver_address ""), with how we really asked it in x_ keys.
+    as_system: bool = False
 
     def to_ooni(self) -> dict[str, Any]:
+        # OONI's probes write resolver_port null for every engine (the port is in the address).
         out = {
             "answers": _answers_ooni(self.answers),
-            "engine": self.engine,
+            "engine": SYSTEM_ENGINE if self.as_system else self.engine,
             "failure": self.failure,
             "hostname": self.hostname,
             "query_type": self.qtype,
-            "resolver_address": self.resolver_address,
+            "resolver_address": "" if self.as_system else self.resolver_address,
             "resolver_hostname": None,
-            "resolver_port": self.resolver_port,
+            "resolver_port": None,
             "t0": self.t0,
             "t": self.t,
             "transaction_id": self.transaction_id,
             "x_late_replies": [r.to_ooni() for r in self.late_replies],
             "x_rcode": self.rcode,
         }
+        if self.as_system:
+            out["x_engine"] = self.engine
+            out["x_resolver_address"] = self.resolver_address
         if self.queries_sent is not None:
             # A timeout says how many queries went unanswered (a censor dropping DNS drops all).
             out["x_queries_sent"] = self.queries_sent
@@ -342,6 +353,7 @@ def _result(
     late: tuple[DNSReply, ...],
     trace: Trace | None,
     queries_sent: int | None = None,
+    as_system: bool = False,
 ) -> DNSResult:
     if reply is not None and failure is None:
         failure = reply.failure
@@ -360,6 +372,7 @@ def _result(
         transaction_id=clock.transaction_id,
         resolver_port=resolver_port,
         queries_sent=queries_sent,
+        as_system=as_system,
     )
     if trace is not None:
         trace.queries.append(result)
@@ -508,8 +521,12 @@ async def resolve(
     timeout: float = 5.0,
     late_window: float = 0.5,
     trace: Trace | None = None,
+    as_system: bool = False,
 ) -> DNSResult:
     """Ask ``resolver_ip`` (an IP literal) over ``engine`` "udp" or "tcp".
+
+    ``as_system``: this is the user's own resolver (what the OS would ask); the result renders
+    as OONI renders a system-resolver lookup (see ``DNSResult.as_system``).
 
     UDP sends once and, with no reply after ``timeout / 2``, once more with a fresh id (replies
     to that retry carry ``retransmission=True``). ``t`` is the time of the first reply; the call
@@ -546,6 +563,7 @@ async def resolve(
         late,
         trace,
         queries_sent,
+        as_system,
     )
 
 
@@ -625,7 +643,8 @@ async def resolve_doh(
 async def resolve_system(
     hostname: str, *, timeout: float = 5.0, trace: Trace | None = None, qtype: str = "A"
 ) -> DNSResult:
-    """getaddrinfo in the loop's default executor (engine "system"); A or AAAA only."""
+    """getaddrinfo in the loop's default executor (engine "getaddrinfo", as OONI records it);
+    A or AAAA only."""
     clock = Clock(trace)
     family = socket.AF_INET6 if qtype == "AAAA" else socket.AF_INET
     reply: DNSReply | None = None
@@ -647,5 +666,5 @@ async def resolve_system(
     except Exception as exc:
         failure = failure_string(exc)
     return _result(
-        hostname, "", None, "system", qtype, clock, clock.now(), reply, failure, (), trace
+        hostname, "", None, SYSTEM_ENGINE, qtype, clock, clock.now(), reply, failure, (), trace
     )

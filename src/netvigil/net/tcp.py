@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .failures import failure_string
-from .trace import Clock, Trace
+from .trace import Clock, NetworkEvent, Trace
 
 __all__ = ["TCPResult", "connect", "format_address"]
 
@@ -73,4 +73,16 @@ async def connect(
     result = TCPResult(ip, port, failure, clock.t0, clock.now(), clock.transaction_id)
     if trace is not None:
         trace.tcp_connect.append(result)
+        if failure is None:
+            trace.note_connect(format_address(ip, port), result.transaction_id)
+        trace.network_events.append(
+            NetworkEvent(
+                "connect",
+                format_address(ip, port),
+                failure,
+                result.t,
+                transaction_id=result.transaction_id,
+                t0=result.t0,
+            )
+        )
     return result, sock

@@ -39,7 +39,7 @@ from .failures import (
     failure_string,
 )
 from .tcp import format_address
-from .trace import Clock, Trace
+from .trace import Clock, NetworkEvent, Trace
 
 __all__ = [
     "MAX_CHAIN",
@@ -307,8 +307,9 @@ async def handshake(
     The socket is taken over: on any failure it is closed and the stream is None. On success
     the returned ``TLSStream`` owns it.
     """
-    clock = Clock(trace)
     address = _peer_address(sock)
+    # over the connection of a traced connect: its transaction id, as OONI's probes record it
+    clock = Clock(trace, trace.connect_id(address) if trace is not None and address else None)
     failure: str | None = None
     verify_failure: str | None = None
     chain: list[bytes] = []
@@ -362,4 +363,13 @@ async def handshake(
     )
     if trace is not None:
         trace.tls_handshakes.append(result)
+        # OONI's builder reads a handshake's events by its transaction id (and requires one at
+        # the handshake's address); read/write events are not recorded (asyncio's TLS).
+        for operation, when, fail in (
+            ("tls_handshake_start", result.t0, None),
+            ("tls_handshake_done", result.t, failure),
+        ):
+            trace.network_events.append(
+                NetworkEvent(operation, address, fail, when, transaction_id=result.transaction_id)
+            )
     return result, stream

@@ -26,6 +26,7 @@ class NetworkEvent:
     proto: str = "tcp"
     num_bytes: int | None = None
     transaction_id: int = 0
+    t0: float | None = None
 
     def to_ooni(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -34,8 +35,11 @@ class NetworkEvent:
             "operation": self.operation,
             "proto": self.proto,
             "t": self.t,
+            "tags": [],
             "transaction_id": self.transaction_id,
         }
+        if self.t0 is not None:
+            out["t0"] = self.t0
         if self.num_bytes is not None:
             out["num_bytes"] = self.num_bytes
         return out
@@ -51,6 +55,7 @@ class Trace:
     """
 
     __slots__ = (
+        "_connects",
         "_next_id",
         "network_events",
         "queries",
@@ -63,6 +68,7 @@ class Trace:
     def __init__(self, t0: float | None = None) -> None:
         self.t0: float = time.monotonic() if t0 is None else t0
         self._next_id = 0
+        self._connects: dict[str, int] = {}  # "ip:port" -> id of the latest connect to it
         self.queries: list[OONIRecord] = []
         self.tcp_connect: list[OONIRecord] = []
         self.tls_handshakes: list[OONIRecord] = []
@@ -76,6 +82,14 @@ class Trace:
     def next_transaction_id(self) -> int:
         self._next_id += 1
         return self._next_id
+
+    def note_connect(self, address: str, transaction_id: int) -> None:
+        """A TCP connect to ``address`` succeeded: what runs over it shares its id (as OONI)."""
+        self._connects[address] = transaction_id
+
+    def connect_id(self, address: str) -> int | None:
+        """The transaction id of the latest successful connect to ``address``, if any."""
+        return self._connects.get(address)
 
     def test_keys_fragment(self) -> dict[str, list[dict[str, Any]]]:
         """The five OONI lists; ``requests`` newest first, as OONI orders them."""
@@ -93,14 +107,17 @@ class Clock:
 
     __slots__ = ("base", "t0", "transaction_id")
 
-    def __init__(self, trace: Trace | None) -> None:
+    def __init__(self, trace: Trace | None, transaction_id: int | None = None) -> None:
+        """``transaction_id``: the id to use (a connection's), else a new one."""
         now = time.monotonic()
         if trace is None:
             self.base = now
             self.transaction_id = 0
         else:
             self.base = trace.t0
-            self.transaction_id = trace.next_transaction_id()
+            self.transaction_id = (
+                transaction_id if transaction_id is not None else trace.next_transaction_id()
+            )
         self.t0 = now - self.base
 
     def now(self) -> float:

@@ -318,6 +318,10 @@ def _resolver(q: dict[str, Any]) -> str | None:
     address = q.get("resolver_address")
     if isinstance(address, str) and address:
         return address[:MAX_STR]
+    # netvigil's own: the user's resolver recorded as getaddrinfo (address "") says which it was
+    actual = q.get("x_resolver_address")
+    if isinstance(actual, str) and actual:
+        return actual[:MAX_STR]
     legacy = q.get("resolver")  # dns_consistency (2015): ["8.8.8.8", 53]
     if isinstance(legacy, list) and legacy and isinstance(legacy[0], str):
         port = _port(legacy[1]) if len(legacy) > 1 else None
