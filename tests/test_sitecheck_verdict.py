@@ -56,7 +56,10 @@ def test_user_agents_map_to_tls_stacks() -> None:
     assert firefox is not None and (firefox.stack, firefox.version) == (FIREFOX, 153)
     ie = claimed_client(IE_11)
     assert ie is not None and (ie.stack, ie.version) == (SCHANNEL, 11)
-    ios = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) CriOS/120.0 Mobile/15E148 Safari/604.1"
+    ios = (
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 "
+        "(KHTML, like Gecko) CriOS/120.0 Mobile/15E148 Safari/604.1"
+    )
     assert claimed_client(ios) is None  # Chrome on iOS uses Apple's stack
     assert claimed_client("curl/7.88.1") is None
     assert claimed_client("x" * 100_000) is None
