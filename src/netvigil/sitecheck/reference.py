@@ -306,15 +306,14 @@ class ReferenceDB:
                 self.products.append(observation)
         for stack_observations in self.browsers.values():
             stack_observations.sort(key=lambda o: o.version)
-        # Code points some non-browser client sends: in a gap between two reference versions
-        # of a browser, only these are evidence (a new browser feature is not).
+        # Code points that some product or library sends and no browser of any stack does:
+        # in a gap between distant reference versions of a browser only these are evidence,
+        # because whatever one browser adopted another may have adopted meanwhile.
+        browsers = [o for observations in self.browsers.values() for o in observations]
         self.library_codes: dict[str, frozenset[int]] = {
-            "ciphers": frozenset(c for p in self.products for c in p.features.ciphers),
-            "extensions": frozenset(c for p in self.products for c in p.features.extensions),
-            "groups": frozenset(c for p in self.products for c in p.features.groups),
-            "signature_algorithms": frozenset(
-                c for p in self.products for c in p.features.signature_algorithms
-            ),
+            kind: frozenset(c for p in self.products for c in getattr(p.features, kind))
+            - frozenset(c for b in browsers for c in getattr(b.features, kind))
+            for kind in ("ciphers", "extensions", "groups", "signature_algorithms")
         }
 
     @classmethod
@@ -355,7 +354,7 @@ class ReferenceDB:
 
 
 # Fewer reference hellos than this cannot tell what a browser always or never sends.
-MIN_REFERENCES = 3
+MIN_REFERENCES = 6
 # Reference versions within NEAR majors of the claimed one are pooled: builds for different
 # systems and channels of one major differ, and features change over several releases.
 NEAR = 2
