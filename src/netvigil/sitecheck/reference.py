@@ -22,13 +22,18 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ua_parser import parse as parse_user_agent
 
 from netvigil.sitecheck.clienthello import ClientHello, is_grease, parse_client_hello
 
+if TYPE_CHECKING:
+    from netvigil.sitecheck.verdict import Envelope
+
 MAX_USER_AGENT = 2048
+# Envelopes are cached per (stack, version): User-Agents name a few hundred versions at most.
+MAX_CACHED_ENVELOPES = 4096
 
 CHROMIUM = "chromium"
 FIREFOX = "firefox"
@@ -299,6 +304,7 @@ class ReferenceDB:
     def __init__(self, observations: Iterable[Observation]) -> None:
         self.browsers: dict[str, list[Observation]] = {}
         self.products: list[Observation] = []
+        self._envelopes: dict[tuple[str, int, str | None], Envelope] = {}
         for observation in observations:
             if observation.stack is not None:
                 self.browsers.setdefault(observation.stack, []).append(observation)
@@ -315,6 +321,20 @@ class ReferenceDB:
             - frozenset(c for b in browsers for c in getattr(b.features, kind))
             for kind in ("ciphers", "extensions", "groups", "signature_algorithms")
         }
+
+    def envelope(
+        self, claimed: ClaimedClient, exclude_label: str | None, observations: list[Observation]
+    ) -> Envelope:
+        """The envelope of ``observations`` (the window of ``claimed``), cached per window."""
+        key = (claimed.stack, claimed.version, exclude_label)
+        found = self._envelopes.get(key)
+        if found is None:
+            from netvigil.sitecheck.verdict import Envelope
+
+            found = Envelope.of(observations)
+            if len(self._envelopes) < MAX_CACHED_ENVELOPES:
+                self._envelopes[key] = found
+        return found
 
     @classmethod
     def shipped(cls) -> ReferenceDB:

@@ -335,9 +335,31 @@ def best_match(
 
 @dataclass(frozen=True, slots=True)
 class Fingerprints:
+    """The fingerprints a verdict reports (empty strings when the input had none)."""
+
     ja3: str
     ja4: str
     family: str
+
+
+# The feature each rule reads: a rule whose feature a log line does not carry (a JA4 has no
+# groups, point formats or GREASE) is not evaluated.
+RULE_NEEDS = {
+    "cipher-never-sent": "ciphers",
+    "cipher-missing": "ciphers",
+    "extension-never-sent": "extensions",
+    "extension-missing": "extensions",
+    "group-never-sent": "groups",
+    "point-format-never-sent": "point_formats",
+    "signature-algorithm-never-sent": "signature_algorithms",
+    "compression-never-sent": "compression",
+    "grease-absent": "grease",
+    "grease-unexpected": "grease",
+    "version-too-low": "version",
+    "version-too-high": "version",
+    "cipher-order-unseen": "cipher_order",
+}
+ALL_FEATURES = frozenset(RULE_NEEDS.values())
 
 
 def judge(
@@ -351,8 +373,20 @@ def judge(
     ``exclude_label`` leaves one reference observation out (for honest measurement on the
     reference data itself).
     """
-    db = db if db is not None else ReferenceDB.shipped()
     prints = Fingerprints(ja3_hash(hello), ja4(hello), family_fingerprint(hello))
+    return judge_features(Features.of(hello), user_agent, prints, db, exclude_label)
+
+
+def judge_features(
+    features: Features,
+    user_agent: str,
+    prints: Fingerprints,
+    db: ReferenceDB | None = None,
+    exclude_label: str | None = None,
+    known: frozenset[str] = ALL_FEATURES,
+) -> Verdict:
+    """The verdict from features, of which only those named in ``known`` are evidence."""
+    db = db if db is not None else ReferenceDB.shipped()
     claimed = claimed_client(user_agent)
     if claimed is None:
         return Verdict(
@@ -364,8 +398,7 @@ def judge(
             family=prints.family,
         )
     observations, gap = db.window(claimed, exclude_label)
-    features = Features.of(hello)
-    facts = check_facts(features, claimed)
+    facts = [r for r in check_facts(features, claimed) if RULE_NEEDS[r.rule] in known]
     if len(observations) < MIN_REFERENCES and not facts:
         return Verdict(
             UNKNOWN,
@@ -378,14 +411,15 @@ def judge(
         )
     reasons = facts
     if len(observations) >= MIN_REFERENCES:
-        envelope = Envelope.of(observations)
+        envelope = db.envelope(claimed, exclude_label, observations)
         found = check_features(features, envelope, claimed, db.library_codes, gap)
-        reasons += [r for r in found if r.rule not in {f.rule for f in facts}]
-    notes = (
-        ("claimed version is far from every reference: only library markers counted",)
-        if gap
-        else ()
-    )
+        fact_rules = {f.rule for f in facts}
+        reasons += [r for r in found if r.rule not in fact_rules and RULE_NEEDS[r.rule] in known]
+    notes: tuple[str, ...] = ()
+    if gap:
+        notes += ("claimed version is far from every reference: only library markers counted",)
+    if known != ALL_FEATURES:
+        notes += ("judged on: " + ", ".join(sorted(known)),)
     if not reasons:
         return Verdict(
             CONSISTENT,
@@ -400,7 +434,9 @@ def judge(
         LIKELY_INTERCEPTED,
         claimed.describe(),
         reasons=tuple(reasons),
-        best_match=best_match(features, db.products, exclude=exclude_label),
+        best_match=best_match(features, db.products, exclude=exclude_label)
+        if known == ALL_FEATURES
+        else None,
         references=len(observations),
         notes=notes,
         ja3=prints.ja3,

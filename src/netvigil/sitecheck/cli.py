@@ -1,0 +1,140 @@
+"""``netvigil sitecheck``: is a site's visitors' HTTPS intercepted? (the site-side view)"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+HELP = """\
+Site-side interception detection: a site compares each visitor's TLS ClientHello with what
+the browser named by its User-Agent sends. See docs/site-side-detection.md.
+
+  netvigil sitecheck hello HEX_OR_BASE64 --user-agent UA    one ClientHello
+  netvigil sitecheck logs access.jsonl [--json|--rows]        a log with ClientHello or JA4 + UA
+"""
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "sitecheck",
+        help="site-side detection of intercepted visitors (ClientHello vs User-Agent)",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = parser.add_subparsers(dest="sitecheck_command", metavar="ACTION")
+    hello = actions.add_parser("hello", help="judge one ClientHello (hex or base64)")
+    hello.add_argument("client_hello", help="the TLS record(s) of a ClientHello, hex or base64")
+    hello.add_argument("--user-agent", "-A", required=True, help="the User-Agent it sent")
+    hello.add_argument("--json", action="store_true")
+    logs = actions.add_parser(
+        "logs",
+        help="verdicts and per-network/hour aggregates over JSON lines or CSV logs",
+        description="Fields (case-insensitive): client_hello (hex/base64) or ja4 / ja4_r, "
+        "user_agent, and optionally time and client_ip (kept only as a /24 or /48 prefix).",
+    )
+    logs.add_argument("file", type=Path, help="JSON lines or CSV; '-' for standard input")
+    logs.add_argument("--json", action="store_true", help="print the report as JSON")
+    logs.add_argument("--rows", action="store_true", help="print one JSON verdict per line")
+    logs.add_argument("--max-rows", type=int, default=None, help="stop after this many lines")
+
+
+def _plain(text: object) -> str:
+    """Untrusted text as one printable line."""
+    return "".join(c if c.isprintable() else "?" for c in str(text))
+
+
+def _print_verdict(verdict: dict[str, Any]) -> None:
+    print(f"verdict: {verdict['verdict']}")
+    print(f"claimed: {_plain(verdict['claimed'] or 'no known browser')}")
+    for reason in verdict["reasons"]:
+        print(f"  - {reason['rule']}: {_plain(reason['detail'])}")
+    match = verdict.get("best_match")
+    if match:
+        print(f"looks like: {_plain(match['name'])} (similarity {match['score']})")
+    for key in ("ja4", "ja3", "family"):
+        if verdict.get(key):
+            print(f"{key}: {_plain(verdict[key])}")
+    for note in verdict.get("notes", []):
+        print(f"note: {_plain(note)}")
+
+
+def _hello(args: argparse.Namespace) -> int:
+    from netvigil.sitecheck.clienthello import ClientHello, parse_client_hello
+    from netvigil.sitecheck.logs import decode_client_hello
+    from netvigil.sitecheck.verdict import judge
+
+    data = decode_client_hello(args.client_hello)
+    if data is None:
+        print("netvigil sitecheck: the ClientHello is neither hex nor base64", file=sys.stderr)
+        return 2
+    hello = parse_client_hello(data)
+    if not isinstance(hello, ClientHello):
+        print(f"netvigil sitecheck: not a ClientHello: {hello.reason}", file=sys.stderr)
+        return 2
+    verdict = judge(hello, args.user_agent).to_json()
+    if args.json:
+        print(json.dumps(verdict, indent=2))
+    else:
+        _print_verdict(verdict)
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    from netvigil.sitecheck.logs import Report, analyse
+
+    report = Report()
+    path: Path = args.file
+    try:
+        stream = (
+            sys.stdin
+            if str(path) == "-"
+            else path.open(encoding="utf-8", errors="replace", newline="")
+        )
+    except OSError as exc:
+        print(f"netvigil sitecheck: cannot read {_plain(path)}: {exc.strerror}", file=sys.stderr)
+        return 2
+    with stream:
+        for row in analyse(stream, max_rows=args.max_rows):
+            report.add(row)
+            if args.rows:
+                print(json.dumps(row.to_json(), sort_keys=True))
+    if args.rows:
+        return 0
+    summary = report.to_json()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"lines: {summary['rows']}  errors: {summary['errors']}")
+    for name, count in sorted(summary["verdicts"].items()):
+        print(f"  {name}: {count}")
+    if summary["rules"]:
+        print("rules fired: " + ", ".join(f"{k} {v}" for k, v in summary["rules"].items()))
+    flagged = [n for n in summary["networks"] if n["intercepted"]]
+    if flagged:
+        print("networks with likely-intercepted visits (prefix, hour, share, looks like):")
+        for network in sorted(flagged, key=lambda n: -n["intercepted_share"])[:20]:
+            products = ", ".join(_plain(p) for p in network["products"]) or "-"
+            print(
+                f"  {network['prefix']}  {network['hour']}  "
+                f"{network['intercepted']}/{network['visits']} "
+                f"({network['intercepted_share']:.0%})  {products}"
+            )
+    for onset in summary["onsets"]:
+        print(
+            f"onset: {onset['prefix']} at {onset['hour']}: {onset['intercepted']}/"
+            f"{onset['visits']} intercepted (baseline {onset['baseline_share']:.0%}, "
+            f"p={onset['p_value']:.2g})"
+        )
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.sitecheck_command == "hello":
+        return _hello(args)
+    if args.sitecheck_command == "logs":
+        return _logs(args)
+    print(HELP)
+    return 2
