@@ -14,6 +14,8 @@ the browser named by its User-Agent sends. See docs/site-side-detection.md.
 
   netvigil sitecheck hello HEX_OR_BASE64 --user-agent UA    one ClientHello
   netvigil sitecheck logs access.jsonl [--json|--rows]        a log with ClientHello or JA4 + UA
+  netvigil sitecheck front --listen 0.0.0.0:443 --cert C --key K --upstream http://127.0.0.1:8080
+                                                             terminate TLS, add X-Netvigil-TLS-*
 """
 
 
@@ -39,6 +41,14 @@ def add_parser(subparsers: Any) -> None:
     logs.add_argument("--json", action="store_true", help="print the report as JSON")
     logs.add_argument("--rows", action="store_true", help="print one JSON verdict per line")
     logs.add_argument("--max-rows", type=int, default=None, help="stop after this many lines")
+    front = actions.add_parser(
+        "front",
+        help="TLS-terminating front: peeks each ClientHello, forwards with X-Netvigil-TLS-*",
+    )
+    front.add_argument("--listen", required=True, help="HOST:PORT to accept TLS on")
+    front.add_argument("--cert", required=True, help="PEM certificate chain of the site")
+    front.add_argument("--key", required=True, help="PEM private key of the site")
+    front.add_argument("--upstream", required=True, help="http://HOST:PORT of the site itself")
 
 
 def _plain(text: object) -> str:
@@ -131,10 +141,37 @@ def _logs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _front(args: argparse.Namespace) -> int:
+    import asyncio
+    import ssl
+
+    from netvigil.sitecheck.front import Front, server_context
+
+    host, _, port = str(args.listen).rpartition(":")
+    if not host or not port.isdigit():
+        print("netvigil sitecheck: --listen must be HOST:PORT", file=sys.stderr)
+        return 2
+    try:
+        context = server_context(args.cert, args.key)
+        front = Front((host.strip("[]"), int(port)), context, args.upstream)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        print(f"netvigil sitecheck: {_plain(exc)}", file=sys.stderr)
+        return 2
+    print(f"netvigil sitecheck front: {_plain(args.listen)} -> {_plain(args.upstream)}")
+    try:
+        asyncio.run(front.serve())
+    except OSError as exc:
+        print(f"netvigil sitecheck: {_plain(exc)}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     if args.sitecheck_command == "hello":
         return _hello(args)
     if args.sitecheck_command == "logs":
         return _logs(args)
+    if args.sitecheck_command == "front":
+        return _front(args)
     print(HELP)
     return 2

@@ -16,8 +16,8 @@ from netvigil.sitecheck.clienthello import (
     EXT_ALPN,
     EXT_PADDING,
     EXT_SERVER_NAME,
+    GREASE_VALUES,
     ClientHello,
-    is_grease,
 )
 
 JA4_EMPTY_HASH = "000000000000"
@@ -39,7 +39,7 @@ _PER_CONNECTION_EXTENSIONS = frozenset({EXT_SERVER_NAME, EXT_PADDING, 0x0029, 0x
 
 
 def _no_grease(values: tuple[int, ...]) -> list[int]:
-    return [v for v in values if not is_grease(v)]
+    return [v for v in values if v not in GREASE_VALUES]
 
 
 def ja3_string(hello: ClientHello) -> str:

@@ -85,7 +85,12 @@ class ClaimedClient:
 
 def claimed_client(user_agent: str) -> ClaimedClient | None:
     """The browser a User-Agent claims, or None when it is no browser we have references for."""
-    user_agent = user_agent[:MAX_USER_AGENT]
+    return _claimed_client(user_agent[:MAX_USER_AGENT])
+
+
+# A site sees the same few thousand User-Agents again and again; parsing one takes ~100 µs.
+@functools.lru_cache(maxsize=16384)
+def _claimed_client(user_agent: str) -> ClaimedClient | None:
     agent = parse_user_agent(user_agent).user_agent
     if agent is None or agent.major is None or not agent.major.isdigit():
         return None
@@ -305,6 +310,7 @@ class ReferenceDB:
         self.browsers: dict[str, list[Observation]] = {}
         self.products: list[Observation] = []
         self._envelopes: dict[tuple[str, int, str | None], Envelope] = {}
+        self._windows: dict[tuple[str, int, str | None], tuple[list[Observation], bool]] = {}
         for observation in observations:
             if observation.stack is not None:
                 self.browsers.setdefault(observation.stack, []).append(observation)
@@ -345,6 +351,17 @@ class ReferenceDB:
     ) -> tuple[list[Observation], bool]:
         """The observations of the claimed stack around its version, and whether the version
         falls in a gap (no reference within ``GAP`` majors) so only library markers count."""
+        key = (claimed.stack, claimed.version, exclude_label)
+        cached = self._windows.get(key)
+        if cached is None:
+            cached = self._window(claimed, exclude_label)
+            if len(self._windows) < MAX_CACHED_ENVELOPES:
+                self._windows[key] = cached
+        return list(cached[0]), cached[1]
+
+    def _window(
+        self, claimed: ClaimedClient, exclude_label: str | None
+    ) -> tuple[list[Observation], bool]:
         observations = [o for o in self.browsers.get(claimed.stack, []) if o.label != exclude_label]
         if not observations:
             return [], False

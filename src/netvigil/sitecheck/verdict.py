@@ -9,7 +9,7 @@ library whose hellos look most like this one. No reference: ``unknown``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from netvigil.sitecheck.clienthello import ClientHello
 from netvigil.sitecheck.fingerprint import family_fingerprint, ja3_hash, ja4
@@ -374,7 +374,25 @@ def judge(
     reference data itself).
     """
     prints = Fingerprints(ja3_hash(hello), ja4(hello), family_fingerprint(hello))
-    return judge_features(Features.of(hello), user_agent, prints, db, exclude_label)
+    features = Features.of(hello)
+    db = db if db is not None else ReferenceDB.shipped()
+    if exclude_label is not None:
+        return judge_features(features, user_agent, prints, db, exclude_label)
+    # One stack sends the same features on every connection (order and per-connection
+    # extensions aside), so a site judges each (features, browser) pair once.
+    claimed = claimed_client(user_agent)
+    key = (features, claimed, id(db))
+    core = _VERDICT_CACHE.get(key)
+    if core is None:
+        core = judge_features(features, user_agent, Fingerprints("", "", ""), db)
+        if len(_VERDICT_CACHE) >= MAX_CACHED_VERDICTS:
+            _VERDICT_CACHE.pop(next(iter(_VERDICT_CACHE)))
+        _VERDICT_CACHE[key] = core
+    return replace(core, ja3=prints.ja3, ja4=prints.ja4, family=prints.family)
+
+
+MAX_CACHED_VERDICTS = 65536
+_VERDICT_CACHE: dict[tuple[Features, ClaimedClient | None, int], Verdict] = {}
 
 
 def judge_features(
