@@ -26,6 +26,8 @@ import time
 from typing import Any
 
 from netvigil.sitecheck.clienthello import ClientHello, parse_client_hello
+from netvigil.sitecheck.fingerprint import ja4, ja4_r
+from netvigil.sitecheck.ja4check import judge_ja4
 from netvigil.sitecheck.reference import ReferenceDB, labelled_records, shipped_observations
 from netvigil.sitecheck.verdict import CONSISTENT, LIKELY_INTERCEPTED, UNKNOWN, judge
 
@@ -105,7 +107,7 @@ def _live_user_agent(record: dict[str, Any]) -> str | None:
     return None
 
 
-def run(details: bool) -> dict[str, Any]:
+def run(details: bool, source: str = "hello") -> dict[str, Any]:
     shipped_observations()  # parse references outside the timing
     db = ReferenceDB.shipped()
     counts: dict[str, collections.Counter[str]] = {
@@ -128,7 +130,16 @@ def run(details: bool) -> dict[str, Any]:
         if agent is None or not isinstance(hello, ClientHello):
             counts[role]["no-user-agent"] += 1
             continue
-        verdict = judge(hello, agent, db, exclude_label=label)
+        if source == "hello":
+            verdict = judge(hello, agent, db, exclude_label=label)
+        else:
+            # Logs keep only a JA4 or JA4_r: judged with the same leave-one-out.
+            text = ja4(hello) if source == "ja4" else ja4_r(hello)
+            found, _ = judge_ja4(text, agent, db, exclude_label=label)
+            if found is None:
+                counts[role]["no-verdict"] += 1
+                continue
+            verdict = found
         judged += 1
         counts[role][verdict.verdict] += 1
         if role == "browser":
@@ -185,8 +196,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--details", action="store_true", help="one row per judged hello")
+    parser.add_argument(
+        "--source",
+        choices=["hello", "ja4_r", "ja4"],
+        default="hello",
+        help="judge the whole ClientHello (default) or only what a JA4_r / JA4 log line keeps",
+    )
     args = parser.parse_args()
-    result = run(args.details)
+    result = run(args.details, args.source)
     if args.json or args.details:
         json.dump(result, sys.stdout, indent=2)
         print()

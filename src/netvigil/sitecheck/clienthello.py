@@ -44,6 +44,8 @@ EXT_KEY_SHARE = 0x0033
 # draft-23 key_share code point, used by TLS 1.3 drafts in 2017-2018 browsers.
 EXT_KEY_SHARE_DRAFT = 0x0028
 
+_TYPE_AND_LENGTH = struct.Struct(">HH")
+
 SSL2_VERSION = 0x0002
 SSL2_CLIENT_HELLO = 0x01
 
@@ -242,10 +244,17 @@ def _parse_body(body: bytes, record_version: int, consumed: int) -> ClientHello:
     # block are not ours to judge, so they are ignored rather than rejected.
     if reader.remaining:
         extensions = reader.sub(2)
-        while extensions.remaining:
-            ext_type = extensions.uint(2)
-            ext_body = extensions.sub(2)
-            parsed.add(ext_type, ext_body)
+        # Index arithmetic rather than reader calls: this loop runs for every connection.
+        pos, end = extensions.pos, extensions.end
+        while pos < end:
+            if end - pos < 4:
+                raise _Malformed
+            ext_type, length = _TYPE_AND_LENGTH.unpack_from(body, pos)
+            pos += 4
+            if length > end - pos:
+                raise _Malformed
+            parsed.add(ext_type, _Reader(body, pos, pos + length))
+            pos += length
     return ClientHello(
         record_version=record_version,
         handshake_version=handshake_version,

@@ -50,9 +50,14 @@ def _codes(text: str) -> frozenset[int]:
 
 
 def judge_ja4(
-    text: str, user_agent: str, db: ReferenceDB | None = None
+    text: str,
+    user_agent: str,
+    db: ReferenceDB | None = None,
+    exclude_label: str | None = None,
 ) -> tuple[Verdict | None, str | None]:
-    """The verdict for a JA4 or JA4_r string and a User-Agent, or why there is none."""
+    """The verdict for a JA4 or JA4_r string and a User-Agent, or why there is none.
+
+    ``exclude_label`` leaves one reference capture out (for measurement on the references)."""
     db = db if db is not None else ReferenceDB.shipped()
     text = text.strip().lower()[:MAX_JA4]
     parts = text.split("_")
@@ -61,7 +66,7 @@ def judge_ja4(
         return None, "not a JA4 or JA4_r string"
     version = _VERSIONS.get(head.group(2), 0)
     if len(parts) == 3 and _HEX12.match(parts[1]) and _HEX12.match(parts[2]):
-        return _judge_hashed(text, head, version, user_agent, db), None
+        return _judge_hashed(text, version, user_agent, db, exclude_label), None
     if not all(_HEX4_LIST.match(p) for p in parts[1:]):
         return None, "JA4_r lists are not 4-digit hex"
     extensions = set(_codes(parts[2]))
@@ -81,11 +86,11 @@ def judge_ja4(
     )
     known = frozenset({"ciphers", "extensions", "signature_algorithms", "version"})
     prints = Fingerprints("", ja4_from_raw(parts[0], parts[1], "_".join(parts[2:])), "")
-    return judge_features(features, user_agent, prints, db, known=known), None
+    return judge_features(features, user_agent, prints, db, exclude_label, known), None
 
 
 def _judge_hashed(
-    text: str, head: re.Match[str], version: int, user_agent: str, db: ReferenceDB
+    text: str, version: int, user_agent: str, db: ReferenceDB, exclude_label: str | None
 ) -> Verdict:
     claimed = claimed_client(user_agent)
     if claimed is None:
@@ -95,7 +100,7 @@ def _judge_hashed(
         frozenset(), frozenset(), frozenset(), frozenset(), frozenset(), frozenset(), True, version
     )
     reasons = [r for r in check_facts(placeholder, claimed) if r.rule == "version-too-low"]
-    observations, gap = db.window(claimed)
+    observations, gap = db.window(claimed, exclude_label)
     browser_prints = {_ja4_of(o.hello) for o in observations if o.hello is not None}
     browser_ciphers = {p.split("_")[1] for p in browser_prints}
     cipher_hash = text.split("_")[1]
@@ -104,7 +109,7 @@ def _judge_hashed(
         return Verdict(CONSISTENT, who, references=len(observations), ja4=text)
     if not gap and observations and cipher_hash not in browser_ciphers:
         for product in db.products:
-            if product.hello is None or product.product is None:
+            if product.hello is None or product.product is None or product.label == exclude_label:
                 continue
             if _ja4_of(product.hello).split("_")[1] == cipher_hash:
                 match = Match(product.product, 1.0, product.label)
