@@ -128,6 +128,14 @@ def test_csv_logs_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "onset: 198.51.100.0/24 at 2019-07-19T14" in text
     assert main(["sitecheck", "logs", str(path), "--rows", "--max-rows", "3"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 3
+    assert main(["sitecheck", "logs", str(path), "--prometheus"]) == 0
+    metrics = capsys.readouterr().out
+    assert 'netvigil_sitecheck_visits_total{verdict="likely-intercepted"} 4' in metrics
+    assert (
+        'netvigil_sitecheck_intercepted_share{prefix="198.51.100.0/24",hour="2019-07-19T14"} '
+        "1.0000" in metrics
+    )
+    assert "netvigil_sitecheck_onsets 1" in metrics
 
 
 def test_cli_hello(capsys: pytest.CaptureFixture[str]) -> None:

@@ -40,6 +40,9 @@ def add_parser(subparsers: Any) -> None:
     logs.add_argument("file", type=Path, help="JSON lines or CSV; '-' for standard input")
     logs.add_argument("--json", action="store_true", help="print the report as JSON")
     logs.add_argument("--rows", action="store_true", help="print one JSON verdict per line")
+    logs.add_argument(
+        "--prometheus", action="store_true", help="print the counts as Prometheus metrics"
+    )
     logs.add_argument("--max-rows", type=int, default=None, help="stop after this many lines")
     front = actions.add_parser(
         "front",
@@ -112,6 +115,11 @@ def _logs(args: argparse.Namespace) -> int:
             if args.rows:
                 print(json.dumps(row.to_json(), sort_keys=True))
     if args.rows:
+        return 0
+    if args.prometheus:
+        from netvigil.sitecheck.logs import to_prometheus
+
+        print(to_prometheus(report), end="")
         return 0
     summary = report.to_json()
     if args.json:

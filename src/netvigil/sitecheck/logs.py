@@ -285,6 +285,48 @@ class Report:
         }
 
 
+def _label(value: str) -> str:
+    """A Prometheus label value: backslash, quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def to_prometheus(report: Report) -> str:
+    """The report in Prometheus' text exposition format (counts; latest hour per prefix)."""
+    lines = [
+        "# HELP netvigil_sitecheck_visits_total Visits judged, by verdict.",
+        "# TYPE netvigil_sitecheck_visits_total counter",
+    ]
+    for verdict, count in sorted(report.verdicts.items()):
+        lines.append(f'netvigil_sitecheck_visits_total{{verdict="{_label(verdict)}"}} {count}')
+    lines += [
+        "# HELP netvigil_sitecheck_rule_total Reasons given for likely-intercepted visits.",
+        "# TYPE netvigil_sitecheck_rule_total counter",
+    ]
+    for rule, count in sorted(report.rules.items()):
+        lines.append(f'netvigil_sitecheck_rule_total{{rule="{_label(rule)}"}} {count}')
+    latest: dict[str, tuple[str, Bucket]] = {}
+    for (prefix, hour), bucket in report.buckets.items():
+        if prefix not in latest or hour > latest[prefix][0]:
+            latest[prefix] = (hour, bucket)
+    lines += [
+        "# HELP netvigil_sitecheck_intercepted_share Share of likely-intercepted visits per "
+        "client network (truncated prefix) in its latest hour.",
+        "# TYPE netvigil_sitecheck_intercepted_share gauge",
+    ]
+    for prefix, (hour, bucket) in sorted(latest.items()):
+        share = bucket.intercepted / bucket.visits
+        lines.append(
+            f'netvigil_sitecheck_intercepted_share{{prefix="{_label(prefix)}",'
+            f'hour="{_label(hour)}"}} {share:.4f}'
+        )
+    lines += [
+        "# HELP netvigil_sitecheck_onsets Hours flagged by the onset rule.",
+        "# TYPE netvigil_sitecheck_onsets gauge",
+        f"netvigil_sitecheck_onsets {len(report.onsets())}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def analyse(
     stream: IO[str], db: ReferenceDB | None = None, max_rows: int | None = None
 ) -> Iterator[LogRow]:
