@@ -165,10 +165,17 @@ def test_signature_algorithm_and_group_never_sent() -> None:
 def test_kz_style_middlebox_behind_modern_browsers() -> None:
     # MITMEngine's kzmitm-20190719 signature has no bytes; the GnuTLS and OpenSSL captures
     # stand in for a middlebox library: each is flagged behind Chrome and Firefox.
-    for library in ("live/gnutls-cli", "live/openssl-s_client", "live/curl"):
+    names = {
+        "live/gnutls-cli": "GnuTLS",
+        "live/openssl-s_client": "OpenSSL",
+        "live/curl": "curl",
+        "live/go-net-http": "Go crypto/tls",
+    }
+    for library, name in names.items():
         for agent in (CHROME_120, CHROME_156, FIREFOX_153):
             verdict = judge(_hello(library), agent)
             assert verdict.verdict == LIKELY_INTERCEPTED, (library, agent)
+            assert verdict.best_match is not None and name in verdict.best_match.name
 
 
 @pytest.mark.parametrize(

@@ -126,10 +126,11 @@ class Listener:
             conn.close()
 
 
-def _clients(port: int, home: Path) -> dict[str, list[str]]:
+def _clients(port: int, home: Path, go_client: list[str] | None) -> dict[str, list[str]]:
     url = f"https://{SITE}:{port}/"
     resolve = f"MAP {SITE} 127.0.0.1"
-    return {
+    go = {"go-net-http": [*go_client, url.replace(SITE, "127.0.0.1")]} if go_client else {}
+    return go | {
         "curl": ["curl", "-sk", "--max-time", "20", "--resolve", f"{SITE}:{port}:127.0.0.1", url],
         "openssl-s_client": [
             "openssl",
@@ -162,9 +163,61 @@ def _clients(port: int, home: Path) -> dict[str, list[str]]:
             str(home / "firefox"),
             "--screenshot",
             str(home / "shot.png"),
-            url.replace(SITE, "127.0.0.1"),
+            url,
         ],
     }
+
+
+GO_CLIENT = """package main
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net/http"
+	"os"
+	"runtime"
+	"time"
+)
+
+func main() {
+	client := &http.Client{
+		Timeout:   20 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}},
+	}
+	response, err := client.Get(os.Args[1])
+	if err != nil {
+		fmt.Println(runtime.Version(), err)
+		return
+	}
+	response.Body.Close()
+}
+"""
+
+
+def _go_client(home: Path) -> list[str] | None:
+    """A Go net/http client built from GO_CLIENT (standard library only, built offline)."""
+    if shutil.which("go") is None:
+        return None
+    source = home / "goclient.go"
+    source.write_text(GO_CLIENT)
+    binary = home / "goclient"
+    env = {
+        **os.environ,
+        "GOPROXY": "off",
+        "GOFLAGS": "-mod=mod",
+        "GOCACHE": str(home / "gocache"),
+        "GOPATH": str(home / "gopath"),
+        "GO111MODULE": "off",
+        "GOTOOLCHAIN": "local",
+    }
+    done = subprocess.run(
+        ["go", "build", "-o", str(binary), str(source)],
+        env=env,
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
+    return [str(binary)] if done.returncode == 0 else None
 
 
 def _python_client(port: int) -> None:
@@ -194,60 +247,78 @@ def _version(command: str) -> str:
     )
 
 
-def capture(out: Path) -> int:
+def capture(out: Path, repeat: int) -> int:
     home = Path(tempfile.mkdtemp(prefix="nv-capture-"))
-    (home / "firefox").mkdir()
     cert, key = _write_cert(home)
+    go_client = _go_client(home)
     captured: list[dict[str, str | None]] = []
-    for name, command in [("python-ssl", None), *_clients(0, home).items()]:
-        listener = Listener(cert, key)
-        try:
-            if command is None:
-                _python_client(listener.port)
-                version = f"Python {sys.version.split()[0]}, {ssl.OPENSSL_VERSION}"
-            else:
-                argv = _clients(listener.port, home)[name]
-                if shutil.which(argv[0]) is None:
-                    print(f"skipped {name}: not installed", file=sys.stderr)
-                    continue
-                version = _version(argv[0]) if name != "openssl-s_client" else ""
-                if name == "openssl-s_client":
-                    version = subprocess.run(
-                        ["openssl", "version"], capture_output=True, text=True, check=False
-                    ).stdout.strip()
-                try:
-                    subprocess.run(
-                        argv,
-                        input=b"GET / HTTP/1.0\r\n\r\n",
-                        capture_output=True,
-                        timeout=CLIENT_TIMEOUT,
-                        check=False,
-                    )
-                except subprocess.TimeoutExpired:
-                    print(f"{name}: timed out (kept what was captured)", file=sys.stderr)
-            time.sleep(0.5)
-        finally:
-            listener.stop.set()
-            listener.thread.join(2)
-            listener.sock.close()
-        with listener.lock:
-            records = list(listener.records)
-        if not records:
-            print(f"{name}: no ClientHello captured", file=sys.stderr)
-            continue
-        hello, user_agent = records[0]
-        captured.append(
-            {
-                "label": f"live/{name}",
-                "client": name,
-                "client_version": version,
-                "user_agent": user_agent,
-                "client_hello_record_hex": hello.hex(),
-                "source": "captured on loopback in a fresh network namespace by "
-                "tools/capture_client_hellos.py on Debian 12, " + datetime.date.today().isoformat(),
-            }
-        )
-        print(f"{name}: {version!r} UA={user_agent!r} {len(hello)} bytes", file=sys.stderr)
+    runs = [("python-ssl", None), *_clients(0, home, go_client).items()]
+    if go_client is None:
+        print("skipped go-net-http: no Go toolchain", file=sys.stderr)
+    for attempt in range(repeat):
+        for name, command in runs:
+            # A fresh browser profile per run: each capture is a first visit, as a site sees.
+            shutil.rmtree(home / "firefox", ignore_errors=True)
+            shutil.rmtree(home / "chromium", ignore_errors=True)
+            (home / "firefox").mkdir()
+            # site.test to loopback without a resolver, so Firefox sends SNI like a visitor.
+            (home / "firefox" / "user.js").write_text(
+                'user_pref("network.dns.localDomains", "site.test");\n'
+            )
+            listener = Listener(cert, key)
+            try:
+                if command is None:
+                    _python_client(listener.port)
+                    version = f"Python {sys.version.split()[0]}, {ssl.OPENSSL_VERSION}"
+                else:
+                    argv = _clients(listener.port, home, go_client)[name]
+                    if shutil.which(argv[0]) is None:
+                        print(f"skipped {name}: not installed", file=sys.stderr)
+                        continue
+                    version_command = {
+                        "openssl-s_client": ["openssl", "version"],
+                        "go-net-http": ["go", "version"],
+                    }.get(name)
+                    if version_command is None:
+                        version = _version(argv[0])
+                    else:
+                        version = subprocess.run(
+                            version_command, capture_output=True, text=True, check=False
+                        ).stdout.strip()
+                    try:
+                        subprocess.run(
+                            argv,
+                            input=b"GET / HTTP/1.0\r\n\r\n",
+                            capture_output=True,
+                            timeout=CLIENT_TIMEOUT,
+                            check=False,
+                        )
+                    except subprocess.TimeoutExpired:
+                        print(f"{name}: timed out (kept what was captured)", file=sys.stderr)
+                time.sleep(0.5)
+            finally:
+                listener.stop.set()
+                listener.thread.join(2)
+                listener.sock.close()
+            with listener.lock:
+                records = list(listener.records)
+            if not records:
+                print(f"{name}: no ClientHello captured", file=sys.stderr)
+                continue
+            hello, user_agent = records[0]
+            captured.append(
+                {
+                    "label": f"live/{name}" + (f"-{attempt + 1}" if attempt else ""),
+                    "client": name,
+                    "client_version": version,
+                    "user_agent": user_agent,
+                    "client_hello_record_hex": hello.hex(),
+                    "source": "captured on loopback in a fresh network namespace by "
+                    "tools/capture_client_hellos.py on Debian 12, "
+                    + datetime.date.today().isoformat(),
+                }
+            )
+            print(f"{name}: {version!r} UA={user_agent!r} {len(hello)} bytes", file=sys.stderr)
     shutil.rmtree(home, ignore_errors=True)
     out.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in captured))
     return 0
@@ -256,25 +327,19 @@ def capture(out: Path) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--repeat", type=int, default=1, help="captures per client (max 10)")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    repeat = max(1, min(args.repeat, 10))
     if not args.inside:
         # A fresh network namespace with only loopback: nothing here can leave the machine.
-        argv = [
-            "unshare",
-            "--net",
-            "--",
-            sys.executable,
-            __file__,
-            "--inside",
-            "--out",
-            str(args.out),
-        ]
-        return subprocess.run(argv, check=False, timeout=900).returncode
+        argv = ["unshare", "--net", "--", sys.executable, __file__, "--inside"]
+        argv += ["--out", str(args.out), "--repeat", str(repeat)]
+        return subprocess.run(argv, check=False, timeout=1800).returncode
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     os.environ.pop("http_proxy", None)
     os.environ.pop("https_proxy", None)
-    return capture(args.out)
+    return capture(args.out, repeat)
 
 
 if __name__ == "__main__":

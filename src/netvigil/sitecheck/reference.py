@@ -236,8 +236,9 @@ def _library_name(record: dict[str, Any]) -> str:
         "curl": "curl",
         "openssl-s_client": "OpenSSL s_client",
         "gnutls-cli": "GnuTLS",
+        "go-net-http": "Go crypto/tls",
     }
-    short = re.search(r"(OpenSSL[ /][\d.]+|gnutls-cli [\d.]+)", version)
+    short = re.search(r"(OpenSSL[ /][\d.]+|gnutls-cli [\d.]+|go1[\d.]+)", version)
     detail = f" ({short.group(1)})" if short else ""
     return names.get(client, client) + detail
 
