@@ -192,3 +192,17 @@ def test_leave_one_out_keeps_real_browsers_consistent(label: str) -> None:
     if "firefox" in label:
         agent = FIREFOX_43
     assert judge(_hello(label), agent, db, exclude_label=label).verdict == CONSISTENT
+
+
+def test_newer_than_every_reference_counts_only_library_markers() -> None:
+    hello = _hello("live/chromium")
+    without = replace(hello, extensions=tuple(e for e in hello.extensions if e != 0xCA34))
+    chrome_160 = CHROME_120.replace("120.0.0.0", "160.0.0.0")
+    # Chrome 156 always sent 0xca34 in our captures: its absence is evidence for a 156 ...
+    assert _rules(without, CHROME_156) == {"extension-missing"}
+    # ... but not for a later release, which may have dropped it.
+    verdict = judge(without, chrome_160)
+    assert verdict.verdict == CONSISTENT and verdict.notes
+    # What no browser sends still counts there: OpenSSL's encrypt_then_mac.
+    with_etm = replace(hello, extensions=(*hello.extensions, 0x0016))
+    assert _rules(with_etm, chrome_160) == {"extension-never-sent"}

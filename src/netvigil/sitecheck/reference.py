@@ -388,7 +388,9 @@ class ReferenceDB:
                 high = higher[0]
             chosen = [o for o in observations if low <= o.version <= high]
         nearest = min(abs(v - claimed.version) for v in versions)
-        return chosen, nearest > GAP
+        # Newer than every reference: the browser may have added or dropped anything since,
+        # so only what no browser sends is evidence (a gap, however near).
+        return chosen, nearest > GAP or claimed.version > versions[-1]
 
 
 # Fewer reference hellos than this cannot tell what a browser always or never sends.
