@@ -297,3 +297,36 @@ def test_cli_front_rejects_bad_arguments(tmp_path: Path) -> None:
         )
         == 2
     )
+
+
+def test_front_bounds_the_request_head(certificate: tuple[str, str]) -> None:
+    def oversized(port: int) -> bytes:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname=SITE) as tls,
+        ):
+            try:
+                tls.sendall(b"GET / HTTP/1.1\r\nX-Filler: " + b"a" * (1 << 17))
+                return tls.recv(1024)
+            except (OSError, ssl.SSLError):
+                return b""
+
+    async def scenario() -> None:
+        upstream, upstream_port = await _echo_upstream()
+        front = Front(
+            ("127.0.0.1", 0), server_context(*certificate), f"http://127.0.0.1:{upstream_port}"
+        )
+        await front.start()
+        try:
+            answer = await asyncio.to_thread(oversized, front.port)
+        finally:
+            await front.close()
+            upstream.close()
+        assert answer == b""
+        assert front.stats.failures["request head too large"] == 1
+        assert not front.stats.verdicts
+
+    _run(scenario)

@@ -243,6 +243,8 @@ class Front:
             self.stats.failures[type(exc).__name__] += 1
         except asyncio.LimitOverrunError:
             self.stats.failures["request head too large"] += 1
+        except Exception as exc:  # one bad connection must never take the front down
+            self.stats.failures[f"internal error: {type(exc).__name__}"] += 1
         finally:
             if writer is not None:
                 writer.close()
