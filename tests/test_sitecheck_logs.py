@@ -14,7 +14,13 @@ from netvigil.cli import main
 from netvigil.sitecheck.clienthello import ClientHello, parse_client_hello
 from netvigil.sitecheck.fingerprint import ja4, ja4_r
 from netvigil.sitecheck.ja4check import judge_ja4
-from netvigil.sitecheck.logs import Report, analyse, decode_client_hello, truncate_address
+from netvigil.sitecheck.logs import (
+    MAX_LINE,
+    Report,
+    analyse,
+    decode_client_hello,
+    truncate_address,
+)
 from netvigil.sitecheck.reference import labelled_records
 
 RECORDS = {str(r["label"]): r for r in labelled_records()}
@@ -97,13 +103,15 @@ def _log_lines() -> list[dict[str, str]]:
 
 
 def test_jsonl_report_flags_the_onset_and_keeps_only_prefixes() -> None:
-    text = "".join(json.dumps(line) + "\n" for line in _log_lines()) + "{broken\n"
+    lines = [json.dumps(line) + "\n" for line in _log_lines()]
+    lines.insert(5, '{"user_agent": "' + "x" * (MAX_LINE + 100) + '"}\n')  # over the bound
+    text = "".join(lines) + "{broken\n"
     report = Report()
     rows = list(analyse(io.StringIO(text)))
     for row in rows:
         report.add(row)
     summary = report.to_json()
-    assert summary["rows"] == 31 and summary["errors"] == 2
+    assert summary["rows"] == 32 and summary["errors"] == 3
     assert summary["verdicts"] == {"consistent": 25, "likely-intercepted": 4}
     onsets = summary["onsets"]
     assert [(o["prefix"], o["hour"]) for o in onsets] == [("198.51.100.0/24", "2019-07-19T14")]

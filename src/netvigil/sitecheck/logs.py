@@ -21,9 +21,10 @@ import csv
 import datetime
 import io
 import ipaddress
+import itertools
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import IO, Any
@@ -118,13 +119,30 @@ def _pick(record: dict[str, str], name: str) -> str:
     return ""
 
 
+def _bounded_lines(stream: IO[str]) -> Iterator[str | None]:
+    """The stream's lines, each read with a bound; None for a line over ``MAX_LINE``, whose
+    rest is skipped without ever holding it whole."""
+    while True:
+        line = stream.readline(MAX_LINE + 1)
+        if not line:
+            return
+        if len(line) > MAX_LINE:
+            while line and not line.endswith("\n"):
+                line = stream.readline(MAX_LINE + 1)
+            yield None
+            continue
+        yield line
+
+
 def _records(stream: IO[str]) -> Iterator[tuple[int, dict[str, str] | None]]:
-    """(line number, record with lower-cased keys) per line; None for an unreadable one."""
-    first = stream.readline(MAX_LINE + 1)
-    rest: Iterable[str] = stream
-    if first.lstrip().startswith("{"):
-        for number, line in enumerate([first, *rest] if first else [], start=1):
-            if len(line) > MAX_LINE:
+    """(line number, record with lower-cased keys) per line; None for an unreadable one.
+
+    Streamed, never materialised: a site's log may be larger than memory."""
+    lines = _bounded_lines(stream)
+    first = next(lines, "")
+    if first is not None and first.lstrip().startswith("{"):
+        for number, line in enumerate(itertools.chain([first], lines), start=1):
+            if line is None:
                 yield number, None
                 continue
             if not line.strip():
@@ -139,11 +157,9 @@ def _records(stream: IO[str]) -> Iterator[tuple[int, dict[str, str] | None]]:
                 continue
             yield number, {str(k).lower(): "" if v is None else str(v) for k, v in value.items()}
         return
-    csv.field_size_limit(MAX_LINE)
-    reader = csv.reader(io.StringIO(first))
-    header = [name.strip().lower() for name in next(reader, [])]
-    for number, line in enumerate(rest, start=2):
-        if len(line) > MAX_LINE:
+    header = [name.strip().lower() for name in next(csv.reader(io.StringIO(first or "")), [])]
+    for number, line in enumerate(lines, start=2):
+        if line is None:
             yield number, None
             continue
         try:
