@@ -44,6 +44,12 @@ def add_parser(subparsers: Any) -> None:
         "--prometheus", action="store_true", help="print the counts as Prometheus metrics"
     )
     logs.add_argument("--max-rows", type=int, default=None, help="stop after this many lines")
+    logs.add_argument(
+        "--asn-db",
+        type=Path,
+        default=None,
+        help="a MaxMind-format ASN database (e.g. GeoLite2-ASN.mmdb): aggregate per ASN",
+    )
     front = actions.add_parser(
         "front",
         help="TLS-terminating front: peeks each ClientHello, forwards with X-Netvigil-TLS-*",
@@ -97,7 +103,15 @@ def _hello(args: argparse.Namespace) -> int:
 
 def _logs(args: argparse.Namespace) -> int:
     from netvigil.sitecheck.logs import Report, analyse
+    from netvigil.sitecheck.mmdb import MMDBError, MMDBReader
 
+    asn_db = None
+    if args.asn_db is not None:
+        try:
+            asn_db = MMDBReader(args.asn_db)
+        except (OSError, MMDBError) as exc:
+            print(f"netvigil sitecheck: --asn-db: {_plain(exc)}", file=sys.stderr)
+            return 2
     report = Report()
     path: Path = args.file
     try:
@@ -110,7 +124,7 @@ def _logs(args: argparse.Namespace) -> int:
         print(f"netvigil sitecheck: cannot read {_plain(path)}: {exc.strerror}", file=sys.stderr)
         return 2
     with stream:
-        for row in analyse(stream, max_rows=args.max_rows):
+        for row in analyse(stream, max_rows=args.max_rows, asn_db=asn_db):
             report.add(row)
             if args.rows:
                 print(json.dumps(row.to_json(), sort_keys=True))

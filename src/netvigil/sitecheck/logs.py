@@ -5,8 +5,9 @@ writes them: a ClientHello (hex or base64), or a JA4 / JA4_r string, and the Use
 optionally a time and the client address. Field names are matched case-insensitively against
 common spellings (``FIELD_NAMES``).
 
-Privacy: the client address is truncated at once (IPv4 to /24, IPv6 to /48 by default) and
-only the prefix is kept; nothing else about the client leaves this module except the
+Privacy: the client address is reduced at once to its ASN (from a MaxMind-format database the
+operator gives) or, without one, to a truncated prefix (IPv4 /24, IPv6 /48), and only that is
+kept; nothing else about the client leaves this module except the
 fingerprints and the verdict.
 
 Bounds: lines longer than ``MAX_LINE`` are skipped (counted as errors); a line that cannot be
@@ -31,6 +32,7 @@ from typing import IO, Any
 
 from netvigil.sitecheck.clienthello import ClientHello, parse_client_hello
 from netvigil.sitecheck.ja4check import judge_ja4
+from netvigil.sitecheck.mmdb import MMDBError, MMDBReader, asn_label
 from netvigil.sitecheck.reference import ReferenceDB
 from netvigil.sitecheck.verdict import LIKELY_INTERCEPTED, Verdict, judge
 
@@ -343,8 +345,25 @@ def to_prometheus(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
+def client_network(address: str, asn_db: MMDBReader | None = None) -> str | None:
+    """The client's network as aggregates keep it: ``AS64500 Name`` when the operator's
+    MaxMind-format ASN database knows the address, else its truncated prefix. The address
+    itself is not kept."""
+    if asn_db is not None:
+        try:
+            label = asn_label(asn_db.get(address))
+        except MMDBError:
+            label = None
+        if label is not None:
+            return label
+    return truncate_address(address)
+
+
 def analyse(
-    stream: IO[str], db: ReferenceDB | None = None, max_rows: int | None = None
+    stream: IO[str],
+    db: ReferenceDB | None = None,
+    max_rows: int | None = None,
+    asn_db: MMDBReader | None = None,
 ) -> Iterator[LogRow]:
     """One ``LogRow`` per log line (up to ``max_rows``)."""
     db = db if db is not None else ReferenceDB.shipped()
@@ -355,6 +374,6 @@ def analyse(
             yield LogRow(number, None, None, None, "unreadable line")
             continue
         hour = _hour(_pick(record, "time"))
-        prefix = truncate_address(_pick(record, "client"))
+        prefix = client_network(_pick(record, "client"), asn_db)
         verdict, error = judge_record(record, db)
         yield LogRow(number, hour, prefix, verdict, error)
