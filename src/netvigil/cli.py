@@ -122,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     from netvigil.control import cli as control_cli
     from netvigil.evidence import cli as evidence_cli
     from netvigil.pipeline import cli as pipeline_cli
+    from netvigil.sitecheck import cli as sitecheck_cli
     from netvigil.upload import cli as upload_cli
     from netvigil.verdict import cli as verdict_cli
 
@@ -135,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline_cli.add_parser(commands)
     pipeline_cli.add_query_parser(commands)
     pipeline_cli.add_report_parser(commands)
+    sitecheck_cli.add_parser(commands)
     return parser
 
 
@@ -320,6 +322,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from netvigil.control import cli as control_cli
 
             return control_cli.run(args)
+        if args.command == "sitecheck":
+            from netvigil.sitecheck import cli as sitecheck_cli
+
+            return sitecheck_cli.run(args)
     except (ProfileError, TestbedError, InputError) as exc:
         from netvigil import textsafe
 
