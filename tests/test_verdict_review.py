@@ -166,3 +166,17 @@ def test_original_engine_status_code_is_null_unless_the_control_is_2xx() -> None
     assert (v.blocking, v.accessible) == ("http-diff", False)
     m["test_version"] = "0.4.3"
     assert verdict(m).status_code_match is False
+
+
+# -- OONI's bogon list ----------------------------------------------------------------------------
+
+
+def test_original_engine_teredo_and_6to4_bogons() -> None:
+    # netxlite/bogon.go IsBogon (P-0.5.26, unchanged at P-HEAD) lists 6to4 and Teredo forms of
+    # the IPv4 bogons; analysisdns.go analysisDNSBogon flags any such A/AAAA answer -> "dns".
+    for bogon in ("2001:0:a00::1", "2002:ffff:ffff::1"):
+        m = corpus_row("qa-lte-original-49a59bbf9410")  # successWithHTTPS, 0.5.26
+        query = next(q for q in m["test_keys"]["queries"] if q["engine"] == "getaddrinfo")
+        query["answers"].append({"answer_type": "AAAA", "ipv6": bogon, "ttl": None})
+        v = verdict(m)
+        assert (v.blocking, v.accessible, v.dns_consistency) == ("dns", False, "inconsistent")

@@ -62,7 +62,8 @@ CERT_FAILURES = frozenset(
 NXDOMAIN_FAILURES = frozenset({"dns_nxdomain_error", "android_dns_cache_no_data"})
 _UNREACHABLE = frozenset({"network_unreachable", "host_unreachable"})
 
-# OONI's bogons (netxlite/bogon.go): unlike netvigil's own r.is_bogon, 198.18.0.0/15 is one.
+# OONI's bogons (netxlite/bogon.go ``IsBogon``, the same list at P-0.5.26 and P-HEAD):
+# unlike netvigil's own r.is_bogon, 198.18.0.0/15 is one, and so are 6to4/Teredo forms.
 _OONI_BOGONS = tuple(
     ipaddress.ip_network(n)
     for n in (
@@ -105,6 +106,22 @@ _OONI_BOGONS = tuple(
         "2002:cb00:7100::/40",
         "2002:e000::/20",
         "2002:f000::/20",
+        "2002:ffff:ffff::/48",
+        # Teredo bogons
+        "2001::/40",
+        "2001:0:a00::/40",
+        "2001:0:7f00::/40",
+        "2001:0:a9fe::/48",
+        "2001:0:ac10::/44",
+        "2001:0:c000::/56",
+        "2001:0:c000:200::/56",
+        "2001:0:c0a8::/48",
+        "2001:0:c612::/47",
+        "2001:0:c633:6400::/56",
+        "2001:0:cb00:7100::/56",
+        "2001:0:e000::/36",
+        "2001:0:f000::/36",
+        "2001:0:ffff:ffff::/64",
     )
 )
 
