@@ -463,8 +463,8 @@ def _lookup_host(host: str, tk: Mapping[str, Any]) -> str:
         return host
     request = r.d(tk.get("x_control_request"))
     control_host = r.host_of(r.s(request.get("http_request")))
-    if control_host and control_host.isascii():
-        return control_host
+    if control_host:
+        return control_host  # OONI's inputDomain, whichever form this probe build used
     try:
         return host.encode("idna").decode("ascii").lower()
     except UnicodeError:
