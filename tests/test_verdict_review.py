@@ -181,19 +181,3 @@ def test_original_engine_teredo_and_6to4_bogons() -> None:
         v = verdict(m)
         assert (v.blocking, v.accessible, v.dns_consistency) == ("dns", False, "inconsistent")
 
-
-# -- ooni-probe legacy (Python) ------------------------------------------------------------------
-
-
-def test_python_probe_without_control_is_accessible_when_nothing_failed() -> None:
-    # ooni/probe-legacy ooni/nettests/blocking/web_connectivity.py test_web_connectivity
-    # @c0d92aa12: determine_blocking runs only when control_failure is None, so blocking stays
-    # None; accessible is True when http_experiment_failure and dns_experiment_failure are None
-    # and blocking in (False, None).
-    m = corpus_row("real-legacy-b35bcaa795d2")  # ooniprobe 2.3.0, web_connectivity 0.3.2
-    m["test_keys"]["control_failure"] = "generic_timeout_error"
-    m["test_keys"]["control"] = {}
-    v = verdict(m)
-    assert (v.blocking, v.accessible) == (None, True)
-    m["test_keys"]["http_experiment_failure"] = "generic_timeout_error"
-    assert (verdict(m).blocking, verdict(m).accessible) == (None, False)

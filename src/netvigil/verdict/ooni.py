@@ -392,17 +392,9 @@ def _legacy(view: View, c: Control | None) -> OONIResult:
     # generation (the mobile and desktop apps, miniooni) ran Measurement Kit.
     software = view.software.split(" ")
     mk = not (software[0] == "ooniprobe" and software[-1][:2] in ("1.", "2."))
-    tk = view.tk
     if c is None or not c.usable:
-        # PY test_web_connectivity: blocking stays None without a control, and accessible is
-        # True when neither the probe's HTTP nor its DNS step failed (``blocking in (False,
-        # None)``); MK: not decided.
-        accessible: bool | None = None
-        if not mk:
-            accessible = r.failure(tk.get("http_experiment_failure")) is None and (
-                r.failure(tk.get("dns_experiment_failure")) is None
-            )
-        return OONIResult(None, accessible, None, HTTPDiff(), "legacy", "no usable control")
+        return OONIResult(None, None, None, HTTPDiff(), "legacy", "no usable control")
+    tk = view.tk
     final = view.requests[0] if view.requests else None
     exp_raw = r.failure(tk.get("http_experiment_failure"))
     if exp_raw is None and final is not None and "http_experiment_failure" not in tk:
