@@ -181,3 +181,20 @@ def test_original_engine_teredo_and_6to4_bogons() -> None:
         v = verdict(m)
         assert (v.blocking, v.accessible, v.dns_consistency) == ("dns", False, "inconsistent")
 
+
+# -- Measurement Kit ------------------------------------------------------------------------------
+
+
+def test_measurement_kit_title_words_are_counted_in_bytes() -> None:
+    # measurement-kit src/libmeasurement_kit/ooni/web_connectivity.cpp compare_http_requests
+    # @0064f9a52: `exp_word.length() < 5` on a UTF-8 std::string, so "Сайт" (4 letters, 8
+    # bytes) is the first long word; it equals the control's first word -> title_match true ->
+    # got_expected_web_page -> blocking false (compare_control_experiment).
+    m = corpus_row("real-legacy-57062fdac4bf")  # ooniprobe-android 2.1.0 (MK), 0.0.1
+    tk = m["test_keys"]
+    tk["requests"][0]["response"]["body"] = "<html><title>Сайт заблокирован</title></html>"
+    tk["requests"][0]["response"]["headers"] = {"Content-Type": "text/html", "X-Filter": "1"}
+    tk["control"]["http_request"]["title"] = "Сайт новостей"
+    v = verdict(m)
+    assert (v.body_length_match, v.headers_match, v.title_match) == (False, False, True)
+    assert (v.blocking, v.accessible) == (False, True)

@@ -369,12 +369,14 @@ def _public_ipv4_false(address: str) -> bool:
 
 
 def _legacy_title_match(probe_title: str, control_title: str, mk: bool) -> bool | None:
-    """MK/PY: the first ≥5-character word of the probe's title against the control's word at
-    the same position (PY lower-cases both; MK starts from "the titles are equal")."""
+    """MK/PY: the first ≥5-byte word of the probe's title against the control's word at the
+    same position (PY lower-cases both; MK starts from "the titles are equal")."""
     control_words = control_title.split(" ")
     result: bool | None = (probe_title == control_title) if mk else None
     for index, word in enumerate(probe_title.split(" ")):
-        if len(word) < 5:
+        # a word's length in bytes: MK's std::string::length(), and PY's Python 2 byte
+        # strings (the body is bytes), so "Сайт" (4 letters, 8 bytes) counts as long
+        if _go_len(word) < 5:
             continue
         if index >= len(control_words):
             return result if mk else False
