@@ -198,3 +198,53 @@ def test_measurement_kit_title_words_are_counted_in_bytes() -> None:
     v = verdict(m)
     assert (v.body_length_match, v.headers_match, v.title_match) == (False, False, True)
     assert (v.blocking, v.accessible) == (False, True)
+
+
+# -- real-world shapes the QA corpus lacks (checked: ours already agrees) -------------------------
+
+V6 = "2606:2800:220:1:248:1893:25c8:1946"
+
+
+def _with_unreachable_ipv6(row_id: str, version: str) -> dict[str, Any]:
+    """A dual-stack answer from getaddrinfo whose IPv6 connect fails with host_unreachable
+    (a phone on an IPv4-only network), the control reaching that endpoint."""
+    m = corpus_row(row_id)
+    m["test_version"] = version
+    tk = m["test_keys"]
+    query = next(q for q in tk["queries"] if q["engine"] == "getaddrinfo")
+    query["answers"].append({"answer_type": "AAAA", "ipv6": V6, "ttl": None})
+    tk["control"]["dns"]["addrs"].append(V6)
+    tk["control"]["tcp_connect"][f"[{V6}]:443"] = {"status": True, "failure": None}
+    tk["tcp_connect"].append(
+        {
+            "ip": V6,
+            "port": 443,
+            "status": {"success": False, "failure": "host_unreachable", "blocked": False},
+            "transaction_id": 50002,
+            "tags": ["classic", "tcptls_experiment", "depth=0", "fetch_body=true"],
+        }
+    )
+    return m
+
+
+def test_unreachable_ipv6_beside_a_working_ipv4_fetch() -> None:
+    # Classic (P-HEAD NewLinearWebAnalysis): the HTTP observation sorts before any TCP one, and
+    # the final response over TLS decides (analysisClassicComputeBlockingAccessible 1.1).
+    # Original (P-0.5.26 analysistcpip.go): IPv6 host/network unreachable is ignored.
+    for version in ("0.5.26", "0.5.27", "0.5.28"):
+        v = verdict(_with_unreachable_ipv6("qa-lte-classic-db95ae120f6a", version))
+        assert (v.blocking, v.accessible, v.dns_consistency) == (False, True, "consistent")
+
+
+def test_unreachable_ipv6_alone_is_tcp_ip_for_the_classic_engine() -> None:
+    # Without the IPv4 fetch the classic walk meets the IPv6 connect failure whose endpoint the
+    # control reached: rule 4.3 -> tcp_ip (the classic engine has no IPv6 exception; only the
+    # metrics' utilsTCPConnectFailureSeemsMisconfiguredIPv6 skip it, which blocking ignores).
+    # The original engine ignores it and finds no flag: null-null -> null.
+    m = _with_unreachable_ipv6("qa-lte-classic-db95ae120f6a", "0.5.28")
+    tk = m["test_keys"]
+    tk["tcp_connect"] = [t for t in tk["tcp_connect"] if t["ip"] == V6]
+    tk["tls_handshakes"], tk["requests"] = [], []
+    assert verdict(m).blocking == "tcp_ip"
+    m["test_version"] = "0.5.26"
+    assert verdict(m).blocking is None
