@@ -60,6 +60,9 @@ class Exchange:
     raw: Mapping[str, Any]
     txid: int | None = None
     address: str | None = None  # "ip:port" the round trip used (OONI 0.5), when recorded
+    # request.body_is_truncated: what OONI 0.5.27's minipipeline read, by mistake, as the
+    # response's truncation (observation.go at b4d03b59d; fixed in bf471b3c2, 0.5.28)
+    request_truncated: bool = False
 
 
 @dataclass(slots=True)
@@ -342,6 +345,7 @@ def _exchange(x: Mapping[str, Any]) -> Exchange:
         raw=x,
         txid=_txid(x.get("transaction_id")),
         address=r.s(x.get("address")),
+        request_truncated=request.get("body_is_truncated") is True,
     )
 
 
@@ -448,6 +452,25 @@ def _items(value: Any) -> Iterable[tuple[Any, Any]]:
     return list(r.d(value).items())[:4096]
 
 
+def _lookup_host(host: str, tk: Mapping[str, Any]) -> str:
+    """The name the probe looked up for the input: its IDNA (punycode) form for an
+    internationalised name. OONI compares query hostnames with the host of
+    ``x_control_request.http_request`` (minipipeline ``IngestControlMessages``,
+    webconnectivitylte ``analysisDNSUnexpectedFailure``), which the probe wrote in ASCII
+    (probe-cli 924cc5535 ``idnax``): ``http://яндекс.рф/`` is looked up as
+    ``xn--d1acpjx3f.xn--p1ai``."""
+    if host.isascii():
+        return host
+    request = r.d(tk.get("x_control_request"))
+    control_host = r.host_of(r.s(request.get("http_request")))
+    if control_host:
+        return control_host  # OONI's inputDomain, whichever form this probe build used
+    try:
+        return host.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return host
+
+
 def parse(m: Mapping[str, Any]) -> View:
     inp = r.s(m.get("input"))
     tk = r.d(m.get("test_keys"))
@@ -455,7 +478,7 @@ def parse(m: Mapping[str, Any]) -> View:
         test_name=r.s(m.get("test_name")),
         test_version=r.s(m.get("test_version")) or "",
         input=inp,
-        host=r.host_of(inp),
+        host=_lookup_host(r.host_of(inp), tk),
         scheme=r.scheme_of(inp),
         port=r.port_of(inp),
         tk=tk,

@@ -62,7 +62,8 @@ CERT_FAILURES = frozenset(
 NXDOMAIN_FAILURES = frozenset({"dns_nxdomain_error", "android_dns_cache_no_data"})
 _UNREACHABLE = frozenset({"network_unreachable", "host_unreachable"})
 
-# OONI's bogons (netxlite/bogon.go): unlike netvigil's own r.is_bogon, 198.18.0.0/15 is one.
+# OONI's bogons (netxlite/bogon.go ``IsBogon``, the same list at P-0.5.26 and P-HEAD):
+# unlike netvigil's own r.is_bogon, 198.18.0.0/15 is one, and so are 6to4/Teredo forms.
 _OONI_BOGONS = tuple(
     ipaddress.ip_network(n)
     for n in (
@@ -105,6 +106,22 @@ _OONI_BOGONS = tuple(
         "2002:cb00:7100::/40",
         "2002:e000::/20",
         "2002:f000::/20",
+        "2002:ffff:ffff::/48",
+        # Teredo bogons
+        "2001::/40",
+        "2001:0:a00::/40",
+        "2001:0:7f00::/40",
+        "2001:0:a9fe::/48",
+        "2001:0:ac10::/44",
+        "2001:0:c000::/56",
+        "2001:0:c000:200::/56",
+        "2001:0:c0a8::/48",
+        "2001:0:c612::/47",
+        "2001:0:c633:6400::/56",
+        "2001:0:cb00:7100::/56",
+        "2001:0:e000::/36",
+        "2001:0:f000::/36",
+        "2001:0:ffff:ffff::/64",
     )
 )
 
@@ -245,8 +262,12 @@ def _uncommon_shared(probe: dict[str, str], control: dict[str, str]) -> bool:
     return bool(ours & ({k.lower() for k in control} - COMMON_HEADERS))
 
 
-def _proportion(final: Exchange, c: Control, out: HTTPDiff) -> None:
-    if c.http_body_length > 0 and not final.truncated and final.body_length > 0:
+def _proportion(final: Exchange, c: Control, out: HTTPDiff, truncated: bool | None = None) -> None:
+    """Body proportion unless the body is truncated (``truncated``: the flag to trust, by
+    default the response's)."""
+    if truncated is None:
+        truncated = final.truncated
+    if c.http_body_length > 0 and not truncated and final.body_length > 0:
         small, big = sorted((final.body_length, c.http_body_length))
         out.body_proportion = small / big
         out.body_length_match = out.body_proportion > 0.7
@@ -259,9 +280,13 @@ def _ip_info_asns(c: Control | None, addrs: object) -> set[int]:
     return {info[a][0] for a in addrs if a in info and info[a][0] > 0}  # type: ignore[attr-defined]
 
 
-def _http_diff_v04(view: View, c: Control) -> HTTPDiff:
+def _http_diff_v04(view: View, c: Control, orig: bool = False) -> HTTPDiff:
     """0.4 ``HTTPBodyLengthChecks``/``HTTPStatusCodeMatch``/``HTTPHeadersMatch``/``HTTPTitleMatch``
-    and 0.5-orig ``analysisHTTPDiff`` (the same rules), on the final response."""
+    (P-0.4 ``httpanalysis.go``) and, with ``orig``, 0.5-orig ``analysisHTTPDiff``
+    (P-0.5.26 ``analysishttpdiff.go``), on the final response. The original engine differs in
+    three places: a differing status code is null unless the control's is 2xx (0.4: unless it
+    is 5xx); headers are null when either side has none; the title is null when the control's
+    is empty."""
     out = HTTPDiff()
     if not view.requests:
         return out
@@ -270,15 +295,19 @@ def _http_diff_v04(view: View, c: Control) -> HTTPDiff:
     if c.http_status > 0 and final.code > 0:
         if c.http_status == final.code:
             out.status_code_match = True
-        elif c.http_status // 100 != 5:
+        elif (c.http_status // 100 == 2) if orig else (c.http_status // 100 != 5):
             out.status_code_match = False
-    if final.code > 0 and c.http_status > 0:
+    if (
+        final.code > 0
+        and c.http_status > 0
+        and not (orig and (not final.headers or not c.http_headers))
+    ):
         ours = {k.lower() for k in final.headers}
         theirs = {k.lower() for k in c.http_headers}
         out.headers_match = ours == theirs or _uncommon_shared(final.headers, c.http_headers)
     if final.code > 0 and not final.truncated and c.http_status > 0:
         title = r.title_of(final.body)
-        if title:
+        if title and not (orig and not c.http_title):
             out.title_match = not _title_words_differ(title, c.http_title)
     return out
 
@@ -340,12 +369,14 @@ def _public_ipv4_false(address: str) -> bool:
 
 
 def _legacy_title_match(probe_title: str, control_title: str, mk: bool) -> bool | None:
-    """MK/PY: the first ≥5-character word of the probe's title against the control's word at
-    the same position (PY lower-cases both; MK starts from "the titles are equal")."""
+    """MK/PY: the first ≥5-byte word of the probe's title against the control's word at the
+    same position (PY lower-cases both; MK starts from "the titles are equal")."""
     control_words = control_title.split(" ")
     result: bool | None = (probe_title == control_title) if mk else None
     for index, word in enumerate(probe_title.split(" ")):
-        if len(word) < 5:
+        # a word's length in bytes: MK's std::string::length(), and PY's Python 2 byte
+        # strings (the body is bytes), so "Сайт" (4 letters, 8 bytes) counts as long
+        if _go_len(word) < 5:
             continue
         if index >= len(control_words):
             return result if mk else False
@@ -555,7 +586,7 @@ def _v05_orig(view: View, c: Control | None) -> OONIResult:
         elif r.scheme_of(final.url) == "https":
             success = True
         else:
-            diff = _http_diff_v04(view, c)
+            diff = _http_diff_v04(view, c, orig=True)
             success = diff.same_page()
             diff_flag = not success
 
@@ -843,7 +874,7 @@ class _Classic:
         diff = HTTPDiff()
         final = next((ob for ob in linear if ob.final()), None)
         if final is not None and c is not None and final.exchange is not None:
-            diff = self._diff(final.exchange, c)
+            diff = self._diff(final.exchange, c, self.v28)
         blocking, accessible, rule = self._walk(linear, consistency, diff)
         return OONIResult(blocking, accessible, consistency, diff, "v0.5-classic", rule)
 
@@ -863,8 +894,12 @@ class _Classic:
                     continue
                 if ob.ctrl_dns is None:
                     continue
-                if ob.ctrl_dns or (ob.failure == "dns_no_answer" and not ob.ctrl_dns_addrs):
-                    expected += 1  # both failed; or no answer, and the control has none either
+                if ob.ctrl_dns or (
+                    self.v28 and ob.failure == "dns_no_answer" and not ob.ctrl_dns_addrs
+                ):
+                    # both failed; or (0.5.28, 2d9d7ba8b) no answer, and the control has none
+                    # either: P-0.5.27 dnsComputeFailureMetrics counts that one unexpected
+                    expected += 1
                 else:
                     unexpected += 1
                 continue
@@ -888,12 +923,16 @@ class _Classic:
         return None
 
     @staticmethod
-    def _diff(final: Exchange, c: Control) -> HTTPDiff:
-        """minipipeline httpHandleFinalResponse + newAnalysisHTTPDiffStatus."""
+    def _diff(final: Exchange, c: Control, v28: bool = True) -> HTTPDiff:
+        """minipipeline httpHandleFinalResponse + newAnalysisHTTPDiffStatus.
+
+        0.5.27 read the *request's* ``body_is_truncated`` as the response's (P-0.5.27
+        ``minipipeline/observation.go`` ``IngestHTTPRoundTripEvents``; fixed by bf471b3c2 for
+        0.5.28), so a truncated body still gets a body proportion there."""
         out = HTTPDiff()
         if c.http_failure is not None:
             return out
-        _proportion(final, c, out)
+        _proportion(final, c, out, None if v28 else final.request_truncated)
         if final.code > 0 and c.http_status > 0:
             good = final.code == c.http_status
             if good or c.http_status // 100 == 2:
