@@ -121,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     from netvigil.collector import cli as collector_cli
     from netvigil.control import cli as control_cli
     from netvigil.evidence import cli as evidence_cli
+    from netvigil.explorer import cli as explorer_cli
     from netvigil.pipeline import cli as pipeline_cli
     from netvigil.upload import cli as upload_cli
     from netvigil.verdict import cli as verdict_cli
@@ -135,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline_cli.add_parser(commands)
     pipeline_cli.add_query_parser(commands)
     pipeline_cli.add_report_parser(commands)
+    explorer_cli.add_parser(commands)
     return parser
 
 
@@ -316,6 +318,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return evidence_cli.run(args)
         if args.command in ("pipeline", "query", "report"):
             return int(args.func(args))
+        if args.command == "explorer":
+            from netvigil.explorer import cli as explorer_cli
+
+            return explorer_cli.run(args)
         if args.command == "helper":
             from netvigil.control import cli as control_cli
 

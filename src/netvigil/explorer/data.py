@@ -1,0 +1,294 @@
+"""What the explorer reads: the pipeline's Parquet output through DuckDB, read-only.
+
+Overview and country pages read only the small aggregates (``daily``, ``outcomes``,
+``techniques``, ``events``); a domain page reads the verdict rows of that one domain (for its
+blockpage fingerprints, interception roots and latest measurements); a measurement page reads
+one uid (its day partition first when the uid starts with one, as OONI's and the collector's
+do). Every statement is parameterised: a value the user typed is only ever a bound parameter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from netvigil.pipeline.aggregate import unique_verdicts_sql
+from netvigil.pipeline.query import _VIEW_ORDER, open_pipeline
+
+__all__ = ["Pipeline", "Scope"]
+
+# Rows a page shows at most (and the export writes at most).
+MAX_ROWS = 200
+_UID_DAY = re.compile(r"(20[0-9]{2})([01][0-9])([0-3][0-9])")
+
+
+@dataclasses.dataclass(frozen=True)
+class Scope:
+    """The filters of a page (all optional): validated before they get here."""
+
+    cc: str | None = None
+    asn: int | None = None
+    domain: str | None = None
+    since: dt.date | None = None
+    until: dt.date | None = None
+    outcome: str | None = None
+    test_name: str | None = None
+    blocked: bool | None = None
+
+    def where(
+        self, *, day: str = "day", outcome: bool = False, test: bool = False
+    ) -> tuple[str, dict[str, Any]]:
+        clauses: list[str] = []
+        params: dict[str, Any] = {}
+        for column, value in (
+            ("probe_cc", self.cc),
+            ("probe_asn", self.asn),
+            ("domain", self.domain),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ${column}")
+                params[column] = value
+        if self.since is not None:
+            clauses.append(f"{day} >= $since")
+            params["since"] = self.since
+        if self.until is not None:
+            clauses.append(f"{day} <= $until")
+            params["until"] = self.until
+        if outcome and self.outcome is not None:
+            clauses.append("outcome = $outcome")
+            params["outcome"] = self.outcome
+        if outcome and self.blocked is not None:
+            clauses.append("blocked = $blocked")
+            params["blocked"] = self.blocked
+        if test and self.test_name is not None:
+            clauses.append("test_name = $test_name")
+            params["test_name"] = self.test_name
+        return (" AND ".join(clauses) or "TRUE"), params
+
+
+class Pipeline:
+    """An open pipeline output. Thread-safe: each call uses its own DuckDB cursor."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = Path(out_dir)
+        self._stack = contextlib.ExitStack()
+        self._con = self._stack.enter_context(open_pipeline(self.out_dir))
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._stack.close()
+
+    @contextlib.contextmanager
+    def _cursor(self) -> Iterator[Any]:
+        with self._lock:
+            cur = self._con.cursor()
+        try:
+            yield cur
+        finally:
+            cur.close()
+
+    def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        with self._cursor() as cur:
+            cur.execute(sql, params or {})
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+    # -- aggregates ---------------------------------------------------------------------------
+
+    def countries(self, s: Scope) -> list[dict[str, Any]]:
+        where, p = s.where()
+        return self.rows(
+            f"""SELECT probe_cc, sum(measurements) AS measurements, sum(blocked) AS blocked,
+                       count(DISTINCT probe_asn) AS networks, count(DISTINCT domain) AS domains,
+                       min(day) AS first_day, max(day) AS last_day
+                FROM daily WHERE {where} GROUP BY probe_cc
+                ORDER BY sum(blocked) * 1.0 / sum(measurements) DESC, probe_cc""",
+            p,
+        )
+
+    def onsets(self, s: Scope, limit: int = 20) -> list[dict[str, Any]]:
+        where, p = s.where()
+        p["limit"] = limit
+        return self.rows(
+            f"""SELECT probe_cc, probe_asn, domain, day, blocked_share, baseline_share,
+                       measurements, p_value
+                FROM events WHERE {where}
+                ORDER BY day DESC, p_value, probe_cc, probe_asn, domain LIMIT $limit""",
+            p,
+        )
+
+    def timeline(self, s: Scope) -> tuple[list[dt.date], dict[str, dict[dt.date, int]]]:
+        where, p = s.where()
+        rows = self.rows(
+            f"SELECT day, outcome, sum(count) AS n FROM outcomes WHERE {where} GROUP BY ALL",
+            p,
+        )
+        counts: dict[str, dict[dt.date, int]] = {}
+        for r in rows:
+            counts.setdefault(r["outcome"], {})[r["day"]] = int(r["n"])
+        days = _day_range([r["day"] for r in rows])
+        return days, counts
+
+    def networks(self, s: Scope) -> list[dict[str, Any]]:
+        where, p = s.where()
+        return self.rows(
+            f"""SELECT probe_asn, sum(measurements) AS measurements, sum(blocked) AS blocked,
+                       count(DISTINCT domain) FILTER (WHERE blocked > 0) AS blocked_domains,
+                       min(day) AS first_day, max(day) AS last_day
+                FROM daily WHERE {where} GROUP BY probe_asn
+                ORDER BY sum(blocked) * 1.0 / sum(measurements) DESC, probe_asn
+                LIMIT {MAX_ROWS}""",
+            p,
+        )
+
+    def domains(self, s: Scope, limit: int = MAX_ROWS) -> list[dict[str, Any]]:
+        where, p = s.where()
+        p["limit"] = limit
+        return self.rows(
+            f"""SELECT domain, sum(measurements) AS measurements, sum(blocked) AS blocked,
+                       count(DISTINCT probe_asn) AS networks, min(day) AS first_day,
+                       max(day) AS last_day
+                FROM daily WHERE {where} GROUP BY domain
+                ORDER BY sum(blocked) * 1.0 / sum(measurements) DESC, sum(blocked) DESC, domain
+                LIMIT $limit""",
+            p,
+        )
+
+    def outcome_mix(self, s: Scope) -> list[dict[str, Any]]:
+        where, p = s.where()
+        return self.rows(
+            f"""SELECT outcome, sum(count) AS n FROM outcomes WHERE {where}
+                GROUP BY outcome ORDER BY n DESC, outcome""",
+            p,
+        )
+
+    def techniques(self, s: Scope) -> list[dict[str, Any]]:
+        # ``techniques`` has no day: first/last seen are filtered on their own timestamps.
+        s2 = dataclasses.replace(s, since=None, until=None)
+        where, p = s2.where()
+        if s.since is not None:
+            where += " AND last_seen >= $since"
+            p["since"] = dt.datetime.combine(s.since, dt.time(), dt.UTC)
+        if s.until is not None:
+            where += " AND first_seen < $until"
+            p["until"] = dt.datetime.combine(s.until + dt.timedelta(days=1), dt.time(), dt.UTC)
+        return self.rows(
+            f"""SELECT probe_cc, probe_asn, outcome, min(first_seen) AS first_seen,
+                       max(last_seen) AS last_seen, sum(count) AS n
+                FROM techniques WHERE {where} GROUP BY ALL
+                ORDER BY n DESC, probe_cc, probe_asn, outcome LIMIT {MAX_ROWS}""",
+            p,
+        )
+
+    def network_timelines(
+        self, s: Scope, limit: int = 12
+    ) -> list[tuple[tuple[str, int], list[dt.date], dict[str, dict[dt.date, int]]]]:
+        where, p = s.where()
+        rows = self.rows(
+            f"""SELECT probe_cc, probe_asn, day, outcome, sum(count) AS n FROM outcomes
+                WHERE {where} GROUP BY ALL ORDER BY probe_cc, probe_asn""",
+            p,
+        )
+        per: dict[tuple[str, int], dict[str, dict[dt.date, int]]] = {}
+        for r in rows:
+            key = (r["probe_cc"], int(r["probe_asn"]))
+            per.setdefault(key, {}).setdefault(r["outcome"], {})[r["day"]] = int(r["n"])
+        days = _day_range([r["day"] for r in rows])
+        ranked = sorted(per, key=lambda k: -sum(sum(v.values()) for v in per[k].values()))
+        return [(k, days, per[k]) for k in ranked[:limit]]
+
+    # -- verdict rows (one domain, one uid, a search) -----------------------------------------
+
+    def _unique(self, where: str) -> str:
+        return unique_verdicts_sql(
+            f"(SELECT * FROM verdict_copies WHERE {where})", order=_VIEW_ORDER
+        )
+
+    def evidence_names(self, s: Scope, column: str) -> list[dict[str, Any]]:
+        assert column in ("fingerprint", "root")
+        where, p = s.where()
+        return self.rows(
+            f"""SELECT probe_cc, probe_asn, {column} AS name, count(DISTINCT measurement_uid) AS n,
+                       min(measurement_start_time) AS first_seen,
+                       max(measurement_start_time) AS last_seen
+                FROM verdict_copies WHERE {where} AND {column} IS NOT NULL AND {column} <> ''
+                GROUP BY ALL ORDER BY n DESC, name LIMIT {MAX_ROWS}""",
+            p,
+        )
+
+    def search(self, s: Scope, *, offset: int, limit: int) -> list[dict[str, Any]]:
+        where, p = s.where(outcome=True, test=True)
+        p.update(offset=offset, limit=limit)
+        return self.rows(
+            f"""SELECT measurement_uid, measurement_start_time, probe_cc, probe_asn, test_name,
+                       domain, input, outcome, technique, blocked, confidence, fingerprint, root
+                FROM ({self._unique(where)})
+                ORDER BY measurement_start_time DESC, measurement_uid
+                LIMIT $limit OFFSET $offset""",
+            p,
+        )
+
+    def measurement(self, uid: str) -> dict[str, Any] | None:
+        order = ", ".join(f'"{c}"' for c in _VIEW_ORDER)
+        sql = f"SELECT * FROM verdict_copies WHERE measurement_uid = $uid {{day}} ORDER BY {order} LIMIT 1"
+        m = _UID_DAY.match(uid)
+        if m:
+            try:
+                day = dt.date(int(m[1]), int(m[2]), int(m[3]))
+            except ValueError:
+                day = None
+            if day is not None:
+                rows = self.rows(
+                    sql.format(day="AND day BETWEEN $lo AND $hi"),
+                    {
+                        "uid": uid,
+                        "lo": day - dt.timedelta(days=1),
+                        "hi": day + dt.timedelta(days=1),
+                    },
+                )
+                if rows:
+                    return rows[0]
+        rows = self.rows(sql.format(day=""), {"uid": uid})
+        return rows[0] if rows else None
+
+    def observations(self, uid: str, day: dt.date | None) -> list[dict[str, Any]]:
+        where = "measurement_uid = $uid"
+        p: dict[str, Any] = {"uid": uid}
+        if day is not None:
+            where += " AND day = $day"
+            p["day"] = day
+        return self.rows(
+            f"""SELECT DISTINCT obs_type, hostname, resolver, query_type, answer_type, answer, ip,
+                       port, server_name, tls_version, cert_sha256, url, status_code,
+                       body_length, body_truncated, failure, t
+                FROM observations WHERE {where}
+                ORDER BY CASE obs_type WHEN 'dns' THEN 0 WHEN 'tcp' THEN 1 WHEN 'tls' THEN 2
+                         ELSE 3 END, t NULLS LAST, hostname, answer, ip, url
+                LIMIT {MAX_ROWS}""",
+            p,
+        )
+
+    def countries_list(self) -> list[str]:
+        return [r["probe_cc"] for r in self.rows("SELECT DISTINCT probe_cc FROM daily ORDER BY 1")]
+
+    def domain_pairs(self, limit: int) -> list[tuple[str, str]]:
+        rows = self.rows(
+            """SELECT probe_cc, domain FROM daily GROUP BY ALL
+               ORDER BY sum(blocked) DESC, probe_cc, domain LIMIT $limit""",
+            {"limit": limit},
+        )
+        return [(r["probe_cc"], r["domain"]) for r in rows]
+
+
+def _day_range(days: Sequence[dt.date]) -> list[dt.date]:
+    if not days:
+        return []
+    lo, hi = min(days), max(days)
+    span = min((hi - lo).days, 3660)
+    return [lo + dt.timedelta(days=i) for i in range(span + 1)]
