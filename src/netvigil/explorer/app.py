@@ -69,7 +69,7 @@ _DOMAIN = re.compile(r"[a-z0-9_]([a-z0-9_.-]{0,251}[a-z0-9_])?\Z")
 _TEST = re.compile(r"[a-z][a-z0-9_]{0,63}\Z")
 _UID = re.compile(r"[A-Za-z0-9_.-]{1,128}\Z")
 _HEX = re.compile(r"[0-9a-f]{64}\Z")
-_STATIC = {"explorer.css": "text/css; charset=utf-8"}
+_STATIC = {"explorer.css": "text/css; charset=utf-8", "favicon.svg": "image/svg+xml"}
 _OUTCOME_BASES = frozenset(OUTCOMES)
 
 

@@ -114,6 +114,9 @@ def page(title: str, body: Child, *, static: str, nav: Child = None) -> Safe:
                 el("meta", {"name": "referrer", "content": "no-referrer"}),
                 el("title", None, text(title, 200), " · netvigil explorer"),
                 el("link", {"rel": "stylesheet", "href": static + "explorer.css"}),
+                el(
+                    "link", {"rel": "icon", "href": static + "favicon.svg", "type": "image/svg+xml"}
+                ),
             ),
             el(
                 "body",
