@@ -1,10 +1,18 @@
 """What the explorer reads: the pipeline's Parquet output through DuckDB, read-only.
 
 Overview and country pages read only the small aggregates (``daily``, ``outcomes``,
-``techniques``, ``events``); a domain page reads the verdict rows of that one domain (for its
-blockpage fingerprints, interception roots and latest measurements); a measurement page reads
-one uid (its day partition first when the uid starts with one, as OONI's and the collector's
-do). Every statement is parameterised: a value the user typed is only ever a bound parameter.
+``techniques``, ``events``), through ``netvigil query``'s read-only views.
+
+Domain, search and measurement pages need verdict rows. Reading them from the Parquet files
+per request costs a second on 100,000 measurements (thousands of small files, and the
+deduplication reads them several times), so at start-up the explorer copies the verdict
+columns, one row per measurement (``aggregate.unique_verdicts_sql``), into a private DuckDB
+file in a temporary directory, sorted by domain and time so a domain's rows sit together.
+DuckDB keeps it on disk under a memory limit: the server's memory stays bounded whatever
+the data's size. Observations are read per measurement from the Parquet files, in the
+measurement's day partition.
+
+Every statement is parameterised: a value the user typed is only ever a bound parameter.
 """
 
 from __future__ import annotations
@@ -12,20 +20,27 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import re
+import tempfile
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from netvigil.pipeline.aggregate import unique_verdicts_sql
-from netvigil.pipeline.query import _VIEW_ORDER, open_pipeline
+import duckdb
+import pyarrow as pa
+
+from netvigil.pipeline.aggregate import partitioned_parquet_sql, unique_verdicts_sql, verdict_files
+from netvigil.pipeline.query import _VIEW_ORDER, _empty_select, open_pipeline
+from netvigil.pipeline.schema import VERDICT_SCHEMA
 
 __all__ = ["Pipeline", "Scope"]
 
 # Rows a page shows at most (and the export writes at most).
 MAX_ROWS = 200
-_UID_DAY = re.compile(r"(20[0-9]{2})([01][0-9])([0-3][0-9])")
+# The verdict index's DuckDB may use this much memory; the rest of the table stays on disk.
+INDEX_MEMORY_LIMIT = "512MB"
+_DAY_FIELD = pa.field("day", pa.date32())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,21 +95,61 @@ class Pipeline:
         self._stack = contextlib.ExitStack()
         self._con = self._stack.enter_context(open_pipeline(self.out_dir))
         self._lock = threading.Lock()
+        try:
+            scratch = self._stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="netvigil-explorer-")
+            )
+            started = time.monotonic()
+            self._index = self._build_index(Path(scratch) / "verdicts.duckdb")
+            self._stack.callback(self._index.close)
+            self.index_seconds = time.monotonic() - started
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def _build_index(self, path: Path) -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect(str(path))
+        try:
+            con.execute("SET autoinstall_known_extensions = false")
+            con.execute("SET autoload_known_extensions = false")
+            con.execute(f"SET memory_limit = '{INDEX_MEMORY_LIMIT}'")
+            con.execute("SET preserve_insertion_order = false")
+            files = verdict_files(self.out_dir.resolve())
+            if files:
+                source = unique_verdicts_sql(partitioned_parquet_sql(files), order=_VIEW_ORDER)
+            else:
+                source = _empty_select(VERDICT_SCHEMA.append(_DAY_FIELD))
+            columns = ", ".join(f'"{n}"' for n in (*VERDICT_SCHEMA.names, "day"))
+            con.execute(
+                f"CREATE TABLE verdicts AS SELECT {columns} FROM ({source}) "
+                "ORDER BY domain, probe_cc, measurement_start_time"
+            )
+            con.execute("CHECKPOINT")
+            # From here on: no file but this one, and no setting may change.
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
+        except BaseException:
+            con.close()
+            raise
+        return con
 
     def close(self) -> None:
         self._stack.close()
 
     @contextlib.contextmanager
-    def _cursor(self) -> Iterator[Any]:
+    def _cursor(self, index: bool = False) -> Iterator[Any]:
         with self._lock:
-            cur = self._con.cursor()
+            cur = (self._index if index else self._con).cursor()
         try:
             yield cur
         finally:
             cur.close()
 
-    def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        with self._cursor() as cur:
+    def rows(
+        self, sql: str, params: dict[str, Any] | None = None, *, index: bool = False
+    ) -> list[dict[str, Any]]:
+        """``sql`` over the aggregates (or, ``index=True``, over the verdict index)."""
+        with self._cursor(index) as cur:
             cur.execute(sql, params or {})
             names = [d[0] for d in cur.description]
             return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
@@ -205,11 +260,6 @@ class Pipeline:
 
     # -- verdict rows (one domain, one uid, a search) -----------------------------------------
 
-    def _unique(self, where: str) -> str:
-        return unique_verdicts_sql(
-            f"(SELECT * FROM verdict_copies WHERE {where})", order=_VIEW_ORDER
-        )
-
     def evidence_names(self, s: Scope, column: str) -> list[dict[str, Any]]:
         assert column in ("fingerprint", "root")
         where, p = s.where()
@@ -217,9 +267,10 @@ class Pipeline:
             f"""SELECT probe_cc, probe_asn, {column} AS name, count(DISTINCT measurement_uid) AS n,
                        min(measurement_start_time) AS first_seen,
                        max(measurement_start_time) AS last_seen
-                FROM verdict_copies WHERE {where} AND {column} IS NOT NULL AND {column} <> ''
+                FROM verdicts WHERE {where} AND {column} IS NOT NULL AND {column} <> ''
                 GROUP BY ALL ORDER BY n DESC, name LIMIT {MAX_ROWS}""",
             p,
+            index=True,
         )
 
     def search(self, s: Scope, *, offset: int, limit: int) -> list[dict[str, Any]]:
@@ -228,33 +279,18 @@ class Pipeline:
         return self.rows(
             f"""SELECT measurement_uid, measurement_start_time, probe_cc, probe_asn, test_name,
                        domain, input, outcome, technique, blocked, confidence, fingerprint, root
-                FROM ({self._unique(where)})
+                FROM verdicts WHERE {where}
                 ORDER BY measurement_start_time DESC, measurement_uid
                 LIMIT $limit OFFSET $offset""",
             p,
+            index=True,
         )
 
     def measurement(self, uid: str) -> dict[str, Any] | None:
-        order = ", ".join(f'"{c}"' for c in _VIEW_ORDER)
-        sql = f"SELECT * FROM verdict_copies WHERE measurement_uid = $uid {{day}} ORDER BY {order} LIMIT 1"
-        m = _UID_DAY.match(uid)
-        if m:
-            try:
-                day = dt.date(int(m[1]), int(m[2]), int(m[3]))
-            except ValueError:
-                day = None
-            if day is not None:
-                rows = self.rows(
-                    sql.format(day="AND day BETWEEN $lo AND $hi"),
-                    {
-                        "uid": uid,
-                        "lo": day - dt.timedelta(days=1),
-                        "hi": day + dt.timedelta(days=1),
-                    },
-                )
-                if rows:
-                    return rows[0]
-        rows = self.rows(sql.format(day=""), {"uid": uid})
+        """The measurement's verdict row (its winning copy, as the aggregates counted it)."""
+        rows = self.rows(
+            "SELECT * FROM verdicts WHERE measurement_uid = $uid LIMIT 1", {"uid": uid}, index=True
+        )
         return rows[0] if rows else None
 
     def observations(self, uid: str, day: dt.date | None) -> list[dict[str, Any]]:
