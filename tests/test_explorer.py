@@ -300,3 +300,19 @@ def test_listen_address_is_checked() -> None:
     for bad in ("8080", "example.org:80", "127.0.0.1:0", "127.0.0.1:99999"):
         with pytest.raises(ValueError):
             _listen(bad)
+
+
+def test_listening_beyond_loopback_warns(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import uvicorn
+
+    served: list[tuple[str, int]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **kw: served.append((host, port)))
+    assert netvigil_main(["explorer", str(world["pipeline"]), "--listen", "0.0.0.0:8099"]) == 0
+    assert served == [("0.0.0.0", 8099)]
+    assert "WARNING: listening on 0.0.0.0, not loopback" in capsys.readouterr().err
+    assert netvigil_main(["explorer", str(world["pipeline"])]) == 0
+    assert served[-1] == ("127.0.0.1", 8080)
+    assert "WARNING" not in capsys.readouterr().err
+    assert netvigil_main(["explorer", str(world["pipeline"]), "--listen", "nope"]) == 2

@@ -15,7 +15,7 @@ import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
-from netvigil.verdict import analyze
+from netvigil.verdict import OUTCOMES, analyze
 
 from .data import Pipeline, Scope
 from .evidence import CollectorData, Logged
@@ -201,6 +201,12 @@ def _filters_form(action: str | None, s: Scope, fields: Sequence[str]) -> Safe:
     for f in fields:
         kind = "date" if f in ("since", "until") else "text"
         v = values[f]
+        if f == "outcome":
+            options = [el("option", {"value": ""}, "any")] + [
+                el("option", {"value": o, "selected": o == v}, o) for o in OUTCOMES
+            ]
+            inputs.append(el("label", None, labels[f], " ", el("select", {"name": f}, options)))
+            continue
         inputs.append(
             el(
                 "label",
