@@ -132,6 +132,7 @@ def test_interception_claim_from_the_explorer_alone(
     assert "facebook.com" in text and "AS9198" in text and "2022-01-05" in text
     assert "intercepted" in text and "Qaznet Trust Network" in text
     assert "Inclusion proof verifies" in text
+    assert "157.240.1.35:443" in text and "ssl_unknown_authority" in text  # steps (observations)
     assert "copied" in text and "moved 6.0 h earlier" in text  # the forged chain taken apart
     assert f"netvigil verify {uid}.json --log-key" in text
     doc = client.get(f"/measurement/{uid}.json")
