@@ -13,7 +13,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from .app import static_files
+from .app import _CC, _DOMAIN, _UID, static_files
 from .data import Pipeline, Scope
 from .evidence import CollectorData
 from .pages import (
@@ -57,7 +57,8 @@ def export_site(
     try:
         _write(out / "index.html", overview_page(pipeline, Scope(), Links(True, 0)))
         counts["pages"] += 1
-        for cc in pipeline.countries_list():
+        # Names from the data become file names: only those the server would accept.
+        for cc in filter(_CC.match, pipeline.countries_list()):
             try:
                 _write(
                     out / "country" / f"{cc}.html",
@@ -69,6 +70,8 @@ def export_site(
         uids: set[str] = set()
         pairs = pipeline.domain_pairs(max_domains)
         for cc, domain in pairs:
+            if not (_CC.match(cc) and _DOMAIN.match(domain)):
+                continue
             for where in (cc, None):
                 path = out / "domain" / (where or "all") / f"{domain}.html"
                 if path.exists():
@@ -83,7 +86,7 @@ def export_site(
                     found = pipeline.search(sel, offset=0, limit=per_domain)
                     uids.update(r["measurement_uid"] for r in found)
         keys: set[bytes] = set()
-        for uid in sorted(uids):
+        for uid in sorted(u for u in uids if _UID.match(u) and not u.startswith(".")):
             m = load_measurement(pipeline, collector, uid)
             _write(out / "measurement" / f"{uid}.html", measurement_page(m, Links(True, 1)))
             _write(
