@@ -25,7 +25,8 @@ demo: setup
 # The explorer on the demo's output (run `make demo` first): http://127.0.0.1:8080/
 explore: setup
 	@test -d $(DEMO)/pipeline || { echo "no $(DEMO)/pipeline: run 'make demo' first" >&2; exit 1; }
-	.venv/bin/netvigil explorer $(DEMO)/pipeline $$(test -f $(DEMO)/collector/collector.sqlite3 && echo --collector-data $(DEMO)/collector)
+	.venv/bin/netvigil explorer $(DEMO)/pipeline --inputs $(DEMO)/ooni --inputs $(DEMO)/testbed-kz-2019.jsonl \
+	  $$(test -f $(DEMO)/collector/collector.sqlite3 && echo --collector-data $(DEMO)/collector)
 
 lint: setup
 	.venv/bin/ruff check src tests benchmarks

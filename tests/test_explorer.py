@@ -317,3 +317,33 @@ def test_listening_beyond_loopback_warns(
     assert served[-1] == ("127.0.0.1", 8080)
     assert "WARNING" not in capsys.readouterr().err
     assert netvigil_main(["explorer", str(world["pipeline"]), "--listen", "nope"]) == 2
+
+
+def test_raw_measurement_from_the_pipeline_inputs(tmp_path: Path) -> None:
+    """Without a collector: the raw JSON (and so the chain comparison) from the input files."""
+    import datetime as dt
+
+    from explorer_world import hostile_blockpage, interception
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    fb = interception(dt.datetime(2022, 1, 5, 12, 30, tzinfo=dt.UTC))
+    fb["measurement_uid"] = "20220105123000.000000_KZ_webconnectivity_00000000000000aa"
+    lines = [json.dumps(fb), json.dumps(hostile_blockpage(dt.datetime(2022, 1, 6, tzinfo=dt.UTC)))]
+    (inputs / "m.jsonl").write_text("\n".join(lines) + "\n")
+    assert netvigil_main(["pipeline", "run", str(inputs), "--out", str(tmp_path / "out")]) == 0
+    app = create_app(tmp_path / "out", None, [inputs])
+    with TestClient(app) as c:
+        page = c.get(f"/measurement/{fb['measurement_uid']}").text
+        assert "Interception: the presented chain beside the real one" in page
+        assert "moved 6.0 h earlier" in page and "Not found in a collector" in page
+        assert c.get(f"/measurement/{fb['measurement_uid']}.json").json()["test_keys"]
+        hostile = c.get("/search?cc=RU&format=json").json()["rows"][0]["measurement_uid"]
+        assert hostile.startswith("nv")  # no uid of its own: the pipeline's content hash
+        body = c.get(f"/measurement/{hostile}").text
+        assert_inert(body)
+        assert "ooni.ae_3" in body and "&lt;script&gt;document.title" in body
+    bare = create_app(tmp_path / "out")
+    with TestClient(bare) as c:
+        page = c.get(f"/measurement/{fb['measurement_uid']}").text
+        assert "Interception: the presented chain" not in page  # needs the raw measurement

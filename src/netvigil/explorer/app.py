@@ -32,6 +32,7 @@ from netvigil.verdict.model import OUTCOMES
 
 from .data import Pipeline, Scope
 from .evidence import CollectorData
+from .inputs import InputFiles
 from .pages import (
     Links,
     PageError,
@@ -163,9 +164,12 @@ class SecurityHeaders:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def create_app(pipeline_dir: Path, collector_dir: Path | None = None) -> Starlette:
-    pipeline = Pipeline(pipeline_dir)
+def create_app(
+    pipeline_dir: Path, collector_dir: Path | None = None, inputs: list[Path] | None = None
+) -> Starlette:
+    input_files = InputFiles(inputs) if inputs else None
     collector = CollectorData(collector_dir) if collector_dir is not None else None
+    pipeline = Pipeline(pipeline_dir)
     links = Links()
 
     def guarded(
@@ -213,7 +217,7 @@ def create_app(pipeline_dir: Path, collector_dir: Path | None = None) -> Starlet
         uid = uid.removesuffix(".json")
         if not _UID.match(uid):
             raise BadRequest("a measurement id has only letters, digits, '.', '_' and '-'")
-        m = load_measurement(pipeline, collector, uid)
+        m = load_measurement(pipeline, collector, uid, input_files)
         if as_json:
             data = json.dumps(m.document(), ensure_ascii=False, sort_keys=True, default=str)
             return Response(

@@ -39,6 +39,14 @@ def add_parser(subparsers: Any) -> None:
         "--collector-data", metavar="DIR", help="the collector's data directory (read-only)"
     )
     p.add_argument(
+        "--inputs",
+        metavar="PATH",
+        action="append",
+        default=[],
+        help="the files or directories the pipeline read (repeatable): a measurement's raw "
+        "JSON is then shown from them when the collector has no copy",
+    )
+    p.add_argument(
         "--listen",
         default="127.0.0.1:8080",
         metavar="HOST:PORT",
@@ -71,6 +79,7 @@ def run(args: Any) -> int:
     from netvigil.pipeline.query import QueryError
 
     collector = Path(args.collector_data) if args.collector_data else None
+    inputs = [Path(x) for x in args.inputs]
     try:
         host, port = _listen(args.listen)
         if args.export:
@@ -80,6 +89,7 @@ def run(args: Any) -> int:
                 Path(args.dir),
                 Path(args.export),
                 collector,
+                inputs,
                 max_domains=max(1, min(args.max_domains, 10_000)),
             )
             print(
@@ -89,7 +99,7 @@ def run(args: Any) -> int:
             return 0
         from .app import create_app
 
-        app = create_app(Path(args.dir), collector)
+        app = create_app(Path(args.dir), collector, inputs)
     except (QueryError, ValueError, FileNotFoundError) as exc:
         print(f"netvigil: {textsafe.visible(str(exc), limit=300)}", file=sys.stderr)
         return 2

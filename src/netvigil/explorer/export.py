@@ -16,6 +16,7 @@ from pathlib import Path
 from .app import _CC, _DOMAIN, _UID, static_files
 from .data import Pipeline, Scope
 from .evidence import CollectorData
+from .inputs import InputFiles
 from .pages import (
     Links,
     PageError,
@@ -47,12 +48,14 @@ def export_site(
     pipeline_dir: Path,
     out: Path,
     collector_dir: Path | None = None,
+    inputs: list[Path] | None = None,
     *,
     max_domains: int = 200,
     per_domain: int = 20,
 ) -> dict[str, int]:
-    pipeline = Pipeline(pipeline_dir)
+    input_files = InputFiles(inputs) if inputs else None
     collector = CollectorData(collector_dir) if collector_dir is not None else None
+    pipeline = Pipeline(pipeline_dir)
     counts = {"pages": 0, "measurements": 0}
     try:
         _write(out / "index.html", overview_page(pipeline, Scope(), Links(True, 0)))
@@ -87,7 +90,7 @@ def export_site(
                     uids.update(r["measurement_uid"] for r in found)
         keys: set[bytes] = set()
         for uid in sorted(u for u in uids if _UID.match(u) and not u.startswith(".")):
-            m = load_measurement(pipeline, collector, uid)
+            m = load_measurement(pipeline, collector, uid, input_files)
             _write(out / "measurement" / f"{uid}.html", measurement_page(m, Links(True, 1)))
             _write(
                 out / "measurement" / f"{uid}.json",

@@ -20,6 +20,7 @@ from netvigil.verdict import OUTCOMES, analyze
 from .data import Pipeline, Scope
 from .evidence import CollectorData, Logged
 from .html import Child, Safe, block, el, join, page, text
+from .inputs import InputFiles
 from .svg import colour, timeline
 
 __all__ = [
@@ -580,30 +581,36 @@ class MeasurementData:
     observations: list[dict[str, Any]]
     logged: Logged | None
     verdict_evidence: dict[str, Any] | None
+    # The measurement as submitted: the collector's copy, else the pipeline's input file's.
+    body: dict[str, Any] | None = None
 
     def document(self) -> dict[str, Any]:
         """What the download holds: the measurement from the log (with ``x_evidence``), else
         the pipeline's verdict row and observations."""
         if self.logged is not None and self.logged.body is not None:
             return self.logged.document()
+        if self.body is not None:
+            return self.body
         return {"verdict": _jsonable(self.row), "observations": _jsonable(self.observations)}
 
 
-def load_measurement(p: Pipeline, c: CollectorData | None, uid: str) -> MeasurementData:
+def load_measurement(
+    p: Pipeline, c: CollectorData | None, uid: str, inputs: InputFiles | None = None
+) -> MeasurementData:
     row = p.measurement(uid)
     logged = c.logged(uid, row) if c is not None else None
     if row is None and logged is None:
         raise PageError(f"no measurement {uid}")
     if row is None:
         assert logged is not None
-        body = logged.body or {}
+        lb = logged.body or {}
         row = {
             "measurement_uid": uid,
-            "test_name": body.get("test_name"),
-            "input": body.get("input"),
-            "probe_cc": body.get("probe_cc"),
-            "probe_asn": body.get("probe_asn"),
-            "measurement_start_time": body.get("measurement_start_time"),
+            "test_name": lb.get("test_name"),
+            "input": lb.get("input"),
+            "probe_cc": lb.get("probe_cc"),
+            "probe_asn": lb.get("probe_asn"),
+            "measurement_start_time": lb.get("measurement_start_time"),
             "outcome": "unknown",
             "technique": "",
             "blocked": False,
@@ -616,15 +623,18 @@ def load_measurement(p: Pipeline, c: CollectorData | None, uid: str) -> Measurem
         }
     obs = p.observations(uid, row.get("day"))
     evidence: dict[str, Any] | None = None
-    if logged is not None and logged.body is not None:
+    body = logged.body if logged is not None else None
+    if body is None and inputs is not None:
+        body = inputs.find(uid, row.get("source"))
+    if body is not None:
         try:
-            v = analyze(logged.body)
+            v = analyze(body)
             evidence = v.evidence
             if row.get("source") == "collector":
                 row.update(outcome=v.outcome_base, blocked=v.blocked, confidence=v.confidence)
         except Exception as exc:  # a hostile body must give a page, not a crash
             evidence = {"error": f"verdict failed: {type(exc).__name__}"}
-    return MeasurementData(row, obs, logged, evidence)
+    return MeasurementData(row, obs, logged, evidence, body)
 
 
 def _obj(v: Any) -> dict[str, Any]:
@@ -664,8 +674,7 @@ def sentence(row: dict[str, Any]) -> str:
 
 
 def _dns_section(m: MeasurementData) -> Safe:
-    body = m.logged.body if m.logged is not None else None
-    tk = body.get("test_keys") if isinstance(body, dict) else None
+    tk = m.body.get("test_keys") if m.body is not None else None
     if isinstance(tk, dict):
         probe: list[str] = []
         for q in _list(tk.get("queries"))[:50]:
@@ -866,8 +875,7 @@ def _interception_section(ev: dict[str, Any]) -> Safe:
 
 
 def _response_bodies(m: MeasurementData) -> list[tuple[str, str, str]]:
-    body = m.logged.body if m.logged is not None else None
-    tk = body.get("test_keys") if isinstance(body, dict) else None
+    tk = m.body.get("test_keys") if m.body is not None else None
     out: list[tuple[str, str, str]] = []
     for r in _list(_obj(tk).get("requests"))[:5]:
         if not isinstance(r, dict):
