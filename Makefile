@@ -1,5 +1,5 @@
 # The two commands of the README: `make demo` and `make test`. Both set up a fresh machine first.
-.PHONY: setup demo test lint bench
+.PHONY: setup demo test lint bench explore
 
 setup:
 	./scripts/setup.sh
@@ -20,6 +20,13 @@ demo: setup
 	.venv/bin/netvigil query $(DEMO)/pipeline --cc KZ --what events --limit 12
 	.venv/bin/netvigil report $(DEMO)/pipeline --cc KZ --until 2022-01-16 --html $(DEMO)/report.html \
 	  --title "Kazakhstan, 27 December 2021 - 16 January 2022 (generated from real and testbed measurements)"
+	@echo "Browse it: make explore  (netvigil explorer $(DEMO)/pipeline, at http://127.0.0.1:8080/)"
+
+# The explorer on the demo's output (run `make demo` first): http://127.0.0.1:8080/
+explore: setup
+	@test -d $(DEMO)/pipeline || { echo "no $(DEMO)/pipeline: run 'make demo' first" >&2; exit 1; }
+	.venv/bin/netvigil explorer $(DEMO)/pipeline --inputs $(DEMO)/ooni --inputs $(DEMO)/testbed-kz-2019.jsonl \
+	  $$(test -f $(DEMO)/collector/collector.sqlite3 && echo --collector-data $(DEMO)/collector)
 
 lint: setup
 	.venv/bin/ruff check src tests benchmarks
@@ -38,3 +45,4 @@ bench: setup
 	.venv/bin/python benchmarks/bench_collector.py
 	.venv/bin/python benchmarks/bench_collector_crash.py
 	.venv/bin/python benchmarks/bench_pipeline.py
+	.venv/bin/python benchmarks/bench_explorer.py

@@ -121,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     from netvigil.collector import cli as collector_cli
     from netvigil.control import cli as control_cli
     from netvigil.evidence import cli as evidence_cli
+    from netvigil.explorer import cli as explorer_cli
     from netvigil.pipeline import cli as pipeline_cli
     from netvigil.sitecheck import cli as sitecheck_cli
     from netvigil.upload import cli as upload_cli
@@ -137,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline_cli.add_query_parser(commands)
     pipeline_cli.add_report_parser(commands)
     sitecheck_cli.add_parser(commands)
+    explorer_cli.add_parser(commands)
     return parser
 
 
@@ -318,6 +320,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return evidence_cli.run(args)
         if args.command in ("pipeline", "query", "report"):
             return int(args.func(args))
+        if args.command == "explorer":
+            from netvigil.explorer import cli as explorer_cli
+
+            return explorer_cli.run(args)
         if args.command == "helper":
             from netvigil.control import cli as control_cli
 
