@@ -681,7 +681,7 @@ def ellipsize(text: str, width: int) -> str:
         return text
     if width <= 1:
         return "…"[:width]
-    head_budget = (width - 1 + 1) // 2
+    head_budget = (width - 1) // 2
     tail_budget = width - 1 - head_budget
     head = ""
     for ch in text:
