@@ -318,10 +318,11 @@ class _Axis:
 
 
 # Chart geometry, in the units of each SVG's viewBox. The SVGs are drawn 100 % wide (of their
-# grid cell, see _CSS) and keep their aspect ratio, so text scales with the chart: at a
-# 420 px screen 12 units are ~8 px, at a two-column 1280 px page ~11 px.
+# grid cell, see _CSS) and keep their aspect ratio, so text scales with the chart: 12 units
+# are ~11 px in a two-column 1280 px page; a narrow screen gets 15 units (~10 px at 420 px)
+# and three date ticks instead of five.
 CHART_WIDTH = 600
-_LEFT = 46  # the y axis and its labels
+_LEFT = 54  # the y axis and its labels (room for "100%" at a phone's larger font)
 _RIGHT = 10
 _TOP = 12  # room for the onset markers
 _BOTTOM = 22  # date ticks
@@ -398,9 +399,11 @@ def _frame(axis: _Axis, height: int, ticks: Sequence[tuple[float, str]], label: 
             anchor, cx = "start", max(cx - w / 2, _LEFT)
         elif len(picks) > 1 and n == len(picks) - 1 and right - cx < 34:
             anchor, cx = "end", min(cx + w / 2, right)
+        # a phone shows the first, middle and last tick (the labels are larger there)
+        minor = " minor" if len(picks) == _DATE_TICKS and n in (1, 3) else ""
         parts.append(
             f'<line class="axis" x1="{x + w / 2:.1f}" x2="{x + w / 2:.1f}" y1="{base}" '
-            f'y2="{base + 4}"/><text class="ax xt" x="{cx:.1f}" y="{base + 17}" '
+            f'y2="{base + 4}"/><text class="ax xt{minor}" x="{cx:.1f}" y="{base + 17}" '
             f'text-anchor="{anchor}">{_e(axis.short_label(i))}</text>'
         )
     return "".join(parts)
@@ -517,14 +520,15 @@ text-align:left;vertical-align:top;white-space:nowrap}th{background:#f5f7f9}td.n
 gap:1em 1.5em}
 figure{margin:0;min-width:0}figcaption{font-size:.95em;margin-bottom:.1em}
 figcaption .n{color:#59636e;margin-left:.5em}
-svg.tl,svg.mix{display:block;width:100%;height:auto}svg.mix{max-width:620px}
+svg.tl,svg.mix{display:block;width:100%;height:auto}svg.mix{max-width:520px}
 .ax{font-size:12px;fill:#3c4650}.lb{font-size:13px;fill:#1d232a}
 .grid{stroke:#d8dde3;stroke-width:1}.axis{stroke:#59636e;stroke-width:1}
 .key span{display:inline-block;width:.9em;height:.9em;margin:0 .3em 0 .8em;vertical-align:-1px}
 .key i{display:inline-block;width:0;height:0;margin:0 .3em 0 .8em;border:.45em solid transparent;
 border-top:.7em solid #000;border-bottom:0}
 .note{color:#59636e}footer{margin-top:3em;color:#59636e;font-size:.9em;border-top:1px solid #ddd}
-@media (max-width:600px){body{font-size:14px;padding:0 .6em}td,th{padding:.2em .35em}}
+@media (max-width:600px){body{font-size:14px;padding:0 .6em}td,th{padding:.2em .35em}
+.ax{font-size:15px}.lb{font-size:15px}.xt.minor{display:none}}
 """
 
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
