@@ -30,7 +30,7 @@ verdicts, observations, daily, outcomes, techniques and events (--sql).
 
 REPORT_HELP = """\
 Write one self-contained HTML file (inline SVG charts, no scripts, nothing fetched): headline
-numbers, a blocked-share timeline per domain and per technique, the outcome mix, events, and
+numbers, a blocked-share timeline per domain and per technique, the outcome mix, onsets, and
 first/last seen of each technique per domain and network.
 """
 
@@ -89,7 +89,7 @@ def add_query_parser(commands: Any) -> None:
 def add_report_parser(commands: Any) -> None:
     p = commands.add_parser(
         "report",
-        help="write a self-contained HTML report (timelines, events, first/last seen)",
+        help="write a self-contained HTML report (timelines, onsets, first/last seen)",
         description=REPORT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,9 +1,15 @@
 """``netvigil report OUT --html FILE``: one self-contained HTML page about a pipeline output.
 
 The page has the headline numbers, a timeline per domain (share of blocked measurements per
-day, coloured by technique; event days marked), a timeline per technique, the outcome mix, the
-events, first and last seen of each blocking outcome per network, a per-network summary, notes
-on method and a footer with provenance.
+day, coloured by technique; onset days marked), a timeline per technique, the outcome mix, the
+onsets of blocking (one row each, ``aggregate.detect_onsets``), first and last seen of each
+blocking outcome per network, a per-network summary, notes on method and a footer with
+provenance. ``--cc``, ``--asn``, ``--domain``, ``--since`` and ``--until`` narrow it.
+
+The charts are inline SVG with a viewBox, drawn 100 % wide in a grid (two columns on a wide
+page, one on a phone), with a y axis and date ticks; the colours are Okabe and Ito's, distinct
+for colour-blind readers. Wide tables scroll in their own box, so the page never scrolls
+sideways at 420 px.
 
 Self-contained means no request ever leaves the file: no scripts, no external fonts, style
 sheets or images; the charts are inline SVG drawn here. A Content-Security-Policy meta tag
