@@ -93,10 +93,10 @@ def test_timeline_events_networks_outcomes(out: Path) -> None:
         (D(2024, 3, 8), 5, 4, 0.8, "tls/interception 4, ok 1"),
         (D(2024, 3, 9), 3, 3, 1.0, "tls/interception 3"),
     ]
+    # two flagged days (3-8 and 3-9), one onset: it still held on the last measured day
     events = ask(out, "events", make_filters(asn="AS9198"))
-    assert [(r["domain"], r["day"], r["blocked_share"]) for r in events.rows] == [
-        ("blocked.kz", D(2024, 3, 8), 1.0),
-        ("blocked.kz", D(2024, 3, 9), 1.0),
+    assert [(r["domain"], r["start"], r["end"], r["peak_share"]) for r in events.rows] == [
+        ("blocked.kz", D(2024, 3, 8), None, 1.0),
     ]
     networks = ask(out, "networks", make_filters(cc="KZ"))
     assert [
@@ -119,7 +119,7 @@ def test_timeline_events_networks_outcomes(out: Path) -> None:
 def test_aggregates_computed_in_memory_when_not_written(tmp_path: Path) -> None:
     write_story(tmp_path)
     events = ask(tmp_path, "events", Filters())
-    assert len(events.rows) == 2
+    assert len(events.rows) == 1
     assert not (tmp_path / "aggregates").exists()  # query never writes
 
 
@@ -266,7 +266,7 @@ def test_report_is_self_contained_and_escaped(tmp_path: Path) -> None:
     )
     page = html_path.read_text(encoding="utf-8")
     assert summary.path == html_path and summary.bytes == len(page.encode())
-    assert summary.blocked == 10 and summary.blocked_domains == 3 and summary.events == 2
+    assert summary.blocked == 10 and summary.blocked_domains == 3 and summary.events == 1
     assert not summary.truncated and summary.days == 9
     # self-contained: nothing to fetch, no script at all
     assert "<script" not in page.lower()
@@ -281,7 +281,7 @@ def test_report_is_self_contained_and_escaped(tmp_path: Path) -> None:
         "Timeline per domain",
         "Timeline per technique",
         "Outcome mix",
-        "Events",
+        "Onsets of blocking",
         "First and last seen",
         "Networks",
         "Method",
@@ -310,7 +310,7 @@ def test_report_cli(out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str
     rc, stdout, _ = _cli(
         report, [str(out), "--html", str(html_path), "--cc", "KZ", "--since", "2024-03-05"], capsys
     )
-    assert rc == 0 and html_path.is_file() and "2 events" in stdout
+    assert rc == 0 and html_path.is_file() and "1 onset of blocking" in stdout
     assert "2024-03-05 to 2024-03-09" in html_path.read_text()
     rc, _, stderr = _cli(report, [str(out), "--html", str(html_path), "--since", "03/05"], capsys)
     assert rc == 2 and "bad --since" in stderr
@@ -349,5 +349,6 @@ def test_report_long_range_is_bucketed_not_cut(tmp_path: Path) -> None:
 def test_report_marks_events(out: Path, tmp_path: Path) -> None:
     report.write_report(out, tmp_path / "r.html")
     page = (tmp_path / "r.html").read_text()
-    assert "2024-03-08: 4/5 blocked (tls 4) — event" in page
-    assert page.count('fill="#e00000"') == 2
+    # the onset day is marked, not the following day the blocking still held
+    assert "2024-03-08: 4/5 blocked (tls 4) — onset" in page
+    assert page.count('class="onset"') == 1

@@ -160,8 +160,9 @@ def test_ids_envelope_and_fallbacks() -> None:
         ("https://WWW.Example.COM./path?q", "www.example.com"),
         ("http://[2001:db8::1]:8080/", "2001:db8::1"),
         ("example.org", "example.org"),
-        ("http://[bad", ""),
         ("", ""),
+        # not a URL (a legacy bridge line): kept, but it names no site
+        ("obfs4 1.2.3.4:443 cert=abc", ""),
     ],
 )
 def test_domain(url: str, domain: str) -> None:
@@ -175,8 +176,8 @@ def test_domain(url: str, domain: str) -> None:
     [
         ({"test_name": "made_up_test"}, "unknown-test-name"),
         ({"test_name": 7}, "wrong-types"),
-        ({"measurement_start_time": "yesterday"}, "wrong-types"),
-        ({"measurement_start_time": "2024-13-01 00:00:00"}, "wrong-types"),
+        ({"measurement_start_time": "yesterday"}, "invalid-start-time"),
+        ({"measurement_start_time": "2024-13-01 00:00:00"}, "invalid-start-time"),
         ({"measurement_start_time": ["2024-01-01 00:00:00"]}, "wrong-types"),
         ({"probe_cc": 12}, "wrong-types"),
         ({"probe_asn": {"n": 1}}, "wrong-types"),
@@ -203,7 +204,7 @@ def test_hostile_fields_become_nulls_not_errors() -> None:
     m: dict[str, Any] = {
         "test_name": "web_connectivity",
         "measurement_start_time": "2024-01-01 00:00:00",
-        "probe_asn": "ASxyz",
+        "probe_asn": "AS0",
         "input": "https://example.com/",
         "test_keys": {
             "queries": [
@@ -285,3 +286,72 @@ def test_verdict_columns_from_evidence() -> None:
     v = _verdict(outcome="captive-portal", blocking=False, accessible=True)
     row, _ = transform(m, "s", raw=raw, verdict=v)
     assert (row["technique"], row["blocking"], row["accessible"]) == ("", "false", True)
+
+
+def _web(**fields: Any) -> dict[str, Any]:
+    m: dict[str, Any] = {
+        "test_name": "web_connectivity",
+        "measurement_start_time": "2024-01-01 00:00:00",
+        "probe_cc": "KZ",
+        "probe_asn": "AS9198",
+        "input": "https://example.com/",
+        "test_keys": {},
+    }
+    m.update(fields)
+    return m
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        # issue 12: a country of 39 characters with markup reached the report's cards
+        ({"probe_cc": "<b>KZ</b>" + "x" * 30}, "invalid-country"),
+        ({"probe_cc": "kz"}, "invalid-country"),
+        ({"probe_cc": "KAZ"}, "invalid-country"),
+        ({"probe_cc": "K1"}, "invalid-country"),
+        ({"probe_cc": ""}, "invalid-country"),
+        ({"probe_cc": "ÄB"}, "invalid-country"),
+        ({"probe_asn": "ASxyz"}, "invalid-asn"),
+        ({"probe_asn": "9198"}, "invalid-asn"),
+        ({"probe_asn": "as9198"}, "invalid-asn"),
+        ({"probe_asn": "AS"}, "invalid-asn"),
+        ({"probe_asn": "AS99999999999"}, "invalid-asn"),
+        ({"probe_asn": "AS4294967296"}, "invalid-asn"),
+        ({"probe_asn": "AS١٢٣"}, "invalid-asn"),  # Arabic-Indic digits pass str.isdigit
+        ({"probe_asn": -1}, "invalid-asn"),
+        ({"input": "https://<script>alert(1)</script>/"}, "invalid-host"),
+        ({"input": "http://[bad"}, "invalid-host"),
+        ({"input": "http:///no-host"}, "invalid-host"),
+        ({"input": "https://" + "a" * 64 + ".example/"}, "invalid-host"),
+        ({"input": "https://" + "a." * 130 + "example/"}, "invalid-host"),
+        ({"input": "https://exa mple.com/"}, "invalid-host"),
+        ({"measurement_start_time": "2011-12-31 23:59:59"}, "invalid-start-time"),
+        ({"measurement_start_time": "2999-01-01 00:00:00"}, "invalid-start-time"),
+        ({"measurement_start_time": "2024-01-01T00:00:00"}, "invalid-start-time"),
+    ],
+)
+def test_invalid_envelope_values_are_rejected(change: dict[str, Any], reason: str) -> None:
+    with pytest.raises(MeasurementError) as err:
+        transform(_web(**change), "s")
+    assert err.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("change", "cc", "asn", "domain"),
+    [
+        ({}, "KZ", 9198, "example.com"),
+        ({"probe_cc": "ZZ", "probe_asn": "AS0"}, "ZZ", 0, "example.com"),
+        ({"probe_cc": None, "probe_asn": None}, "ZZ", 0, "example.com"),
+        ({"probe_asn": "AS4294967295"}, "KZ", 4294967295, "example.com"),
+        ({"probe_asn": 9198}, "KZ", 9198, "example.com"),
+        ({"input": "http://[2001:db8::1]:8080/"}, "KZ", 9198, "2001:db8::1"),
+        ({"input": "https://_dmarc.example.org./x"}, "KZ", 9198, "_dmarc.example.org"),
+        ({"input": "https://пример.рф/"}, "KZ", 9198, "пример.рф"),
+        ({"input": "https://xn--e1afmkfd.xn--p1ai/"}, "KZ", 9198, "xn--e1afmkfd.xn--p1ai"),
+        ({"input": "example.org"}, "KZ", 9198, "example.org"),
+        ({"input": None}, "KZ", 9198, ""),
+    ],
+)
+def test_valid_envelope_values_pass(change: dict[str, Any], cc: str, asn: int, domain: str) -> None:
+    row, _ = transform(_web(**change), "s")
+    assert (row["probe_cc"], row["probe_asn"], row["domain"]) == (cc, asn, domain)

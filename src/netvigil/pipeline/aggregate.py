@@ -73,7 +73,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .schema import AGGREGATE_SCHEMAS, SORT_KEYS
+from .schema import AGGREGATE_SCHEMAS, ONSET_SCHEMA, SORT_KEYS
 
 # The verdict rows the aggregates count (see "Which rows" above); every engine filters alike.
 AGGREGATED_ROWS_SQL = "domain <> '' AND outcome <> 'unsupported'"
@@ -86,6 +86,7 @@ __all__ = [
     "build_aggregates",
     "count_duplicates",
     "detect_events",
+    "detect_onsets",
     "duplicate_stats",
     "empty_table",
     "finalize",
@@ -424,8 +425,8 @@ def detect_events(
     integers up to ``EXACT_P_MAX_N`` measurements), so nothing depends on rounding.
 
     Persistent blocking is flagged on its first day and, while the baseline still mostly
-    predates it, on the next few days too; readers who want onsets only keep the first day of
-    each run (``netvigil report`` marks them).
+    predates it, on the next few days too: ``detect_onsets`` folds those days into one onset
+    (what ``netvigil query --what events`` and ``netvigil report`` show).
 
     Pure: no engine, no I/O; the same ``daily`` gives the same table.
     """
@@ -521,6 +522,99 @@ def detect_events(
         ):
             rows[name].append(value)
     return finalize("events", pa.table(rows, schema=AGGREGATE_SCHEMAS["events"]))
+
+
+def detect_onsets(events: pa.Table, daily: pa.Table, *, jump: float = DEFAULT_JUMP) -> pa.Table:
+    """One row per onset of blocking (``schema.ONSET_SCHEMA``), from ``events`` and ``daily``.
+
+    ``detect_events`` flags a day and, while the baseline still predates the blocking, the days
+    after it as well: the demo's 8 onsets are 30 flagged days. An onset starts on a flagged day
+    and *holds* on each following measured day (days without measurements are skipped, not a
+    break) whose blocked share is still at least the onset's baseline share + ``jump`` (the
+    rule that flagged it; exact, in integers). It ends on the last day it held (``end``), or
+    is ongoing (``end`` null) when it held on the last measured day of its country, network
+    and domain. A flagged day while an onset holds belongs to it; one after it ended starts a
+    new onset. ``peak_share`` is the highest daily share while it held, ``p_value`` and
+    ``baseline_share`` are the onset day's.
+
+    Pure, and it reads only tables every engine writes identically, so onsets are the same
+    whichever engine ran. ``daily`` may hold more keys than ``events`` (only theirs are read).
+    """
+    threshold = Fraction(repr(float(jump)))
+    flagged: dict[tuple[str, int, str], dict[int, tuple[Fraction, float]]] = defaultdict(dict)
+    ev = events.select(["probe_cc", "probe_asn", "domain", "day", "baseline_share", "p_value"])
+    for cc, asn, domain, day, base, p_value in zip(
+        ev.column("probe_cc").to_pylist(),
+        ev.column("probe_asn").to_pylist(),
+        ev.column("domain").to_pylist(),
+        ev.column("day").cast(pa.int32()).to_pylist(),
+        ev.column("baseline_share").to_pylist(),
+        ev.column("p_value").to_pylist(),
+        strict=True,
+    ):
+        # baseline_share is the float of an exact ratio; its repr is the decimal it stands for
+        flagged[(cc, asn, domain)][day] = (Fraction(repr(float(base))), float(p_value))
+    series: dict[tuple[str, int, str], dict[int, list[int]]] = defaultdict(dict)
+    if flagged:
+        cols = daily.select(["probe_cc", "probe_asn", "domain", "day", "measurements", "blocked"])
+        for cc, asn, domain, day, measured, blocked in zip(
+            cols.column("probe_cc").to_pylist(),
+            cols.column("probe_asn").to_pylist(),
+            cols.column("domain").to_pylist(),
+            cols.column("day").cast(pa.int32()).to_pylist(),
+            cols.column("measurements").to_pylist(),
+            cols.column("blocked").to_pylist(),
+            strict=True,
+        ):
+            key = (cc, asn, domain)
+            if key in flagged and measured:
+                counts = series[key].setdefault(day, [0, 0])
+                counts[0] += measured
+                counts[1] += blocked
+
+    epoch = dt.date(1970, 1, 1)
+    rows: dict[str, list[object]] = {name: [] for name in ONSET_SCHEMA.names}
+
+    def emit(key: tuple[str, int, str], start: int, end: int | None, held: list[int]) -> None:
+        by_day = series[key]
+        base, p_value = flagged[key][start]
+        values = (
+            *key,
+            epoch + dt.timedelta(days=start),
+            None if end is None else epoch + dt.timedelta(days=end),
+            len(held),
+            sum(by_day[d][0] for d in held),
+            float(max(Fraction(by_day[d][1], by_day[d][0]) for d in held)),
+            float(base),
+            p_value,
+        )
+        for name, value in zip(rows, values, strict=True):
+            rows[name].append(value)
+
+    for key in sorted(flagged):
+        by_day = series[key]
+        days = sorted(by_day)
+        start: int | None = None
+        held: list[int] = []
+        base = Fraction(0)
+        for day in days:
+            measured, blocked = by_day[day]
+            if start is not None:
+                if Fraction(blocked, measured) >= base + threshold:
+                    held.append(day)
+                    continue
+                emit(key, start, held[-1], held)
+                start = None
+            if day in flagged[key]:
+                start, held, base = day, [day], flagged[key][day][0]
+        if start is not None:
+            emit(key, start, None, held)
+    table = pa.table(rows, schema=ONSET_SCHEMA)
+    if table.num_rows == 0:
+        return table
+    return table.sort_by(
+        [(k, "ascending") for k in ("start", "probe_cc", "probe_asn", "domain")]
+    ).combine_chunks()
 
 
 def onset_p_value(blocked: int, measured: int, base_blocked: int, base_measured: int) -> Fraction:

@@ -30,7 +30,7 @@ verdicts, observations, daily, outcomes, techniques and events (--sql).
 
 REPORT_HELP = """\
 Write one self-contained HTML file (inline SVG charts, no scripts, nothing fetched): headline
-numbers, a blocked-share timeline per domain and per technique, the outcome mix, events, and
+numbers, a blocked-share timeline per domain and per technique, the outcome mix, onsets, and
 first/last seen of each technique per domain and network.
 """
 
@@ -79,19 +79,25 @@ def add_query_parser(commands: Any) -> None:
     )
     p.add_argument("--limit", type=int, default=DEFAULT_LIMIT, help="at most this many rows")
     p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument("--csv", action="store_true", help="print CSV: every column, exact values")
+    p.add_argument(
+        "--wide", action="store_true", help="every column in full (default: fit the terminal)"
+    )
     p.set_defaults(func=_run_query)
 
 
 def add_report_parser(commands: Any) -> None:
     p = commands.add_parser(
         "report",
-        help="write a self-contained HTML report (timelines, events, first/last seen)",
+        help="write a self-contained HTML report (timelines, onsets, first/last seen)",
         description=REPORT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("out", metavar="OUT", help="the pipeline's output directory")
     p.add_argument("--html", required=True, metavar="FILE", help="where to write the report")
     p.add_argument("--cc", help="one country, e.g. KZ")
+    p.add_argument("--asn", help="one network, e.g. 9198 or AS9198")
+    p.add_argument("--domain", help="one domain, e.g. www.example.org")
     _add_days(p)
     p.add_argument("--title", help="the page's title")
     p.add_argument("--top", type=int, default=DEFAULT_TOP, help="how many domains get a timeline")

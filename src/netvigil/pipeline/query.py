@@ -4,12 +4,12 @@
                               blocked count and share, the outcomes, the networks, first and
                               last seen, blockpage fingerprints and interception roots
 ``--what timeline``           per domain and day: measurements, blocked share, outcome mix
-``--what events``             sudden onsets of blocking (the ``events`` aggregate)
+``--what events``             onsets of blocking: start, end or ongoing, peak share, p-value
 ``--what networks``           per country and network: blocked share, blocked domains, outcomes
 ``--what outcomes``           the mix of outcomes
 ``--sql 'SELECT …'``          anything else, read-only, over the views ``verdicts``,
-                              ``observations``, ``daily``, ``outcomes``, ``techniques``, ``events``
-                              and ``verdict_copies``
+                              ``observations``, ``daily``, ``outcomes``, ``techniques``, ``events``,
+                              ``onsets`` and ``verdict_copies``
 
 A measurement that came more than once (same ``measurement_uid``: the same file given twice,
 OONI's file and the collector's store…) counts once. ``verdicts`` holds one row per
@@ -21,7 +21,14 @@ which copy they came from, so a measurement given twice has its observations twi
 
 Filters: ``--cc KZ --asn 9198 --domain example.org --since 2024-03-01 --until 2024-03-31``
 (dates are UTC days, inclusive). At most ``--limit`` rows are printed, and the output says when
-there were more. ``--json`` prints one JSON document.
+there were more. On a terminal the table fits its width: each question's usual columns, days
+without the time, long names shortened in the middle (``inje…t.kz``), one line per row;
+``--wide`` shows every column in full. ``--json`` (one JSON document) and ``--csv`` print every
+column and exact values.
+
+``--what events`` lists *onsets*, one row each: its start, its end (or ``ongoing``), the peak
+blocked share and the onset day's p-value (``aggregate.detect_onsets``; the ``onsets`` view).
+The ``events`` view keeps every flagged day.
 
 The aggregates are read from ``OUT/aggregates``; when the run did not write them (yet), they
 are computed from the verdicts into a private temporary directory (nothing is written to
@@ -57,6 +64,7 @@ from .aggregate import (
     DEDUP_ORDER,
     aggregate_duckdb,
     detect_events,
+    detect_onsets,
     partitioned_parquet_sql,
     unique_verdicts_sql,
     verdict_files,
@@ -87,6 +95,7 @@ VIEWS = (
     "outcomes",
     "techniques",
     "events",
+    "onsets",
     "verdict_copies",
 )
 
@@ -290,13 +299,26 @@ def open_pipeline(out_dir: Path) -> Iterator[duckdb.DuckDBPyConnection]:
             if missing:
                 computed = dict(aggregate_duckdb(out))
                 computed["events"] = detect_events(computed["daily"])
-                allowed.append(str(Path(scratch).resolve()) + "/")
             for name in AGGREGATE_SCHEMAS:
                 path = out / "aggregates" / f"{name}.parquet"
                 if name in missing:
                     path = Path(scratch).resolve() / f"{name}.parquet"
                     pq.write_table(computed[name], path)
                 _parquet_view(con, name, path)
+            # One row per onset, derived from the flagged days (``detect_onsets``): read only
+            # the daily rows of networks and domains that have an event.
+            onsets = detect_onsets(
+                con.sql("SELECT * FROM events").to_arrow_table(),
+                con.sql(
+                    "SELECT * FROM daily SEMI JOIN "
+                    "(SELECT DISTINCT probe_cc, probe_asn, domain FROM events) "
+                    "USING (probe_cc, probe_asn, domain)"
+                ).to_arrow_table(),
+            )
+            onsets_path = Path(scratch).resolve() / "onsets.parquet"
+            pq.write_table(onsets, onsets_path)
+            _parquet_view(con, "onsets", onsets_path)
+            allowed.append(str(Path(scratch).resolve()) + "/")
             # From here on a query may read files under OUT only, and cannot change that.
             con.execute("SET allowed_directories = ?", [allowed])
             con.execute("SET enable_external_access = false")
@@ -398,15 +420,28 @@ def _timeline(con: duckdb.DuckDBPyConnection, f: Filters, limit: int) -> Result:
     return Result("timeline", columns, rows, truncated, f)
 
 
+def onsets_where(f: Filters) -> tuple[str, list[Any]]:
+    """The condition on ``onsets`` for ``f``: its country, network and domain, and onsets
+    that held on some day of the range (started by ``--until``, not ended before ``--since``)."""
+    where, params = dataclasses.replace(f, since=None, until=None).where()
+    if f.until is not None:
+        where += " AND start <= ?"
+        params.append(f.until)
+    if f.since is not None:
+        where += ' AND ("end" IS NULL OR "end" >= ?)'
+        params.append(f.since)
+    return where, params
+
+
 def _events(con: duckdb.DuckDBPyConnection, f: Filters, limit: int) -> Result:
-    where, params = f.where()
+    # One row per onset (``aggregate.detect_onsets``), not per flagged day: the ``events``
+    # view still has the days, for --sql.
+    where, params = onsets_where(f)
     sql = f"""
-        SELECT probe_cc, probe_asn, domain, day, measurements,
-               round(blocked_share, 4) AS blocked_share,
-               round(baseline_share, 4) AS baseline_share, baseline_days,
-               p_value
-        FROM events WHERE {where}
-        ORDER BY day, probe_cc, probe_asn, domain
+        SELECT probe_cc, probe_asn, domain, start, "end", peak_share, p_value,
+               round(baseline_share, 4) AS baseline_share, days_held, measurements
+        FROM onsets WHERE {where}
+        ORDER BY start, probe_cc, probe_asn, domain
         LIMIT {limit + 1}
     """
     columns, rows, truncated = _fetch(con, sql, params, limit)
@@ -563,49 +598,200 @@ def _printable(text: str) -> str:
 
 _CELL_ITEMS = 8
 
+# What a table shows by default, per question: (column, header) — the columns a reader needs
+# to see at 80 columns; ``--wide`` shows every column, ``--json``/``--csv`` every value exactly.
+_NARROW: dict[str, tuple[tuple[str, str], ...]] = {
+    "blocked": (
+        ("probe_cc", "cc"),
+        ("domain", "domain"),
+        ("how", "how"),
+        ("blocked", "blocked"),
+        ("blocked_share", "share"),
+        ("first_seen", "first"),
+        ("last_seen", "last"),
+    ),
+    "timeline": (
+        ("domain", "domain"),
+        ("day", "day"),
+        ("measurements", "measured"),
+        ("blocked_share", "blocked"),
+        ("outcomes", "outcomes"),
+    ),
+    "events": (
+        ("probe_cc", "cc"),
+        ("probe_asn", "asn"),
+        ("domain", "domain"),
+        ("start", "start"),
+        ("end", "end"),
+        ("peak_share", "peak"),
+        ("p_value", "p"),
+    ),
+    "networks": (
+        ("probe_cc", "cc"),
+        ("probe_asn", "asn"),
+        ("measurements", "measured"),
+        ("blocked_share", "blocked"),
+        ("blocked_domains", "domains"),
+        ("techniques", "techniques"),
+    ),
+}
+# Columns a narrow table may shorten (in the middle: both ends of a name say most), widest
+# first; every other cell is short by construction (dates, numbers, codes).
+_SHRINKABLE = {"domain", "how", "outcomes", "techniques", "fingerprints", "roots", "networks"}
+_MIN_SHRUNK = 9
+_GAP = "  "
 
-def _cell(value: Any) -> str:
+
+def _cell(value: Any, column: str = "", *, wide: bool = True) -> str:
     if value is None:
-        return ""
+        return "ongoing" if column == "end" else ""
     if isinstance(value, dict):
-        value = [f"{k} {v}" for k, v in value.items()]
+        # narrow: the names, most frequent first (the counts are in --wide and --json)
+        value = [f"{k} {v}" for k, v in value.items()] if wide else list(value)
     if isinstance(value, list | tuple):
         # a cell is for reading: the first few, and how many more (--json has them all)
-        shown = ", ".join(_cell(v) for v in value[:_CELL_ITEMS])
-        more = len(value) - _CELL_ITEMS
-        return shown + (f", … {more} more" if more > 0 else "")
+        items = _CELL_ITEMS if wide else 1
+        shown = ", ".join(_cell(v) for v in value[:items])
+        more = len(value) - items
+        return shown + ((f", … {more} more" if wide else f" +{more}") if more > 0 else "")
     if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        when: dt.datetime = value.astimezone(dt.UTC)
+        # a day is what a reader compares; the time is in --wide, --json and --csv
+        return when.strftime("%Y-%m-%d %H:%M:%SZ") if wide else when.strftime("%Y-%m-%d")
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
+        if column == "p_value":
+            return f"{value:.2g}"
+        if column.endswith("share") and not wide:
+            return f"{100 * value:.0f}%" if value in (0.0, 1.0) else f"{100 * value:.1f}%"
         return f"{value:.4g}"
     return _printable(str(value))
 
 
-def print_table(result: Result, file: Any = None) -> None:
-    from rich.table import Table
-    from rich.text import Text
+def _cell_len(text: str) -> int:
+    from rich.cells import cell_len
 
-    from netvigil import textsafe
+    return int(cell_len(text))
 
-    stream = file or sys.stdout
-    # Piped output is still read by people (and by ``less -S``): do not fold it to 80 columns
-    # (make_console's width when not a terminal); it prints literally, never markup.
-    console = textsafe.make_console(stream)
+
+def ellipsize(text: str, width: int) -> str:
+    """``text`` in at most ``width`` terminal cells, cut in the middle (``inje…t.kz``)."""
+    if _cell_len(text) <= width:
+        return text
+    if width <= 1:
+        return "…"[:width]
+    head_budget = (width - 1) // 2
+    tail_budget = width - 1 - head_budget
+    head = ""
+    for ch in text:
+        if _cell_len(head + ch) > head_budget:
+            break
+        head += ch
+    tail = ""
+    for ch in reversed(text):
+        if _cell_len(ch + tail) > tail_budget:
+            break
+        tail = ch + tail
+    return head + "…" + tail
+
+
+def _is_numeric(rows: list[dict[str, Any]], column: str) -> bool:
+    values = [r.get(column) for r in rows if r.get(column) is not None]
+    return bool(values) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in values
+    )
+
+
+def _is_text(rows: list[dict[str, Any]], column: str) -> bool:
+    return all(isinstance(r.get(column), str | list | dict | None) for r in rows)
+
+
+def render_table(result: Result, *, width: int | None = None, wide: bool = False) -> list[str]:
+    """The lines of a plain-text table: one line per row, never wrapped. Within ``width``
+    terminal cells when it is given and ``wide`` is not: the question's usual columns
+    (``_NARROW``), long names shortened in the middle."""
     title = f"netvigil query: {result.what}"
     shown = {k: v for k, v in result.filters.to_dict().items() if v is not None}
     if shown:
         title += " (" + ", ".join(f"{k} {v}" for k, v in shown.items()) + ")"
-    table = Table(title=Text(_printable(title)))
-    for column in result.columns:
-        table.add_column(Text(_printable(column)), overflow="fold")
-    for row in result.rows:
-        table.add_row(*(Text(_cell(row.get(c))) for c in result.columns))
+    title = _printable(title)
     if not result.rows:
-        console.print(Text(_printable(f"{title}: no rows")))
-        return
-    console.print(table)
+        return [f"{title}: no rows"]
+    narrow = not wide and result.what in _NARROW
+    pairs = _NARROW[result.what] if narrow else tuple((c, c) for c in result.columns)
+    columns = [c for c, _ in pairs]
+    headers = [_printable(h) for _, h in pairs]
+    cells = [[_cell(row.get(c), c, wide=not narrow) for c in columns] for row in result.rows]
+    right = [_is_numeric(result.rows, c) for c in columns]
+    widths = [max(_cell_len(h), *(_cell_len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    if width is not None and not wide:
+        budget = width - len(_GAP) * (len(columns) - 1)
+        flexible = [
+            i
+            for i, c in enumerate(columns)
+            if c in _SHRINKABLE or (result.what == "sql" and _is_text(result.rows, c))
+        ]
+        # take one cell at a time from the widest shrinkable column until the table fits
+        while sum(widths) > budget:
+            candidates = [i for i in flexible if widths[i] > max(_MIN_SHRUNK, len(headers[i]))]
+            if not candidates:
+                break
+            widest = max(candidates, key=lambda i: widths[i])
+            widths[widest] -= 1
+    if len(title) > sum(widths) + len(_GAP) * (len(columns) - 1) and width is not None:
+        title = ellipsize(title, width)
+
+    def line(values: list[str]) -> str:
+        out = []
+        for i, text in enumerate(values):
+            text = ellipsize(text, widths[i])
+            pad = " " * (widths[i] - _cell_len(text))
+            out.append(pad + text if right[i] else text + pad)
+        return _GAP.join(out).rstrip()
+
+    lines = [title, line(headers), _GAP.join("─" * w for w in widths)]
+    lines.extend(line(r) for r in cells)
     if result.truncated:
-        console.print(Text(f"only the first {len(result.rows)} rows; raise --limit for more"))
+        lines.append(f"only the first {len(result.rows)} rows; raise --limit for more")
+    if narrow:
+        lines.append("(--wide for every column, --json or --csv for exact values)")
+    return [ellipsize(text, width) if width is not None and not wide else text for text in lines]
+
+
+def print_table(
+    result: Result, file: Any = None, *, width: int | None = None, wide: bool = False
+) -> None:
+    """Print ``render_table``: within the terminal's width when ``file`` is one (or ``width``);
+    piped output is not shortened (no width) unless ``width`` says so."""
+    stream = file or sys.stdout
+    if width is None and not wide and getattr(stream, "isatty", lambda: False)():
+        import shutil
+
+        width = max(40, shutil.get_terminal_size().columns)
+    stream.write("\n".join(render_table(result, width=width, wide=wide)) + "\n")
+
+
+def _csv_value(value: Any) -> str:
+    value = _jsonable(value)
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def write_csv(result: Result, file: Any = None) -> None:
+    """Every column and exact value: a header, then one record per row (RFC 4180 quoting);
+    lists and mappings as JSON, dates ISO 8601, a null as an empty field."""
+    import csv
+
+    writer = csv.writer(file or sys.stdout, lineterminator="\n")
+    writer.writerow(result.columns)
+    for row in result.rows:
+        writer.writerow([_csv_value(row.get(c)) for c in result.columns])
 
 
 # --- the command ----------------------------------------------------------------------------------
@@ -613,6 +799,8 @@ def print_table(result: Result, file: Any = None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
+        if args.json and getattr(args, "csv", False):
+            raise QueryError("choose one of --json and --csv")
         out = Path(args.out)
         if args.sql is not None:
             if any(getattr(args, k) is not None for k in ("cc", "asn", "domain", "since", "until")):
@@ -627,8 +815,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.json:
             print(json.dumps(result.to_dict(), ensure_ascii=False, indent=1))
+        elif getattr(args, "csv", False):
+            write_csv(result)
         else:
-            print_table(result)
+            print_table(result, wide=getattr(args, "wide", False))
         sys.stdout.flush()
     except BrokenPipeError:
         # the reader (head, less) went away: not an error; keep Python's exit flush quiet

@@ -1,9 +1,15 @@
 """``netvigil report OUT --html FILE``: one self-contained HTML page about a pipeline output.
 
 The page has the headline numbers, a timeline per domain (share of blocked measurements per
-day, coloured by technique; event days marked), a timeline per technique, the outcome mix, the
-events, first and last seen of each blocking outcome per network, a per-network summary, notes
-on method and a footer with provenance.
+day, coloured by technique; onset days marked), a timeline per technique, the outcome mix, the
+onsets of blocking (one row each, ``aggregate.detect_onsets``), first and last seen of each
+blocking outcome per network, a per-network summary, notes on method and a footer with
+provenance. ``--cc``, ``--asn``, ``--domain``, ``--since`` and ``--until`` narrow it.
+
+The charts are inline SVG with a viewBox, drawn 100 % wide in a grid (two columns on a wide
+page, one on a phone), with a y axis and date ticks; the colours are Okabe and Ito's, distinct
+for colour-blind readers. Wide tables scroll in their own box, so the page never scrolls
+sideways at 420 px.
 
 Self-contained means no request ever leaves the file: no scripts, no external fonts, style
 sheets or images; the charts are inline SVG drawn here. A Content-Security-Policy meta tag
@@ -38,6 +44,7 @@ from .query import (
     QueryError,
     answer,
     make_filters,
+    onsets_where,
     open_pipeline,
 )
 
@@ -49,15 +56,19 @@ __all__ = ["ReportSummary", "run", "write_report"]
 MAX_BARS = 366
 MAX_TABLE_ROWS = 200
 
+# Okabe & Ito's palette ("Color Universal Design", 2002): the four techniques stay distinct for
+# readers with any common colour-vision deficiency, and differ in lightness too (blue and
+# vermillion dark, orange and sky blue light), so a grey-scale print still tells them apart.
 TECHNIQUE_COLOURS = {
-    "dns": "#3566b0",
-    "tcp": "#8e44ad",
-    "tls": "#d35400",
-    "http": "#c0392b",
+    "dns": "#0072B2",  # blue
+    "tcp": "#E69F00",  # orange
+    "tls": "#56B4E9",  # sky blue
+    "http": "#D55E00",  # vermillion
 }
-OTHER_COLOUR = "#7f8c8d"
-OK_COLOUR = "#2e8b57"
+OTHER_COLOUR = "#CC79A7"  # reddish purple
+OK_COLOUR = "#009E73"  # bluish green
 NO_BLOCK_COLOUR = "#e4e7eb"
+ONSET_COLOUR = "#000000"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +134,7 @@ class _Data:
     measured: dict[tuple[str, dt.date], int] = dataclasses.field(default_factory=dict)
     blocked_by: dict[tuple[str, dt.date], dict[str, int]] = dataclasses.field(default_factory=dict)
     technique_days: dict[tuple[str, dt.date], int] = dataclasses.field(default_factory=dict)
-    event_days: set[tuple[str, dt.date]] = dataclasses.field(default_factory=set)
+    onset_days: set[tuple[str, dt.date]] = dataclasses.field(default_factory=set)
     technique_domains: dict[str, int] = dataclasses.field(default_factory=dict)
     outcomes: list[tuple[str, int]] = dataclasses.field(default_factory=list)
     events: list[dict[str, Any]] = dataclasses.field(default_factory=list)
@@ -188,11 +199,13 @@ def _gather(con: duckdb.DuckDBPyConnection, f: Filters, top: int) -> _Data:
             [*params, names],
         ).fetchall():
             data.measured[(domain, day)] = int(measured)
-        data.event_days = {
+        onset_where, onset_params = onsets_where(f)
+        data.onset_days = {
             (domain, day)
             for domain, day in con.execute(
-                f"SELECT DISTINCT domain, day FROM events WHERE {where} AND list_contains(?, domain)",
-                [*params, names],
+                f"SELECT DISTINCT domain, start FROM onsets WHERE {onset_where} "
+                "AND list_contains(?, domain)",
+                [*onset_params, names],
             ).fetchall()
         }
     not_blocked = list(NOT_BLOCKED)
@@ -227,19 +240,19 @@ def _gather(con: duckdb.DuckDBPyConnection, f: Filters, top: int) -> _Data:
         ).fetchall()
     ]
 
-    total_events = con.execute(f"SELECT count(*) FROM events WHERE {where}", params).fetchone()
-    data.events_total = int(total_events[0]) if total_events else 0
+    onset_where, onset_params = onsets_where(f)
+    total_onsets = con.execute(
+        f"SELECT count(*) FROM onsets WHERE {onset_where}", onset_params
+    ).fetchone()
+    data.events_total = int(total_onsets[0]) if total_onsets else 0
     cur = con.execute(
         f"""
-        SELECT probe_cc, probe_asn, domain, day, measurements, blocked_share, baseline_share,
-               baseline_days, p_value,
-               NOT EXISTS (SELECT 1 FROM events p WHERE p.probe_cc = e.probe_cc
-                   AND p.probe_asn = e.probe_asn AND p.domain = e.domain
-                   AND p.day = e.day - 1) AS onset
-        FROM events e WHERE {where}
-        ORDER BY day, probe_cc, probe_asn, domain LIMIT {MAX_TABLE_ROWS}
+        SELECT probe_cc, probe_asn, domain, start, "end", peak_share, p_value, baseline_share,
+               days_held, measurements
+        FROM onsets WHERE {onset_where}
+        ORDER BY start, probe_cc, probe_asn, domain LIMIT {MAX_TABLE_ROWS}
         """,
-        params,
+        onset_params,
     )
     cols = [d[0] for d in cur.description or []]
     data.events = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
@@ -302,18 +315,30 @@ class _Axis:
         end = min(self.last, start + dt.timedelta(days=self.size - 1))
         return f"{start.isoformat()} to {end.isoformat()}"
 
-    @property
-    def bar_width(self) -> int:
-        return max(2, min(14, 840 // self.bars))
+    def short_label(self, i: int) -> str:
+        return (self.first + dt.timedelta(days=i * self.size)).isoformat()
 
     @property
     def unit(self) -> str:
         return "day" if self.size == 1 else f"{self.size} days"
 
 
+# Chart geometry, in the units of each SVG's viewBox. The SVGs are drawn 100 % wide (of their
+# grid cell, see _CSS) and keep their aspect ratio, so text scales with the chart: 12 units
+# are ~11 px in a two-column 1280 px page; a narrow screen gets 15 units (~10 px at 420 px)
+# and three date ticks instead of five.
+CHART_WIDTH = 600
+_LEFT = 54  # the y axis and its labels (room for "100%" at a phone's larger font)
+_RIGHT = 10
+_TOP = 12  # room for the onset markers
+_BOTTOM = 22  # date ticks
+_MAX_BAR = 48  # a one-day chart draws one broad bar, not the whole width
+_DATE_TICKS = 5
+
+
 @dataclasses.dataclass
 class _Series:
-    """One domain's bars: measurements, blocked per technique, event bars."""
+    """One domain's bars: measurements, blocked per technique, onset bars."""
 
     measured: dict[int, int] = dataclasses.field(default_factory=dict)
     blocked: dict[int, dict[str, int]] = dataclasses.field(default_factory=dict)
@@ -333,85 +358,127 @@ def _series(data: _Data, axis: _Axis) -> dict[str, _Series]:
             bar = out[domain].blocked.setdefault(i, {})
             for technique, n in mix.items():
                 bar[technique] = bar.get(technique, 0) + n
-    for domain, day in data.event_days:
+    for domain, day in data.onset_days:
         i = axis.index(day)
         if i is not None:
             out[domain].events.add(i)
     return out
 
 
-def _domain_svg(domain: str, series: _Series, axis: _Axis) -> str:
-    bar = axis.bar_width
-    width, height, top = axis.bars * bar, 48, 8
+def _slot(axis: _Axis, i: int) -> tuple[float, float]:
+    """x and width of bar ``i`` inside the plot area."""
+    slot = (CHART_WIDTH - _LEFT - _RIGHT) / axis.bars
+    width = min(_MAX_BAR, slot * 0.85 if slot >= 4 else slot)
+    return _LEFT + i * slot + (slot - width) / 2, width
+
+
+def _frame(axis: _Axis, height: int, ticks: Sequence[tuple[float, str]], label: str) -> str:
+    """The y axis (``ticks``: fraction of the height, label) with grid lines, the x axis
+    with date ticks, and the whole SVG's opening tag."""
+    total = _TOP + height + _BOTTOM
     parts = [
-        f'<svg class="tl" width="{width}" height="{height + top + 14}" '
-        f'viewBox="0 0 {width} {height + top + 14}" role="img" '
-        f'aria-label="{_e(domain)}: blocked share per {axis.unit}">'
+        f'<svg class="tl" viewBox="0 0 {CHART_WIDTH} {total}" width="100%" '
+        f'preserveAspectRatio="xMinYMin meet" role="img" aria-label="{_e(label)}">'
+    ]
+    right = CHART_WIDTH - _RIGHT
+    for fraction, text in ticks:
+        y = _TOP + height * (1 - fraction)
+        parts.append(
+            f'<line class="grid" x1="{_LEFT}" x2="{right}" y1="{y:.1f}" y2="{y:.1f}"/>'
+            f'<text class="ax yt" x="{_LEFT - 5}" y="{y + 4:.1f}" text-anchor="end">'
+            f"{_e(text)}</text>"
+        )
+    base = _TOP + height
+    parts.append(
+        f'<line class="axis" x1="{_LEFT}" x2="{_LEFT}" y1="{_TOP}" y2="{base}"/>'
+        f'<line class="axis" x1="{_LEFT}" x2="{right}" y1="{base}" y2="{base}"/>'
+    )
+    count = min(axis.bars, _DATE_TICKS)
+    picks = sorted(
+        {round(k * (axis.bars - 1) / (count - 1)) for k in range(count)} if count > 1 else {0}
+    )
+    for n, i in enumerate(picks):
+        x, w = _slot(axis, i)
+        cx = x + w / 2
+        anchor = "middle"
+        if len(picks) > 1 and n == 0 and cx - _LEFT < 34:
+            anchor, cx = "start", max(cx - w / 2, _LEFT)
+        elif len(picks) > 1 and n == len(picks) - 1 and right - cx < 34:
+            anchor, cx = "end", min(cx + w / 2, right)
+        # a phone shows the first, middle and last tick (the labels are larger there)
+        minor = " minor" if len(picks) == _DATE_TICKS and n in (1, 3) else ""
+        parts.append(
+            f'<line class="axis" x1="{x + w / 2:.1f}" x2="{x + w / 2:.1f}" y1="{base}" '
+            f'y2="{base + 4}"/><text class="ax xt{minor}" x="{cx:.1f}" y="{base + 17}" '
+            f'text-anchor="{anchor}">{_e(axis.short_label(i))}</text>'
+        )
+    return "".join(parts)
+
+
+def _domain_svg(domain: str, series: _Series, axis: _Axis) -> str:
+    height = 80
+    parts = [
+        _frame(
+            axis,
+            height,
+            [(0.0, "0%"), (0.5, "50%"), (1.0, "100%")],
+            f"{domain}: blocked share per {axis.unit}",
+        )
     ]
     for i in sorted(series.measured):
         measured = series.measured[i]
-        x = i * bar
+        x, w = _slot(axis, i)
         parts.append(
-            f'<rect x="{x}" y="{top}" width="{bar - 1}" height="{height}" fill="{NO_BLOCK_COLOUR}"/>'
+            f'<rect x="{x:.2f}" y="{_TOP}" width="{w:.2f}" height="{height}" '
+            f'fill="{NO_BLOCK_COLOUR}"/>'
         )
-        y = float(top + height)
+        y = float(_TOP + height)
         mix = sorted(series.blocked.get(i, {}).items(), key=lambda kv: _technique_order(kv[0]))
         for technique, count in mix:
             h = height * min(count, measured) / measured
             y -= h
             parts.append(
-                f'<rect x="{x}" y="{y:.2f}" width="{bar - 1}" height="{h:.2f}" '
+                f'<rect x="{x:.2f}" y="{y:.2f}" width="{w:.2f}" height="{h:.2f}" '
                 f'fill="{_colour(technique)}"/>'
             )
         tip = f"{axis.label(i)}: {sum(c for _, c in mix)}/{measured} blocked"
         if mix:
             tip += " (" + ", ".join(f"{t} {c}" for t, c in mix) + ")"
         if i in series.events:
-            tip += " — event"
-            cx = x + (bar - 1) / 2
+            tip += " — onset"
+            cx = x + w / 2
             parts.append(
-                f'<path d="M{cx - 4:.1f},0 L{cx + 4:.1f},0 L{cx:.1f},{top - 1}Z" fill="#e00000"/>'
+                f'<path class="onset" d="M{cx - 5:.1f},0 L{cx + 5:.1f},0 L{cx:.1f},{_TOP - 1}Z" '
+                f'fill="{ONSET_COLOUR}"/>'
             )
         parts.append(
-            f'<rect x="{x}" y="0" width="{bar}" height="{height + top}" fill="transparent">'
-            f"<title>{_e(tip)}</title></rect>"
+            f'<rect x="{x:.2f}" y="0" width="{w:.2f}" height="{height + _TOP}" '
+            f'fill="transparent"><title>{_e(tip)}</title></rect>'
         )
-    parts.append(_axis_labels(axis, width, height + top))
     parts.append("</svg>")
     return "".join(parts)
 
 
-def _axis_labels(axis: _Axis, width: int, y: int) -> str:
-    out = f'<text x="0" y="{y + 12}" class="ax">{axis.first.isoformat()}</text>'
-    if axis.last > axis.first and width >= 130:  # two dates fit side by side
-        out += (
-            f'<text x="{width}" y="{y + 12}" class="ax" text-anchor="end">'
-            f"{axis.last.isoformat()}</text>"
-        )
-    return out
-
-
 def _technique_svg(technique: str, counts: dict[int, int], axis: _Axis) -> str:
-    bar = axis.bar_width
-    width, height = axis.bars * bar, 60
+    height = 70
     peak = max(counts.values(), default=0)
-    parts = [
-        f'<svg class="tl" width="{width + 60}" height="{height + 14}" '
-        f'viewBox="0 0 {width + 60} {height + 14}" role="img" '
-        f'aria-label="{_e(technique)}: blocked measurements per {axis.unit}">'
-    ]
+    ticks = [(0.0, "0")]
+    if peak:
+        ticks.append((1.0, f"{peak:,}"))
+        if peak >= 2:
+            ticks.append(((peak // 2) / peak, f"{peak // 2:,}"))
+    parts = [_frame(axis, height, ticks, f"{technique}: blocked measurements per {axis.unit}")]
     for i in sorted(counts):
         count = counts[i]
         if not count or not peak:
             continue
         h = height * count / peak
+        x, w = _slot(axis, i)
         parts.append(
-            f'<rect x="{i * bar}" y="{height - h:.2f}" width="{bar - 1}" height="{h:.2f}" '
+            f'<rect x="{x:.2f}" y="{_TOP + height - h:.2f}" width="{w:.2f}" height="{h:.2f}" '
             f'fill="{_colour(technique)}"><title>{_e(axis.label(i))}: {count} blocked'
             "</title></rect>"
         )
-    parts.append(f'<text x="{width + 4}" y="10" class="ax">max {peak}</text>')
-    parts.append(_axis_labels(axis, width, height))
     parts.append("</svg>")
     return "".join(parts)
 
@@ -419,21 +486,22 @@ def _technique_svg(technique: str, counts: dict[int, int], axis: _Axis) -> str:
 def _outcomes_svg(outcomes: list[tuple[str, int]]) -> str:
     total = sum(n for _, n in outcomes) or 1
     shown = outcomes[:40]
-    row, label_w, bar_w = 18, 190, 520
+    row, label_w, bar_w = 22, 150, 200
+    width = label_w + bar_w + 95
     height = row * len(shown) + 4
     parts = [
-        f'<svg width="{label_w + bar_w + 120}" height="{height}" role="img" '
-        'aria-label="outcome mix">'
+        f'<svg class="mix" viewBox="0 0 {width} {height}" width="100%" '
+        f'preserveAspectRatio="xMinYMin meet" role="img" aria-label="outcome mix">'
     ]
     peak = max((n for _, n in shown), default=1)
     for i, (outcome, n) in enumerate(shown):
         y = i * row + 2
         w = bar_w * n / peak
         parts.append(
-            f'<text x="{label_w - 6}" y="{y + 12}" text-anchor="end" class="lb">{_e(outcome)}</text>'
-            f'<rect x="{label_w}" y="{y}" width="{w:.2f}" height="{row - 4}" '
+            f'<text x="{label_w - 6}" y="{y + 14}" text-anchor="end" class="lb">{_e(outcome)}</text>'
+            f'<rect x="{label_w}" y="{y}" width="{w:.2f}" height="{row - 5}" '
             f'fill="{_outcome_colour(outcome)}"><title>{_e(outcome)}: {n}</title></rect>'
-            f'<text x="{label_w + w + 4:.2f}" y="{y + 12}" class="lb">{n} '
+            f'<text x="{label_w + w + 4:.2f}" y="{y + 14}" class="lb">{n} '
             f"({100 * n / total:.1f}%)</text>"
         )
     parts.append("</svg>")
@@ -443,18 +511,30 @@ def _outcomes_svg(outcomes: list[tuple[str, int]]) -> str:
 # --- the page ----------------------------------------------------------------------------------
 
 _CSS = """
-body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1180px;
-color:#1d232a;padding:0 1em}
+*{box-sizing:border-box}
+body{font:15px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:1.5em auto;
+max-width:1240px;color:#1d232a;padding:0 1em;overflow-wrap:break-word}
 h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:1.8em;border-bottom:1px solid #ddd}
-.sub{color:#59636e}.cards{display:flex;flex-wrap:wrap;gap:.8em;margin:1em 0}
-.card{border:1px solid #d8dde3;border-radius:6px;padding:.5em .9em;min-width:8em}
-.card b{display:block;font-size:1.5em}
+.sub{color:#59636e}.cards{display:flex;flex-wrap:wrap;gap:.6em;margin:1em 0}
+.card{border:1px solid #d8dde3;border-radius:6px;padding:.4em .7em;min-width:8.5em;flex:1 1 8.5em}
+.card b{display:block;font-size:1.4em}
+.scroll{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;margin:.5em 0}td,th{padding:.2em .6em;border-bottom:1px solid #eee;
-text-align:left;vertical-align:middle}th{background:#f5f7f9}td.n{text-align:right}
-.dom{font-family:ui-monospace,monospace;word-break:break-all;max-width:22em}
-.ax{font-size:10px;fill:#59636e}.lb{font-size:12px;fill:#1d232a}
-.key span{display:inline-block;width:.9em;height:.9em;margin:0 .3em 0 1em;vertical-align:-1px}
+text-align:left;vertical-align:top;white-space:nowrap}th{background:#f5f7f9}td.n{text-align:right}
+.dom{font-family:ui-monospace,monospace;word-break:break-all}td.dom{white-space:normal;min-width:10em}
+.charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,500px),1fr));
+gap:1em 1.5em}
+figure{margin:0;min-width:0}figcaption{font-size:.95em;margin-bottom:.1em}
+figcaption .n{color:#59636e;margin-left:.5em}
+svg.tl,svg.mix{display:block;width:100%;height:auto}svg.mix{max-width:520px}
+.ax{font-size:12px;fill:#3c4650}.lb{font-size:13px;fill:#1d232a}
+.grid{stroke:#d8dde3;stroke-width:1}.axis{stroke:#59636e;stroke-width:1}
+.key span{display:inline-block;width:.9em;height:.9em;margin:0 .3em 0 .8em;vertical-align:-1px}
+.key i{display:inline-block;width:0;height:0;margin:0 .3em 0 .8em;border:.45em solid transparent;
+border-top:.7em solid #000;border-bottom:0}
 .note{color:#59636e}footer{margin-top:3em;color:#59636e;font-size:.9em;border-top:1px solid #ddd}
+@media (max-width:600px){body{font-size:14px;padding:0 .6em}td,th{padding:.2em .35em}
+.ax{font-size:15px}.lb{font-size:15px}.xt.minor{display:none}}
 """
 
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
@@ -465,7 +545,7 @@ def _key() -> str:
     return (
         '<p class="key">'
         + "".join(f'<span style="background:{c}"></span>{_e(t)}' for t, c in items)
-        + '<span style="background:#e00000"></span>event (sudden onset)</p>'
+        + "<i></i>onset of blocking</p>"
     )
 
 
@@ -479,8 +559,29 @@ def _cell(value: Any) -> str:
     return _e(value)
 
 
+# Short headers: a table must stay narrow enough for a phone (the full names are in --json of
+# ``netvigil query`` and in the Method section).
+_HEADERS = {
+    "probe_cc": "cc",
+    "probe_asn": "asn",
+    "peak_share": "peak",
+    "baseline_share": "baseline",
+    "p_value": "p",
+    "days_held": "days",
+    "measurements": "measured",
+    "blocked_share": "share",
+    "blocked_domains": "blocked domains",
+    "first_seen": "first seen",
+    "last_seen": "last seen",
+    "first_day": "first day",
+    "last_day": "last day",
+}
+
+
 def _table(rows: list[dict[str, Any]], columns: Sequence[str], numeric: Sequence[str] = ()) -> str:
-    head = "".join(f"<th>{_e(c)}</th>" for c in columns)
+    head = "".join(
+        f'<th title="{_e(c)}">{_e(_HEADERS.get(c, c.replace("_", " ")))}</th>' for c in columns
+    )
     body = []
     for row in rows:
         cells = []
@@ -488,7 +589,8 @@ def _table(rows: list[dict[str, Any]], columns: Sequence[str], numeric: Sequence
             cls = ' class="n"' if c in numeric else (' class="dom"' if c == "domain" else "")
             cells.append(f"<td{cls}>{_cell(row.get(c))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+    # a wide table scrolls inside its own box: the page itself never scrolls sideways
+    return f'<div class="scroll"><table><tr>{head}</tr>{"".join(body)}</table></div>'
 
 
 def _provenance(out: Path) -> dict[str, Any]:
@@ -529,6 +631,10 @@ def _render(
     ndays = (last - first).days + 1 if axis and first and last else 0
     scope = []
     scope.append(f"country {f.cc}" if f.cc else "all countries")
+    if f.asn is not None:
+        scope.append(f"network AS{f.asn}")
+    if f.domain is not None:
+        scope.append(f"domain {f.domain}")
     if first and last:
         scope.append(f"{first.isoformat()} to {last.isoformat()} (UTC days)")
     out.append(
@@ -548,7 +654,7 @@ def _render(
         ("networks", f"{data.networks:,}"),
         ("countries", ", ".join(data.countries[:12]) + (" …" if len(data.countries) > 12 else "")),
         ("days", f"{ndays:,}"),
-        ("events", f"{data.events_total:,}"),
+        ("onsets of blocking", f"{data.events_total:,}"),
     ]
     out.append(
         '<div class="cards">'
@@ -579,19 +685,16 @@ def _render(
             f"{data.blocked_domains:,} blocked domains.</p>"
         )
     if data.top:
-        rows = []
+        figures = []
         for t in data.top:
-            rows.append(
-                f'<tr><td class="dom">{_e(t["domain"])}</td>'
-                f'<td class="n">{t["blocked"]:,}/{t["measurements"]:,}</td>'
-                f'<td class="n">{t["networks"]}</td>'
-                f"<td>{_domain_svg(t['domain'], series[t['domain']], axis) if axis else ''}"
-                "</td></tr>"
+            chart = _domain_svg(t["domain"], series[t["domain"]], axis) if axis else ""
+            figures.append(
+                f'<figure><figcaption><span class="dom">{_e(t["domain"])}</span>'
+                f'<span class="n">{t["blocked"]:,}/{t["measurements"]:,} blocked, '
+                f"{t['networks']} network{'s' if t['networks'] != 1 else ''}</span>"
+                f"</figcaption>{chart}</figure>"
             )
-        out.append(
-            "<table><tr><th>domain</th><th>blocked/measured</th><th>networks</th>"
-            f"<th>blocked share per {_e(unit)}</th></tr>{''.join(rows)}</table>"
-        )
+        out.append(f'<div class="charts">{"".join(figures)}</div>')
     else:
         out.append('<p class="note">No blocked domain.</p>')
 
@@ -610,17 +713,13 @@ def _render(
             by_technique[technique][i] = by_technique[technique].get(i, 0) + n
     techniques = sorted(totals, key=_technique_order)
     if techniques and axis:
-        rows = [
-            f"<tr><td>{_e(t)}</td>"
-            f'<td class="n">{totals[t]:,}</td>'
-            f'<td class="n">{data.technique_domains.get(t, 0):,}</td>'
-            f"<td>{_technique_svg(t, by_technique[t], axis)}</td></tr>"
+        figures = [
+            f'<figure><figcaption>{_e(t)}<span class="n">{totals[t]:,} blocked, '
+            f"{data.technique_domains.get(t, 0):,} domains</span></figcaption>"
+            f"{_technique_svg(t, by_technique[t], axis)}</figure>"
             for t in techniques
         ]
-        out.append(
-            "<table><tr><th>technique</th><th>blocked</th><th>domains</th>"
-            f"<th>per {_e(unit)}</th></tr>{''.join(rows)}</table>"
-        )
+        out.append(f'<div class="charts">{"".join(figures)}</div>')
     else:
         out.append('<p class="note">No blocking.</p>')
 
@@ -634,41 +733,51 @@ def _render(
     else:
         out.append('<p class="note">No measurements.</p>')
 
-    out.append("<h2>Events: sudden onset of blocking</h2>")
+    out.append("<h2>Onsets of blocking</h2>")
     out.append(
         '<p class="note">A day is flagged for a country, network and domain when its blocked '
         "share is at least 0.5 above the pooled share of the 7 days before, with at least 3 "
         "measurements that day and data on at least 3 of those 7 days, and when chance "
-        "explains the rise poorly (one-sided Fisher's exact test, <b>p_value</b> at most "
-        "0.05). <b>onset</b> marks the first day of a run of flagged days.</p>"
+        "explains the rise poorly (one-sided Fisher's exact test, <b>p</b> at most 0.05). "
+        "An onset is one row: it starts on a flagged day and holds while each later measured "
+        "day stays that far above the baseline; <b>end</b> is the last day it held, "
+        "<i>ongoing</i> when it still held on the last measured day. <b>peak</b> is the "
+        "highest daily blocked share while it held.</p>"
     )
     if data.events:
         rows_ev = [
             # p-values span orders of magnitude: two significant digits, not three decimals
-            {**ev, "onset": "onset" if ev["onset"] else "", "p_value": f"{ev['p_value']:.2g}"}
+            {
+                **ev,
+                "end": ev["end"] or "ongoing",
+                "peak_share": f"{100 * ev['peak_share']:.0f}%",
+                "baseline_share": f"{100 * ev['baseline_share']:.0f}%",
+                "p_value": f"{ev['p_value']:.2g}",
+            }
             for ev in data.events
         ]
         out.append(
             _table(
                 rows_ev,
                 [
-                    "day",
-                    "onset",
+                    "start",
+                    "end",
                     "probe_cc",
                     "probe_asn",
                     "domain",
-                    "measurements",
-                    "blocked_share",
-                    "baseline_share",
-                    "baseline_days",
+                    "peak_share",
                     "p_value",
+                    "baseline_share",
+                    "days_held",
+                    "measurements",
                 ],
                 numeric=[
                     "probe_asn",
-                    "measurements",
-                    "blocked_share",
-                    "baseline_share",
+                    "peak_share",
                     "p_value",
+                    "baseline_share",
+                    "days_held",
+                    "measurements",
                 ],
             )
         )
@@ -677,7 +786,7 @@ def _render(
                 f'<p class="note">The first {len(data.events)} of {data.events_total:,}.</p>'
             )
     else:
-        out.append('<p class="note">No event.</p>')
+        out.append('<p class="note">No onset of blocking.</p>')
 
     out.append("<h2>First and last seen</h2>")
     out.append(
@@ -760,22 +869,29 @@ def write_report(
     since: str | dt.date | None = None,
     until: str | dt.date | None = None,
     title: str | None = None,
+    asn: str | int | None = None,
+    domain: str | None = None,
     top: int = DEFAULT_TOP,
 ) -> ReportSummary:
-    """Write the report of ``OUT`` (optionally one country, a range of UTC days) to ``html_path``.
+    """Write the report of ``OUT`` (optionally one country, network or domain, a range of UTC
+    days) to ``html_path``.
 
     Raises ``QueryError`` (one line) on bad input or an ``OUT`` without pipeline output.
     """
     if not 1 <= top <= 500:
         raise QueryError("--top must be between 1 and 500")
-    f = make_filters(cc=cc, since=since, until=until)
+    f = make_filters(cc=cc, asn=asn, domain=domain, since=since, until=until)
     out = Path(out_dir)
     with open_pipeline(out) as con:
         data = _gather(con, f, top + 1)
         networks = answer(con, "networks", f, limit=MAX_TABLE_ROWS)
     truncated = len(data.top) > top
     data.top = data.top[:top]
-    default_title = "netvigil: censorship report" + (f" — {f.cc}" if f.cc else "")
+    default_title = "netvigil: censorship report" + "".join(
+        f" — {part}"
+        for part in (f.cc, f"AS{f.asn}" if f.asn is not None else None, f.domain)
+        if part
+    )
     page, ndays = _render(
         data,
         title=title or default_title,
@@ -822,6 +938,8 @@ def run(args: argparse.Namespace) -> int:
             until=args.until,
             title=args.title,
             top=args.top,
+            asn=getattr(args, "asn", None),
+            domain=getattr(args, "domain", None),
         )
     except QueryError as exc:
         print(textsafe.visible(f"netvigil report: {exc}"), file=sys.stderr)
@@ -831,7 +949,7 @@ def run(args: argparse.Namespace) -> int:
         textsafe.visible(
             f"wrote {summary.path} ({summary.bytes:,} bytes): {summary.measurements:,} "
             f"measurements, {summary.blocked:,} blocked, {summary.blocked_domains:,} blocked "
-            f"domains{more}, {summary.events:,} events"
+            f"domains{more}, {summary.events:,} onset{'s' if summary.events != 1 else ''} of blocking"
         )
     )
     return 0

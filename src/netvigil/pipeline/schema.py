@@ -24,6 +24,7 @@ __all__ = [
     "AGGREGATE_SCHEMAS",
     "OBSERVATION_SCHEMA",
     "OBSERVATION_TYPES",
+    "ONSET_SCHEMA",
     "SORT_KEYS",
     "VERDICT_SCHEMA",
 ]
@@ -152,6 +153,26 @@ AGGREGATE_SCHEMAS: dict[str, pa.Schema] = {
         ]
     ),
 }
+
+# Onsets of blocking, derived from ``events`` and ``daily`` (``aggregate.detect_onsets``) when
+# they are read, never written by an engine: one row per onset, not per flagged day.
+ONSET_SCHEMA = pa.schema(
+    [
+        pa.field("probe_cc", pa.string(), nullable=False),
+        pa.field("probe_asn", pa.int64(), nullable=False),
+        pa.field("domain", pa.string(), nullable=False),
+        pa.field("start", pa.date32(), nullable=False),
+        # the last day the blocking held; null when it still held on the last measured day
+        # of this country, network and domain ("ongoing")
+        pa.field("end", pa.date32()),
+        pa.field("days_held", pa.int64(), nullable=False),
+        pa.field("measurements", pa.int64(), nullable=False),
+        pa.field("peak_share", pa.float64(), nullable=False),
+        pa.field("baseline_share", pa.float64(), nullable=False),
+        # the onset day's p-value (``detect_events``)
+        pa.field("p_value", pa.float64(), nullable=False),
+    ]
+)
 
 SORT_KEYS: dict[str, list[str]] = {
     "verdicts": ["measurement_uid"],

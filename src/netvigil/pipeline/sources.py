@@ -74,6 +74,11 @@ CORRUPT_REASONS = (
     "not-an-object",
     "corrupt-payload",
     "unreadable",
+    # a readable envelope with a wrong value (``transform``): never reaches the tables
+    "invalid-country",
+    "invalid-asn",
+    "invalid-host",
+    "invalid-start-time",
 )
 
 # OONI's registry of test names (ooni/spec ``nettests/``, current and legacy, as they appear in

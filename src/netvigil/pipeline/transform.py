@@ -4,7 +4,12 @@ The per-measurement path of every engine, so it is lean: one pass over the OONI 
 of ``test_keys`` (``queries``, ``tcp_connect``, ``tls_handshakes``, ``requests``), no copies of
 bodies, and it never raises for one odd field: a value of the wrong type becomes null, a string
 is clipped. Only a measurement whose envelope cannot be read (``test_name``, start time,
-``probe_cc``...) raises :class:`MeasurementError`, which the engines count per file.
+``probe_cc``...) raises :class:`MeasurementError`, which the engines count per file. So does a
+measurement whose envelope is readable but wrong, since it would reach the tables and the
+report as a country, network or site: a ``probe_cc`` that is not two capital letters
+(``invalid-country``), a ``probe_asn`` that is not ``AS`` + digits (``invalid-asn``), a URL
+input without a valid host (``invalid-host``), a start time that is not a time, before 2012 or
+in the future (``invalid-start-time``).
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ import base64
 import binascii
 import functools
 import hashlib
+import ipaddress
 import math
 import urllib.parse
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -59,7 +65,8 @@ def transform(
     ``measurement_uid`` is ``"nv"`` + the first 30 hex digits of their SHA-256, so every engine
     gives the same id); ``uid``: an id the store gave it (the collector's), used when the
     measurement has none of its own. ``verdict``: one already computed (else ``analyze``).
-    Raises :class:`MeasurementError` (``not-an-object``, ``unknown-test-name``, ``wrong-types``).
+    Raises :class:`MeasurementError` (``not-an-object``, ``unknown-test-name``, ``wrong-types``,
+    ``invalid-country``, ``invalid-asn``, ``invalid-host``, ``invalid-start-time``).
     """
     if not isinstance(measurement, dict):
         raise MeasurementError(
@@ -109,19 +116,35 @@ def _envelope(m: dict[str, Any], raw: bytes | None, uid: str | None) -> dict[str
     start = m.get("measurement_start_time")
     if start is None:
         start = m.get("test_start_time")  # pre-2016 reports converted to JSON carry only this
-    when = _parse_time(start) if isinstance(start, str) else None
-    if when is None:
+    if not isinstance(start, str):
         raise MeasurementError(
             "wrong-types", 'measurement_start_time is not a "YYYY-MM-DD HH:MM:SS" string'
+        )
+    when = _parse_time(start)
+    if when is None:
+        raise MeasurementError(
+            "invalid-start-time",
+            f'measurement_start_time {start[:40]!r} is not a "YYYY-MM-DD HH:MM:SS" time',
+        )
+    if not FIRST_START <= when <= datetime.now(UTC) + FUTURE_SLACK:
+        raise MeasurementError(
+            "invalid-start-time",
+            f"measurement_start_time {start!r} is before {FIRST_START.year} or in the future",
         )
     cc = m.get("probe_cc")
     if cc is None:
         cc = "ZZ"  # OONI's code for an unknown country
     elif not isinstance(cc, str):
         raise MeasurementError("wrong-types", "probe_cc is not a string")
+    elif not _is_country(cc):
+        raise MeasurementError(
+            "invalid-country", f"probe_cc {cc[:40]!r} is not two capital letters (or ZZ)"
+        )
     asn = m.get("probe_asn")
     if asn is not None and not isinstance(asn, (str, int)):
         raise MeasurementError("wrong-types", "probe_asn is not a string")
+    if asn is not None and not _is_asn(asn):
+        raise MeasurementError("invalid-asn", f'probe_asn {str(asn)[:40]!r} is not "AS" + digits')
     tk = m.get("test_keys")
     if tk is not None and not isinstance(tk, dict):
         raise MeasurementError("wrong-types", "test_keys is not an object")
@@ -133,8 +156,16 @@ def _envelope(m: dict[str, Any], raw: bytes | None, uid: str | None) -> dict[str
         raise MeasurementError("wrong-types", "measurement_uid is not a string")
     inp = m.get("input")
     if isinstance(inp, str):
-        input_: str | None = inp[:MAX_URL]
-        domain = _domain(input_)
+        url = inp[:MAX_URL]
+        input_: str | None = url
+        domain = _domain(url)
+        if "://" in url and not _is_host(domain):
+            # A URL names the site the row is about: without a real host name it cannot be
+            # counted (a markup string would reach the report's tables as a "domain").
+            raise MeasurementError("invalid-host", f"input {url[:80]!r} has no valid host name")
+        if not _is_host(domain):
+            # not a URL (legacy inputs such as a bridge line): no site to count
+            domain = ""
     elif inp is None:
         input_, domain = None, ""
     elif isinstance(inp, list):
@@ -189,6 +220,56 @@ def _parse_time(value: str) -> datetime | None:
         )
     except ValueError:
         return None
+
+
+# The measurements the pipeline accepts (``_envelope``): OONI began in 2012, and a start time
+# more than a day ahead of the clock that ingests it is a broken or forged one.
+FIRST_START = datetime(2012, 1, 1, tzinfo=UTC)
+FUTURE_SLACK = timedelta(days=1)
+_UPPER = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_DIGITS = frozenset("0123456789")
+_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
+MAX_HOST = 253  # a DNS name's most, dots included (RFC 1035)
+MAX_LABEL = 63
+
+
+def _is_country(cc: str) -> bool:
+    """Two capital letters A-Z (OONI's ISO 3166 alpha-2, ``ZZ`` for unknown)."""
+    return len(cc) == 2 and cc[0] in _UPPER and cc[1] in _UPPER
+
+
+def _is_asn(value: str | int) -> bool:
+    """``AS`` + 1 to 10 digits below 2**32 (OONI's form; ``AS0`` is an unknown network), or
+    such a number as an integer (older converters wrote it bare)."""
+    if isinstance(value, int):
+        return not isinstance(value, bool) and 0 <= value < 2**32
+    digits = value[2:]
+    return (
+        value[:2] == "AS"
+        and 1 <= len(digits) <= 10
+        and all(ch in _DIGITS for ch in digits)
+        and int(digits) < 2**32
+    )
+
+
+@functools.lru_cache(maxsize=65536)
+def _is_host(host: str) -> bool:
+    """A DNS name (labels of letters, digits, ``-`` or ``_``; internationalised labels as
+    Unicode letters and digits) or an IP address: what a URL's host can be."""
+    if not host or len(host) > MAX_HOST:
+        return False
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host.split("%", 1)[0])
+        except ValueError:
+            return False
+        return True
+    for label in host.split("."):
+        if not 1 <= len(label) <= MAX_LABEL:
+            return False
+        if not all(ch in _HOST_CHARS or (ord(ch) > 127 and ch.isalnum()) for ch in label):
+            return False
+    return True
 
 
 def _asn(value: Any) -> int:
