@@ -275,7 +275,7 @@ def add_parser(subparsers: Any) -> None:
             "(certifi, never the OS store) and the control helper you give with --helper."
         ),
     )
-    p.add_argument("urls", nargs="*", metavar="URL")
+    p.add_argument("urls", nargs="*", metavar="URL", help="http:// or https:// URLs to measure")
     p.add_argument(
         "--input-file",
         "-f",
