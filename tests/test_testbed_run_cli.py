@@ -84,3 +84,31 @@ def test_skipped_inputs_have_their_reasons_above_the_count() -> None:
     assert result.returncode == 0, result.stderr
     assert "2 input(s) skipped (see above)" in result.stdout
     assert "'not a url'" in result.stderr and "'ftp://x.example/'" in result.stderr
+
+
+def test_exec_also_puts_this_installation_first_on_path(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from netvigil.testbed import control
+
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    info = control.TestbedInfo(
+        name="t",
+        profile="clean",
+        pid=1,
+        host_pid=1,
+        netns={"client": "/proc/1/ns/net"},
+        public_dir=tmp_path,
+        up_seconds=0.0,
+        rootless=False,
+    )
+    argv = control.exec_argv(info, "client", ["netvigil", "--version"])
+    assert f"PATH={VENV_BIN}:/usr/bin:/bin" in argv
+    assert argv[-2:] == ["netvigil", "--version"]
+
+
+@needs_testbed
+@pytest.mark.testbed
+def test_a_command_killed_by_a_signal_ends_run_with_128_plus_the_signal() -> None:
+    result = run_in_testbed("sh", "-c", "kill -TERM $$")
+    assert result.returncode == 128 + 15, result.stderr
