@@ -7,7 +7,6 @@ it, checks it, and turns every mistake into one line that names the file, the li
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import re
 import tomllib
@@ -96,6 +95,8 @@ MAX_SHIFT_HOURS = 24 * 366
 
 def did_you_mean(word: object, choices: Sequence[str]) -> str:
     """' (did you mean 'x'?)' for a near miss among `choices`, else ''."""
+    import difflib  # only on the error path: every command imports this module at start-up
+
     close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
