@@ -553,7 +553,6 @@ def test_cli(log: Log, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     # bad input: exit 2 with one line
     for argv in [
         ["verify", bare, "--log-key", str(key)],  # no bundle anywhere
-        ["verify", mfile],  # no key
         ["verify", str(tmp_path / "missing.json"), "--log-key", str(key)],
         ["verify", _write(tmp_path / "bad.json", "{nope"), "--log-key", str(key)],
         ["verify", _write(tmp_path / "dup.json", '{"a":1,"a":2}'), "--log-key", str(key)],
@@ -569,3 +568,7 @@ def test_cli(log: Log, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
         rc, out, err = _run_cli(argv, capsys)
         assert rc == 2, (argv, out, err)
         assert err.count("\n") == 1 and err.startswith("netvigil: "), err
+    # no key: a required option, refused by the parser (exit 2) before anything is read
+    with pytest.raises(SystemExit) as caught:
+        _run_cli(["verify", mfile], capsys)
+    assert caught.value.code == 2 and "--log-key" in capsys.readouterr().err

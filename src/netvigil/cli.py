@@ -22,7 +22,7 @@ Start with:
                                                            measure a country list in the testbed
   netvigil check                                           is my HTTPS being intercepted?
   netvigil analyze measurements.jsonl                      verdicts for any OONI-format file
-  netvigil pipeline run raw/ --out OUT && netvigil report OUT --html report.html
+  netvigil pipeline run raw/ -o OUT && netvigil report OUT -o report.html
                                                            OONI's files → Parquet → trends
 """
 
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = tb.add_parser("status", help="is a testbed up, with which profile")
     _add_name(p)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the testbed's details as JSON")
 
     p = tb.add_parser(
         "truth", help="what the censor does to each URL of a profile (no testbed needed)"
@@ -84,20 +84,40 @@ def build_parser() -> argparse.ArgumentParser:
     _add_profile(p)
     p.add_argument("--json", action="store_true", help="one JSON object per URL")
 
-    p = tb.add_parser("run", help="bring a testbed up, run a command in 'client', tear it down")
+    p = tb.add_parser(
+        "run",
+        help="bring a testbed up, run a command in 'client', tear it down",
+        description="Bring a testbed up, run one command in 'client', tear everything down. "
+        "The command's output, errors and exit status are passed through unchanged; netvigil "
+        "inside is this installation whatever the PATH; a missing command exits 127.",
+    )
     _add_profile(p)
-    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...")
+    p.add_argument(
+        "cmd",
+        nargs=argparse.REMAINDER,
+        metavar="-- CMD ...",
+        help="the command to run in 'client', after --",
+    )
 
     p = tb.add_parser("exec", help="run a command in a host of a running testbed")
     _add_name(p)
     p.add_argument("--host", default="client", help="client, access, censor, transit or internet")
-    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...")
+    p.add_argument(
+        "cmd",
+        nargs=argparse.REMAINDER,
+        metavar="-- CMD ...",
+        help="the command to run, after -- (default: bash)",
+    )
 
     p = tb.add_parser(
         "selftest", help="check from 'client' that the censor does what the profile says"
     )
     _add_profile(p)
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per URL: what the censor was seen to do",
+    )
 
     p = tb.add_parser(
         "demo", help="show the censor of a profile at work (default: kz-2019-interception)"
@@ -113,9 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
         "score", help="measure every URL of a profile with the probe and compare with the truth"
     )
     _add_profile(p)
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--json", action="store_true", help="one JSON object per URL: truth, verdict, agreement"
+    )
 
-    tb.add_parser("profiles", help="list the shipped profiles")
+    p = tb.add_parser("profiles", help="list the shipped profiles")
+    p.add_argument("--json", action="store_true", help="one JSON object per profile")
 
     from netvigil import check_cli, measure
     from netvigil.collector import cli as collector_cli
@@ -139,7 +162,89 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline_cli.add_report_parser(commands)
     sitecheck_cli.add_parser(commands)
     explorer_cli.add_parser(commands)
+    _one_vocabulary(parser)
     return parser
+
+
+# The same thing has the same name on every command. (command, dest) → the spellings shown, then
+# the old ones that keep working but are not shown. Applied here, after every command has added
+# its options, so this table is the one place that says what the CLI's words are.
+VOCABULARY: dict[tuple[tuple[str, ...], str], tuple[tuple[str, ...], tuple[str, ...]]] = {
+    (("helper",), "trust"): (("--ca-bundle",), ("--trust",)),
+    (("pipeline", "run"), "out"): (("-o", "--output"), ("--out",)),
+    (("pipeline", "generate"), "out"): (("-o", "--output"), ("--out",)),
+    (("report",), "html"): (("-o", "--output"), ("--html",)),
+    (("pipeline", "run"), "workers"): (("-j", "--jobs"), ("--workers",)),
+    (("pipeline", "generate"), "workers"): (("-j", "--jobs"), ("--workers",)),
+}
+
+# An example in every command's help (a command may set its own epilog instead).
+EXAMPLES: dict[tuple[str, ...], str] = {
+    (): "netvigil testbed run -p kz-2024 -- netvigil measure --list kz",
+    (
+        "testbed",
+    ): "netvigil testbed demo\nnetvigil testbed run -p clean -- netvigil measure --list kz",
+    ("testbed", "up"): "netvigil testbed up -p kz-2024 --name kz",
+    ("testbed", "down"): "netvigil testbed down --name kz",
+    ("testbed", "status"): "netvigil testbed status --name kz --json",
+    ("testbed", "truth"): "netvigil testbed truth -p kz-2024 --json",
+    ("testbed", "run"): "netvigil testbed run -p kz-2024 -- netvigil measure --list kz\n"
+    "netvigil testbed run -p kz-2019-interception -- netvigil check",
+    ("testbed", "exec"): "netvigil testbed exec --name kz -- dig www.example.org\n"
+    "netvigil testbed exec --name kz --host censor -- nft list ruleset",
+    ("testbed", "selftest"): "netvigil testbed selftest -p all-techniques",
+    ("testbed", "demo"): "netvigil testbed demo -p kz-2019-interception --save kz.jsonl",
+    ("testbed", "score"): "netvigil testbed score -p kz-2024 --json",
+    ("testbed", "profiles"): "netvigil testbed profiles --json",
+    ("measure",): "netvigil measure https://www.example.org/ --helper https://helper.example/\n"
+    "netvigil measure -f urls.txt -o out.jsonl --helper https://helper.example/",
+    ("check",): "netvigil check --helper https://helper.example/ --list kz\n"
+    "netvigil check --trust-store",
+    ("analyze",): "netvigil analyze measurements.jsonl.gz\nnetvigil analyze --json m.json",
+    ("helper",): "netvigil helper --resolver 9.9.9.9 --listen 127.0.0.1:8080",
+    ("verify",): "netvigil verify m.json --tree-head head.json --log-key log.pub.pem",
+    ("upload",): "netvigil upload --collector https://collector.example/ --remember",
+    ("collector",): "netvigil collector --data /var/lib/netvigil --listen 127.0.0.1:8480",
+    ("pipeline",): "netvigil pipeline run ooni-data/raw/ -o kz\n"
+    "netvigil pipeline generate -o gen --count 10000 --days 7",
+    ("pipeline", "run"): "netvigil pipeline run ooni-data/raw/ my-measurements.jsonl -o kz -j 2",
+    ("pipeline", "generate"): "netvigil pipeline generate -o gen --count 10000 --days 21 "
+    "--event KZ:9:facebook.com:tls",
+    ("query",): "netvigil query kz --cc KZ --since 2024-01-01\nnetvigil query kz --what events",
+    ("report",): "netvigil report kz --cc KZ -o kz.html",
+}
+
+EXIT_STATUS = "exit status: 0 ok, 1 findings or failure, 2 usage error or bad input"
+
+
+def _one_vocabulary(root: argparse.ArgumentParser) -> None:
+    from netvigil.cliformat import HelpFormatter, hide_aliases, subcommands
+
+    parsers = dict(subcommands(root))
+    for (path, dest), (shown, old) in VOCABULARY.items():
+        parser = parsers[path]
+        action = next(a for a in parser._actions if a.dest == dest and a.option_strings)
+        spellings = list(dict.fromkeys((*shown, *action.option_strings, *old)))
+        for spelling in spellings:
+            other = parser._option_string_actions.get(spelling)
+            if other is not None and other is not action:
+                raise ValueError(f"{' '.join(path)}: {spelling} already means {other.dest}")
+            parser._option_string_actions[spelling] = action
+        action.option_strings = spellings
+        hide_aliases(action, *(s for s in spellings if s not in shown))
+    for path, parser in parsers.items():
+        parser.formatter_class = HelpFormatter
+        if parser.epilog is not None:
+            continue
+        # A command whose description already gives an example or its exit status keeps it.
+        said = (parser.description or "").lower()
+        parts = []
+        if "example" not in said and path in EXAMPLES:
+            lines = "\n".join(f"  {line}" for line in EXAMPLES[path].splitlines())
+            parts.append(f"example:\n{lines}")
+        if "exit status" not in said:
+            parts.append(EXIT_STATUS)
+        parser.epilog = "\n\n".join(parts)
 
 
 def _strip_dashes(cmd: Sequence[str]) -> list[str]:
@@ -160,6 +265,18 @@ def _testbed(args: argparse.Namespace) -> int:
     if action == "profiles":
         for name in builtin_profiles():
             profile = load_profile(name)
+            if args.json:
+                print(
+                    json.dumps(
+                        {
+                            "name": name,
+                            "description": profile.description,
+                            "sites": len(profile.sites),
+                            "rules": len(profile.rules),
+                        }
+                    )
+                )
+                continue
             print(
                 say(
                     f"{name:24} {len(profile.sites):4} sites {len(profile.rules):3} rules  "
@@ -290,9 +407,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from netvigil.testbed.control import TestbedError
 
     try:
+        if args.command in ("testbed", "pipeline") and (
+            getattr(args, f"{args.command}_command", None) is None
+        ):
+            # An action is missing: a usage error, like a missing argument (exit 2), with the
+            # command's help so the user sees the actions.
+            from netvigil.cliformat import subcommands
+
+            dict(subcommands(parser))[(args.command,)].print_help()
+            return 2
         if args.command == "testbed":
-            if args.testbed_command is None:
-                parser.parse_args(["testbed", "--help"])
             return _testbed(args)
         if args.command == "measure":
             from netvigil import measure

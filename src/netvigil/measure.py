@@ -124,6 +124,11 @@ def gather_inputs(urls: list[str], files: list[str], lists: list[str]) -> Inputs
         )
         _read_lines(data, f"list {code}", inputs)
     inputs.urls = list(dict.fromkeys(inputs.urls))
+    if not inputs.urls and inputs.skipped:
+        # The reasons would otherwise be lost: the caller prints them only when it goes on.
+        first = inputs.skipped[0].removesuffix(" — skipped")
+        more = f" (and {len(inputs.skipped) - 1} more)" if len(inputs.skipped) > 1 else ""
+        raise InputError(f"nothing to measure: every input was skipped — {first}{more}")
     if not inputs.urls:
         raise InputError("nothing to measure — give URLs, --input-file FILE or --list CC")
     return inputs
@@ -270,7 +275,7 @@ def add_parser(subparsers: Any) -> None:
             "(certifi, never the OS store) and the control helper you give with --helper."
         ),
     )
-    p.add_argument("urls", nargs="*", metavar="URL")
+    p.add_argument("urls", nargs="*", metavar="URL", help="http:// or https:// URLs to measure")
     p.add_argument(
         "--input-file",
         "-f",

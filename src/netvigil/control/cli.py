@@ -52,7 +52,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         required=True,
         metavar="IP[:PORT]|DOH-URL",
         help="the resolver the helper asks for the measured names: an IP (UDP, port 53), IP:PORT "
-        "or an https:// DoH URL. Required: the helper never falls back to the system resolver "
+        "or an https:// DoH URL. The helper never falls back to the system resolver "
         "or silently to some public resolver — choose one you trust to be uncensored",
     )
     parser.add_argument(
@@ -87,7 +87,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="requests waiting for a slot (256); beyond, 503 with Retry-After at once",
     )
     parser.add_argument("--ipv6", action="store_true", help="also resolve and measure AAAA")
-    parser.add_argument("--verbose", "-v", action="store_true")
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug-level log messages")
     return parser
 
 
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         if args.max_inflight < 1 or args.max_queue < 0:
             raise ValueError("--max-inflight must be ≥ 1 and --max-queue ≥ 0")
         if not args.trust or not Path(args.trust).is_file():
-            raise ValueError(f"--trust {args.trust!r}: no such PEM file")
+            raise ValueError(f"--ca-bundle {args.trust!r}: no such PEM file")
         policy = (
             AddressPolicy(networks=parse_networks(args.allow), require_global=False)
             if args.allow

@@ -83,7 +83,9 @@ def add_parser(subparsers: Any) -> None:
         "--proof", metavar="BUNDLE.json", help="inclusion bundle (default: x_evidence in the file)"
     )
     p.add_argument("--tree-head", metavar="HEAD.json", help="a signed tree head you trust")
-    p.add_argument("--log-key", metavar="KEY.pem", help="the log's Ed25519 public key (PEM)")
+    p.add_argument(
+        "--log-key", required=True, metavar="KEY.pem", help="the log's Ed25519 public key (PEM)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON document")
 
 

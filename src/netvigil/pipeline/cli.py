@@ -1,9 +1,9 @@
-"""``netvigil pipeline run SRC... --out DIR``: OONI files / collector store → Parquet tables.
+"""``netvigil pipeline run SRC... -o DIR``: OONI files / collector store → Parquet tables.
 
 Reads OONI's published files (JSONL, .jsonl.gz, the raw/YYYYMMDD/HH/CC/testname/ layout),
 single .json measurements and the collector's SQLite database; writes verdicts and
 observations partitioned by day under DIR, DIR/ingest.json (per-file counts, corrupt input by
-reason) and, when available, the aggregates. Locally with --workers processes, or on a Dask
+reason) and, when available, the aggregates. Locally with -j N processes, or on a Dask
 cluster with --cluster ADDR.
 """
 
@@ -45,7 +45,7 @@ def add_parser(commands: Any) -> None:
     sub = p.add_subparsers(dest="pipeline_command", metavar="ACTION")
     r = sub.add_parser(
         "run",
-        help="ingest files and directories into --out",
+        help="ingest files and directories into an output directory (-o)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -53,7 +53,9 @@ def add_parser(commands: Any) -> None:
     r.add_argument("--out", required=True, metavar="DIR", help="output directory")
     r.add_argument("--cluster", metavar="ADDR", help="a Dask scheduler (tcp://host:8786)")
     r.add_argument("--workers", type=int, metavar="N", help="local processes (default: CPUs)")
-    r.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
+    r.add_argument(
+        "--overwrite", action="store_true", help="replace a previous run in the output directory"
+    )
     r.add_argument("--json", action="store_true", help="print the run summary as JSON")
     from netvigil.pipeline import generate
 

@@ -8,15 +8,37 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from netvigil import textsafe
+
+
+def _visible(text: object) -> str:
+    """Untrusted text (a User-Agent, a log's field, an error) as one line of plain text."""
+    return textsafe.visible(str(text))
+
+
 HELP = """\
 Site-side interception detection: a site compares each visitor's TLS ClientHello with what
 the browser named by its User-Agent sends. See docs/site-side-detection.md.
 
-  netvigil sitecheck hello HEX_OR_BASE64 --user-agent UA    one ClientHello
-  netvigil sitecheck logs access.jsonl [--json|--rows]        a log with ClientHello or JA4 + UA
-  netvigil sitecheck front --listen 0.0.0.0:443 --cert C --key K --upstream http://127.0.0.1:8080
-                                                             terminate TLS, add X-Netvigil-TLS-*
+Actions: hello (one ClientHello), logs (a log with ClientHello or JA4 + User-Agent), front
+(terminate TLS, add X-Netvigil-TLS-* headers for the site).
 """
+
+EXAMPLES = """\
+Examples:
+  netvigil sitecheck logs access.jsonl --json
+  netvigil sitecheck hello 16030100c8010000c4... --user-agent "Mozilla/5.0 ..."
+  netvigil sitecheck front --listen 127.0.0.1:8443 --cert site.pem --key site.key --upstream http://127.0.0.1:8080
+
+exit status: 0 done (the verdicts are in the output), 2 usage error or bad input
+"""
+
+
+def _epilog(example: str) -> str:
+    return (
+        f"Example:\n  {example}\n\n"
+        "exit status: 0 done (the verdicts are in the output), 2 usage error or bad input\n"
+    )
 
 
 def add_parser(subparsers: Any) -> None:
@@ -24,18 +46,28 @@ def add_parser(subparsers: Any) -> None:
         "sitecheck",
         help="site-side detection of intercepted visitors (ClientHello vs User-Agent)",
         description=HELP,
+        epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = parser.add_subparsers(dest="sitecheck_command", metavar="ACTION")
-    hello = actions.add_parser("hello", help="judge one ClientHello (hex or base64)")
+    hello = actions.add_parser(
+        "hello",
+        help="judge one ClientHello (hex or base64)",
+        epilog=_epilog(
+            'netvigil sitecheck hello 16030100c8010000c4... --user-agent "Mozilla/5.0 ..."'
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     hello.add_argument("client_hello", help="the TLS record(s) of a ClientHello, hex or base64")
     hello.add_argument("--user-agent", "-A", required=True, help="the User-Agent it sent")
-    hello.add_argument("--json", action="store_true")
+    hello.add_argument("--json", action="store_true", help="print the verdict as JSON")
     logs = actions.add_parser(
         "logs",
         help="verdicts and per-network/hour aggregates over JSON lines or CSV logs",
         description="Fields (case-insensitive): client_hello (hex/base64) or ja4 / ja4_r, "
         "user_agent, and optionally time and client_ip (kept only as a /24 or /48 prefix).",
+        epilog=_epilog("netvigil sitecheck logs access.jsonl --json"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     logs.add_argument("file", type=Path, help="JSON lines or CSV; '-' for standard input")
     logs.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -53,6 +85,11 @@ def add_parser(subparsers: Any) -> None:
     front = actions.add_parser(
         "front",
         help="TLS-terminating front: peeks each ClientHello, forwards with X-Netvigil-TLS-*",
+        epilog=_epilog(
+            "netvigil sitecheck front --listen 127.0.0.1:8443 --cert site.pem --key site.key "
+            "--upstream http://127.0.0.1:8080"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     front.add_argument("--listen", required=True, help="HOST:PORT to accept TLS on")
     front.add_argument("--cert", required=True, help="PEM certificate chain of the site")
@@ -60,24 +97,19 @@ def add_parser(subparsers: Any) -> None:
     front.add_argument("--upstream", required=True, help="http://HOST:PORT of the site itself")
 
 
-def _plain(text: object) -> str:
-    """Untrusted text as one printable line."""
-    return "".join(c if c.isprintable() else "?" for c in str(text))
-
-
 def _print_verdict(verdict: dict[str, Any]) -> None:
     print(f"verdict: {verdict['verdict']}")
-    print(f"claimed: {_plain(verdict['claimed'] or 'no known browser')}")
+    print(f"claimed: {_visible(verdict['claimed'] or 'no known browser')}")
     for reason in verdict["reasons"]:
-        print(f"  - {reason['rule']}: {_plain(reason['detail'])}")
+        print(f"  - {reason['rule']}: {_visible(reason['detail'])}")
     match = verdict.get("best_match")
     if match:
-        print(f"looks like: {_plain(match['name'])} (similarity {match['score']})")
+        print(f"looks like: {_visible(match['name'])} (similarity {match['score']})")
     for key in ("ja4", "ja3", "family"):
         if verdict.get(key):
-            print(f"{key}: {_plain(verdict[key])}")
+            print(f"{key}: {_visible(verdict[key])}")
     for note in verdict.get("notes", []):
-        print(f"note: {_plain(note)}")
+        print(f"note: {_visible(note)}")
 
 
 def _hello(args: argparse.Namespace) -> int:
@@ -110,7 +142,7 @@ def _logs(args: argparse.Namespace) -> int:
         try:
             asn_db = MMDBReader(args.asn_db)
         except (OSError, MMDBError) as exc:
-            print(f"netvigil sitecheck: --asn-db: {_plain(exc)}", file=sys.stderr)
+            print(f"netvigil sitecheck: --asn-db: {_visible(exc)}", file=sys.stderr)
             return 2
     report = Report()
     path: Path = args.file
@@ -121,7 +153,7 @@ def _logs(args: argparse.Namespace) -> int:
             else path.open(encoding="utf-8", errors="replace", newline="")
         )
     except OSError as exc:
-        print(f"netvigil sitecheck: cannot read {_plain(path)}: {exc.strerror}", file=sys.stderr)
+        print(f"netvigil sitecheck: cannot read {_visible(path)}: {exc.strerror}", file=sys.stderr)
         return 2
     with stream:
         for row in analyse(stream, max_rows=args.max_rows, asn_db=asn_db):
@@ -148,7 +180,7 @@ def _logs(args: argparse.Namespace) -> int:
     if flagged:
         print("networks with likely-intercepted visits (prefix, hour, share, looks like):")
         for network in sorted(flagged, key=lambda n: -n["intercepted_share"])[:20]:
-            products = ", ".join(_plain(p) for p in network["products"]) or "-"
+            products = ", ".join(_visible(p) for p in network["products"]) or "-"
             print(
                 f"  {network['prefix']}  {network['hour']}  "
                 f"{network['intercepted']}/{network['visits']} "
@@ -177,13 +209,13 @@ def _front(args: argparse.Namespace) -> int:
         context = server_context(args.cert, args.key)
         front = Front((host.strip("[]"), int(port)), context, args.upstream)
     except (OSError, ssl.SSLError, ValueError) as exc:
-        print(f"netvigil sitecheck: {_plain(exc)}", file=sys.stderr)
+        print(f"netvigil sitecheck: {_visible(exc)}", file=sys.stderr)
         return 2
-    print(f"netvigil sitecheck front: {_plain(args.listen)} -> {_plain(args.upstream)}")
+    print(f"netvigil sitecheck front: {_visible(args.listen)} -> {_visible(args.upstream)}")
     try:
         asyncio.run(front.serve())
     except OSError as exc:
-        print(f"netvigil sitecheck: {_plain(exc)}", file=sys.stderr)
+        print(f"netvigil sitecheck: {_visible(exc)}", file=sys.stderr)
         return 2
     return 0
 

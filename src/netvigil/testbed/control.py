@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from netvigil.testbed.plan import STATE_DIR, testbed_environment
+from netvigil.testbed.plan import STATE_DIR, command_environment, testbed_environment
 from netvigil.testbed.profile import load_profile
 
 T = TypeVar("T")
@@ -126,20 +126,32 @@ def _spawn(
         "--ready-fd",
         str(write_fd),
     ]
+    # The supervisor's own chatter goes to its log; the user's command writes to the user's
+    # stderr, handed over as its own descriptor (the log is deleted when `run` ends, and a
+    # command's error messages must not vanish with it).
+    command_stderr = os.dup(sys.stderr.fileno()) if command else None
+    pass_fds: tuple[int, ...] = (write_fd,)
+    if command_stderr is not None:
+        argv += ["--command-stderr-fd", str(command_stderr)]
+        pass_fds += (command_stderr,)
     if command:
         argv += ["--", *command]
     log = open(public / "supervisor.log", "ab")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen(
-        argv,
-        pass_fds=(write_fd,),
-        stdin=subprocess.DEVNULL if detach else None,
-        stdout=log if detach else None,
-        stderr=log,
-        start_new_session=detach,
-        preexec_fn=None if detach else _die_with_parent,
-    )
-    log.close()
-    os.close(write_fd)
+    try:
+        proc = subprocess.Popen(
+            argv,
+            pass_fds=pass_fds,
+            stdin=subprocess.DEVNULL if detach else None,
+            stdout=log if detach else None,
+            stderr=log,
+            start_new_session=detach,
+            preexec_fn=None if detach else _die_with_parent,
+        )
+    finally:
+        log.close()
+        os.close(write_fd)
+        if command_stderr is not None:
+            os.close(command_stderr)
     (public / "pid").write_text(str(proc.pid))
     return proc, read_fd, public
 
@@ -299,7 +311,8 @@ def exec_argv(info: TestbedInfo, host: str, command: Sequence[str]) -> list[str]
     argv = ["nsenter", "-t", str(info.host_pid), "--mount"]
     if info.rootless:
         argv += ["--user", "--preserve-credentials"]
-    env = [f"{k}={v}" for k, v in testbed_environment(STATE_DIR, info.profile).items()]
+    inside = command_environment(dict(os.environ), testbed_environment(STATE_DIR, info.profile))
+    env = [f"{k}={v}" for k, v in inside.items() if k.startswith("NETVIGIL_") or k == "PATH"]
     return [*argv, "--", "ip", "netns", "exec", host, "env", *env, *command]
 
 

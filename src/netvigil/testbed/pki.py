@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from netvigil.testbed.plan import Plan, RootPlan
+from netvigil.testbed.profile import MAX_NAME_ATTRIBUTE
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
@@ -114,6 +115,14 @@ def sibling_names(domain: str) -> list[str]:
     return [domain]
 
 
+def leaf_subject(domain: str) -> x509.Name:
+    """CN = the domain, as CAs still write it; a name over 64 characters (the CN's upper bound,
+    which cryptography enforces) is named by the SAN alone, as real CAs do for long names."""
+    if len(domain) > MAX_NAME_ATTRIBUTE["CN"]:
+        return x509.Name([])
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)])
+
+
 def issue_leaf(
     ca: CA, domain: str, key: PrivateKey | None = None
 ) -> tuple[x509.Certificate, PrivateKey]:
@@ -122,7 +131,7 @@ def issue_leaf(
     names = sibling_names(domain)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)]))
+        .subject_name(leaf_subject(domain))
         .issuer_name(ca.cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())

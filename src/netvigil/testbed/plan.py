@@ -18,6 +18,8 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import os
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,18 @@ def testbed_environment(
         "NETVIGIL_COLLECTOR_URL": f"http://{COLLECTOR}:{SERVICE_PORT}/",
         "NETVIGIL_CA_BUNDLE": f"{state_dir}/pki/webpki-root.pem",
     }
+
+
+def command_environment(inherited: dict[str, str], testbed: dict[str, str]) -> dict[str, str]:
+    """The environment of the user's command: the testbed's variables, and this netvigil first.
+
+    `sudo` and fresh shells rarely have the virtualenv on PATH, yet the README's commands say
+    ``netvigil …`` inside the testbed: the folder of the running interpreter (the venv's bin,
+    where `netvigil` is installed next to it) goes first, so it is this installation that runs.
+    """
+    bin_dir = os.path.dirname(sys.executable)
+    rest = [d for d in inherited.get("PATH", os.defpath).split(os.pathsep) if d and d != bin_dir]
+    return {**inherited, **testbed, "PATH": os.pathsep.join([bin_dir, *rest])}
 
 
 # The control helper and the collector listen here: the sites own ports 80 and 443 of every

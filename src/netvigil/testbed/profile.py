@@ -12,6 +12,7 @@ import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,24 @@ def rate_bytes_per_second(rate: str) -> int:
         raise ValueError(f"not a tc rate: {rate!r}")
     unit = match.group(1)
     return int(int(rate[: -len(unit)]) * _RATE_UNITS[unit])
+
+
+# RFC 5280's upper bounds on the name attributes a profile may give, which cryptography
+# enforces when it builds a name (a country is exactly two letters).
+MAX_NAME_ATTRIBUTE = {"C": 2, "ST": 128, "L": 128, "O": 64, "OU": 64, "CN": 64}
+# What the certificates can carry: UTCTime/GeneralizedTime from 1950 (RFC 5280) to 9999.
+EARLIEST_DATE, LATEST_DATE = date(1950, 1, 1), date(9999, 12, 31)
+MAX_VALIDITY_DAYS = 100 * 366
+MAX_DOMAIN_LENGTH = 253  # RFC 1035, in its dotted text form
+MAX_SHIFT_HOURS = 24 * 366
+
+
+def did_you_mean(word: object, choices: Sequence[str]) -> str:
+    """' (did you mean 'x'?)' for a near miss among `choices`, else ''."""
+    import difflib  # only on the error path: every command imports this module at start-up
+
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 class ProfileError(ValueError):
@@ -192,7 +211,7 @@ def resolve_profile_path(name_or_path: str) -> Path:
         raise ProfileError(
             name_or_path,
             None,
-            "unknown profile",
+            "unknown profile" + did_you_mean(name_or_path, builtin_profiles()),
             "use one of: " + ", ".join(builtin_profiles()) + ", or a path to a .toml file",
         )
     return Path(str(shipped))
@@ -275,7 +294,7 @@ class _ProfileBuilder:
             if key not in known_top:
                 raise self.fail(
                     self._top_key_line(key) or self._table_line(key, 0),
-                    f"unknown key '{key}'",
+                    f"unknown key '{key}'" + did_you_mean(key, sorted(known_top)),
                     "use name, description, isp, country, domains, [[site]], [[rule]] or [[national_root]]",
                 )
         name = data.get("name")
@@ -336,13 +355,13 @@ class _ProfileBuilder:
             if key not in allowed:
                 raise self.fail(
                     self._key_line("national_root", index, key),
-                    f"unknown national_root key '{key}'",
+                    f"unknown national_root key '{key}'" + did_you_mean(key, sorted(allowed)),
                     "use one of: " + ", ".join(sorted(allowed)),
                 )
         if raw.get("root_key", "rsa-4096") not in ("rsa-2048", "rsa-4096", "ec-p256"):
             raise self.fail(
                 self._key_line("national_root", index, "root_key"),
-                f"unknown root_key '{raw.get('root_key')}'",
+                f"root_key '{raw.get('root_key')}' is not a key the testbed makes",
                 "use rsa-2048, rsa-4096 or ec-p256",
             )
         if raw.get("leaf_rsa_exponent", 3) not in (3, 65537):
@@ -351,22 +370,99 @@ class _ProfileBuilder:
                 "leaf_rsa_exponent must be 3 or 65537",
                 "use 3 (Kazakhstan 2019) or 65537",
             )
+        for table, fields in (("subject", subject), ("intermediate", inter)):
+            self._check_name(index, table, fields)
+        not_before = self._check_date(index, raw, "not_before", "2016-02-02")
+        not_after = self._check_date(index, raw, "not_after", "2046-02-02")
+        if not_after <= not_before:
+            raise self.fail(
+                self._key_line("national_root", index, "not_after"),
+                f"not_after {not_after} is not after not_before {not_before}",
+                "a certificate must end after it starts",
+            )
+        self._check_int(index, raw, "intermediate_validity_days", 1, MAX_VALIDITY_DAYS)
+        self._check_int(index, raw, "validity_shift_hours", 0, MAX_SHIFT_HOURS)
         return NationalRoot(
             id=str(raw["id"]),
             subject={str(k): str(v) for k, v in subject.items()},
             intermediate_subject={str(k): str(v) for k, v in inter.items()},
             root_key=str(raw.get("root_key", "rsa-4096")),
-            not_before=str(raw.get("not_before", "2016-02-02")),
-            not_after=str(raw.get("not_after", "2046-02-02")),
+            not_before=not_before.isoformat(),
+            not_after=not_after.isoformat(),
             intermediate_validity_days=int(raw.get("intermediate_validity_days", 3650)),
             validity_shift_hours=int(raw.get("validity_shift_hours", 6)),
             leaf_rsa_exponent=int(raw.get("leaf_rsa_exponent", 3)),
         )
 
+    def _check_name(self, index: int, table: str, fields: dict[Any, Any]) -> None:
+        """What cryptography would refuse later, deep in the supervisor, refused here in one line."""
+        line = self._key_line("national_root", index, table)
+        for key, value in fields.items():
+            if key not in MAX_NAME_ATTRIBUTE:
+                raise self.fail(
+                    line,
+                    f"unknown {table} attribute '{key}'"
+                    + did_you_mean(key, list(MAX_NAME_ATTRIBUTE)),
+                    "use " + ", ".join(MAX_NAME_ATTRIBUTE),
+                )
+            if not isinstance(value, str) or not value:
+                raise self.fail(
+                    line, f"{table} {key} must be a non-empty string", f'write {key} = "…"'
+                )
+            limit = MAX_NAME_ATTRIBUTE[key]
+            if key == "C" and not (len(value) == 2 and value.isascii() and value.isalpha()):
+                raise self.fail(
+                    line,
+                    f"{table} C '{value[:20]}' is not a two-letter country code",
+                    'write C = "KZ"',
+                )
+            if len(value) > limit:
+                raise self.fail(
+                    line,
+                    f"{table} {key} has {len(value)} characters, more than a certificate allows ({limit})",
+                    f"shorten it to at most {limit}",
+                )
+
+    def _check_date(self, index: int, raw: Mapping[str, Any], key: str, default: str) -> date:
+        value = raw.get(key, default)
+        line = self._key_line("national_root", index, key)
+        try:
+            # TOML's own dates (not_before = 2016-02-02, unquoted) arrive as date objects.
+            text = value.isoformat()[:10] if isinstance(value, date) else str(value)
+            day = date.fromisoformat(text)
+        except ValueError:
+            raise self.fail(
+                line, f"{key} '{str(value)[:40]}' is not a date", f'write {key} = "2016-02-02"'
+            ) from None
+        if not EARLIEST_DATE <= day <= LATEST_DATE:
+            raise self.fail(
+                line,
+                f"{key} {day} is outside what a certificate can carry",
+                "use a date from 1950 to 9999",
+            )
+        return day
+
+    def _check_int(self, index: int, raw: Mapping[str, Any], key: str, low: int, high: int) -> None:
+        if key not in raw:
+            return
+        value = raw[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise self.fail(
+                self._key_line("national_root", index, key),
+                f"{key} '{str(value)[:40]}' is not a whole number from {low} to {high}",
+                f"write {key} = {low if low else 6}",
+            )
+
     def _check_domain(self, domain: Any, line: int | None, what: str) -> str:
         if not isinstance(domain, str) or not DOMAIN_RE.match(domain.lower()):
             raise self.fail(
                 line, f"{what} '{domain}' is not a domain name", "write a name like www.example.com"
+            )
+        if len(domain) > MAX_DOMAIN_LENGTH:
+            raise self.fail(
+                line,
+                f"{what} has {len(domain)} characters, more than DNS allows ({MAX_DOMAIN_LENGTH})",
+                "shorten the name",
             )
         return domain.lower()
 
@@ -413,7 +509,7 @@ class _ProfileBuilder:
                 if key not in allowed:
                     raise self.fail(
                         self._key_line("site", index, key),
-                        f"unknown site key '{key}'",
+                        f"unknown site key '{key}'" + did_you_mean(key, sorted(allowed)),
                         "use one of: " + ", ".join(sorted(allowed)),
                     )
             if "domain" not in raw:
@@ -432,7 +528,7 @@ class _ProfileBuilder:
             if kind not in SITE_KINDS:
                 raise self.fail(
                     self._key_line("site", index, "kind"),
-                    f"unknown site kind '{kind}'",
+                    f"unknown site kind '{kind}'" + did_you_mean(kind, list(SITE_KINDS)),
                     "use one of: " + ", ".join(SITE_KINDS),
                 )
             urls = raw.get("urls", [])
@@ -519,11 +615,22 @@ class _ProfileBuilder:
         if action not in ACTIONS:
             raise self.fail(
                 self._key_line("rule", index, "action"),
-                f"unknown action '{action}'",
+                f"unknown action '{action}'" + did_you_mean(action, list(ACTIONS)),
                 "use one of: " + ", ".join(ACTIONS),
             )
         _stage, allowed_matchers = ACTIONS[action]
         present = [m for m in MATCHERS if m in raw]
+        accepted = ACTION_PARAMS.get(action, {})
+        if not present:
+            # Most often a misspelt matcher: name the key that is neither matcher nor parameter.
+            stray = [k for k in raw if k != "action" and k not in accepted]
+            if stray:
+                raise self.fail(
+                    self._key_line("rule", index, stray[0]),
+                    f"unknown rule key '{stray[0]}'"
+                    + did_you_mean(stray[0], [*sorted(allowed_matchers), *accepted]),
+                    f"give one matcher: {', '.join(sorted(allowed_matchers))}",
+                )
         if len(present) != 1:
             raise self.fail(
                 line,
@@ -584,7 +691,6 @@ class _ProfileBuilder:
                     )
                 checked.append(name)
         params: dict[str, Any] = {}
-        accepted = ACTION_PARAMS.get(action, {})
         for key, value in raw.items():
             if key in ("action", matcher):
                 continue
@@ -594,7 +700,7 @@ class _ProfileBuilder:
                 )
                 raise self.fail(
                     self._key_line("rule", index, key),
-                    f"action {action} has no parameter '{key}'",
+                    f"action {action} has no parameter '{key}'" + did_you_mean(key, list(accepted)),
                     hint,
                 )
             params[key] = value

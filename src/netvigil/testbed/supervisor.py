@@ -30,6 +30,7 @@ from netvigil.testbed.plan import (
     ISP_RESOLVER,
     STATE_DIR,
     Plan,
+    command_environment,
     make_plan,
     testbed_environment,
 )
@@ -298,6 +299,25 @@ def stop_agents(agents: list[Agent]) -> None:
             agent.process.wait(timeout=5)
 
 
+COMMAND_NOT_FOUND = 127  # what a shell answers for a missing command
+
+
+def exit_status(returncode: int) -> int:
+    """A command killed by signal N ends `testbed run` with 128 + N, as a shell reports it."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _say(fd: int | None, message: str) -> None:
+    from netvigil import textsafe
+
+    line = (textsafe.visible(message) + "\n").encode(errors="replace")
+    if fd is None:
+        sys.stderr.buffer.write(line)
+        sys.stderr.flush()
+    else:
+        os.write(fd, line)
+
+
 def host_pid() -> int:
     """Our pid as the host sees it: /proc is still the host's mount, so /proc/self says it."""
     return int(os.readlink("/proc/self"))
@@ -326,6 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", required=True)
     parser.add_argument("--public-dir", help="host-visible folder for the trust anchor and plan")
     parser.add_argument("--ready-fd", type=int, help="write READY/ERROR here")
+    parser.add_argument(
+        "--command-stderr-fd", type=int, help="the user's stderr, for the command's messages"
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD to run in client")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -373,8 +396,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.ready_fd is not None:
             ready.close()
         if command:
-            env = {**os.environ, **testbed_environment(str(state), plan.profile, plan.country)}
-            child = subprocess.Popen(["ip", "netns", "exec", "client", *command], env=env)
+            env = command_environment(
+                dict(os.environ), testbed_environment(str(state), plan.profile, plan.country)
+            )
+            command_stderr = args.command_stderr_fd
+            executable = shutil.which(command[0], path=env["PATH"])
+            if executable is None:
+                _say(command_stderr, f"netvigil testbed run: command not found: {command[0]}")
+                return COMMAND_NOT_FOUND
+            child = subprocess.Popen(
+                ["ip", "netns", "exec", "client", executable, *command[1:]],
+                env=env,
+                stderr=command_stderr,
+            )
             while child.poll() is None:
                 if stop_requested:
                     child.terminate()
@@ -384,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
                         child.kill()
                     break
                 time.sleep(0.05)
-            return child.wait()
+            return exit_status(child.wait())
         while not stop_requested:
             signal.pause()
         return 0

@@ -120,7 +120,9 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--forget", action="store_true", help="delete the saved choice, send nothing")
     p.add_argument("--max-attempts", type=int, default=5, metavar="N", help="tries per measurement")
-    p.add_argument("--concurrency", type=int, default=8, metavar="N")
+    p.add_argument(
+        "--concurrency", type=int, default=8, metavar="N", help="requests in flight (default 8)"
+    )
     p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS", help="per request")
     p.add_argument(
         "--scrub-ip",
