@@ -17,7 +17,7 @@ import math
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +25,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -48,6 +48,7 @@ MAX_DECOMPRESSED = 8 * 1024 * 1024
 BODY_TIMEOUT = 30.0
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
+MAX_INT64 = 2**63 - 1  # SQLite and PostgreSQL integers: a larger cursor overflows the query
 
 
 @dataclass
@@ -147,6 +148,11 @@ async def read_body(request: Request, cfg: CollectorConfig) -> bytes:
                 chunks.append(chunk)
     except TimeoutError:
         raise ApiError(408, "timeout", "the request body was not received in time") from None
+    except ClientDisconnect:
+        # the client hung up mid-body: its business, not a server fault (one log line)
+        raise ApiError(
+            400, "client_disconnected", f"the client hung up after {total} bytes of the body"
+        ) from None
     raw = b"".join(chunks)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding in ("", "identity"):
@@ -201,6 +207,27 @@ def _time_param(request: Request, name: str) -> str | None:
 
 # ---------------------------------------------------------------------------------------------
 # the application
+
+
+def _allowed(by_method: Mapping[str, Any]) -> list[str]:
+    methods = set(by_method) | {"OPTIONS"}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
+
+
+def _by_method(
+    by_method: Mapping[str, Callable[[Request], Awaitable[Response]]],
+) -> Callable[[Request], Awaitable[Response]]:
+    allow = ", ".join(_allowed(by_method))
+
+    async def endpoint(request: Request) -> Response:
+        if request.method == "OPTIONS":
+            return Response(status_code=204, headers={"Allow": allow})
+        method = "GET" if request.method == "HEAD" else request.method
+        return await by_method[method](request)
+
+    return endpoint
 
 
 def create_app(cfg: CollectorConfig) -> Starlette:
@@ -306,6 +333,8 @@ def create_app(cfg: CollectorConfig) -> Starlette:
             if not (cursor.isdigit() and cursor.isascii() and len(cursor) <= 19):
                 raise ApiError(400, "bad_request", "cursor is not one this server issued")
             after = int(cursor)
+            if after > MAX_INT64:
+                raise ApiError(400, "bad_request", "cursor is not one this server issued")
         query = SearchQuery(
             probe_cc=None if cc is None else cc.upper(),
             probe_asn=asn,
@@ -423,6 +452,9 @@ def create_app(cfg: CollectorConfig) -> Starlette:
 
     async def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
+        if exc.error == "client_disconnected":
+            client = request.client.host if request.client else "unknown"
+            log.info("%s %s from %s: %s", request.method, request.url.path, client, exc.detail)
         headers = exc.extra.pop("headers", None)
         return _error(exc.status, exc.error, exc.detail, headers, **exc.extra)
 
@@ -437,18 +469,24 @@ def create_app(cfg: CollectorConfig) -> Starlette:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return JSONResponse({"error": "internal"}, status_code=500)
 
+    Endpoint = Callable[[Request], Awaitable[Response]]
+    endpoints: dict[str, dict[str, Endpoint]] = {
+        "/api/v1/measurements": {"GET": list_measurements, "POST": submit},
+        "/api/v1/measurements/{uid}": {"GET": get_measurement},
+        "/api/v1/measurements/{uid}/payload": {"DELETE": remove_payload},
+        "/api/v1/log/tree-head": {"GET": tree_head},
+        "/api/v1/log/inclusion": {"GET": inclusion},
+        "/api/v1/log/consistency": {"GET": consistency},
+        "/api/v1/log/public-key": {"GET": public_key},
+        "/api/v1/log/public-keys": {"GET": public_keys},
+        "/api/v1/admin/rotate-key": {"POST": rotate_key},
+        "/openapi.json": {"GET": openapi},
+    }
+    # One route per path, so that a 405's Allow and an OPTIONS answer name every method the
+    # path serves (two routes for one path made OPTIONS answer "Allow: POST" though GET works).
     routes = [
-        Route("/api/v1/measurements", submit, methods=["POST"]),
-        Route("/api/v1/measurements", list_measurements, methods=["GET"]),
-        Route("/api/v1/measurements/{uid}", get_measurement, methods=["GET"]),
-        Route("/api/v1/measurements/{uid}/payload", remove_payload, methods=["DELETE"]),
-        Route("/api/v1/log/tree-head", tree_head, methods=["GET"]),
-        Route("/api/v1/log/inclusion", inclusion, methods=["GET"]),
-        Route("/api/v1/log/consistency", consistency, methods=["GET"]),
-        Route("/api/v1/log/public-key", public_key, methods=["GET"]),
-        Route("/api/v1/log/public-keys", public_keys, methods=["GET"]),
-        Route("/api/v1/admin/rotate-key", rotate_key, methods=["POST"]),
-        Route("/openapi.json", openapi, methods=["GET"]),
+        Route(path, _by_method(by_method), methods=_allowed(by_method))
+        for path, by_method in endpoints.items()
     ]
     handlers: dict[Any, Callable[[Request, Exception], Any]] = {
         ApiError: api_error,
