@@ -294,3 +294,79 @@ def test_listen_on_a_busy_port_is_one_line(tmp_path: Path) -> None:
         assert "Traceback" not in err and "cannot listen" in err
     finally:
         busy.close()
+
+
+# -- the schema says exactly what the server accepts --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "status"),
+    [
+        ({"probe_cc": ""}, 400),  # present but empty: the schema's pattern refuses it
+        ({"limit": ""}, 400),
+        ({"probe_asn": "as12"}, 400),  # the schema says (AS)?digits, upper case
+        ({"probe_asn": "AS12"}, 200),
+        ({"since": "2026-13-01"}, 400),
+        ({"since": "2026-02-31"}, 200),  # well-formed: compared as text, as documented
+        ({"until": "2026-12-01T00:00:00Z"}, 200),
+        ({"cursor": "-1"}, 400),
+    ],
+)
+def test_search_parameters_as_the_schema_says(
+    client: TestClient, params: dict[str, str], status: int
+) -> None:
+    assert client.get("/api/v1/measurements", params=params).status_code == status
+
+
+def test_proofs_beyond_the_log_are_404(client: TestClient) -> None:
+    for path, params in [
+        ("inclusion", {"leaf_index": "1", "tree_size": "1"}),
+        ("inclusion", {"leaf_index": "0"}),  # the log is empty
+        ("consistency", {"first": "1", "second": "0"}),
+        ("consistency", {"first": "0", "second": "5"}),
+    ]:
+        r = client.get(f"/api/v1/log/{path}", params=params)
+        assert r.status_code == 404, (path, params, r.text)
+    r = client.get("/api/v1/log/inclusion", params={"leaf_index": str(2**63)})
+    assert r.status_code == 400
+
+
+def test_start_time_pattern_is_the_servers_calendar() -> None:
+    import random
+    import re
+    from datetime import datetime
+
+    from netvigil.collector.openapi import START_TIME_PATTERN
+
+    pattern = re.compile(START_TIME_PATTERN)
+    rng = random.Random(12)
+    samples = ["2000-02-29 00:00:00", "2100-02-29 00:00:00", "0000-01-01 00:00:00"]
+    samples += ["2024-02-29 23:59:59", "2023-02-29 00:00:00", "2026-04-31 00:00:00"]
+    for _ in range(20_000):
+        y, mo, d = rng.randint(0, 9999), rng.randint(0, 13), rng.randint(0, 32)
+        h, mi, se = rng.randint(0, 24), rng.randint(0, 60), rng.randint(0, 60)
+        samples.append(f"{y:04d}-{mo:02d}-{d:02d} {h:02d}:{mi:02d}:{se:02d}")
+    for text in samples:
+        try:
+            datetime.fromisoformat(text)
+            valid = True
+        except ValueError:
+            valid = False
+        assert (pattern.fullmatch(text) is not None) == valid, text
+
+
+def test_admin_without_credentials_is_401_even_when_disabled(client: TestClient) -> None:
+    r = client.post("/api/v1/admin/rotate-key")
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+
+
+def test_schemathesis_finds_no_failure(running: Running) -> None:
+    """schemathesis --checks all against a real collector on 127.0.0.1 (bounded examples)."""
+    st = Path(sys.executable).with_name("st")
+    if not st.exists():
+        pytest.skip("schemathesis is not installed (uv sync --dev)")
+    cmd = [str(st), "run", f"{running.base}/openapi.json", "--checks", "all"]
+    cmd += ["--max-examples", "15", "--seed", "20261206", "--request-timeout", "10"]
+    cmd += ["--workers", "1", "--no-color"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
