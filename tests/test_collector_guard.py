@@ -370,3 +370,14 @@ def test_schemathesis_finds_no_failure(running: Running) -> None:
     cmd += ["--workers", "1", "--no-color"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
+
+
+def test_one_client_is_an_ipv4_address_or_an_ipv6_slash_64() -> None:
+    from netvigil.collector.guard import client_key
+
+    assert client_key("127.0.0.2") == "127.0.0.2"
+    assert client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:2:bbbb::9")
+    assert client_key("2001:db8:1:2::1") != client_key("2001:db8:1:3::1")
+    assert client_key("::ffff:192.0.2.7") == "192.0.2.7"
+    assert client_key("fe80::1%eth0") == "fe80::/64"
+    assert client_key("not an address") == "not an address"

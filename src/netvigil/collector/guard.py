@@ -5,7 +5,7 @@ every few seconds is kept forever) and its only cap, ``limit_concurrency``, coun
 connection of every client: 2,000 slow connections from one address make it answer 503 to
 everybody. This guard runs at the asyncio-protocol level, before any request is parsed:
 
-* at most ``max_per_client`` connections per client address and ``max_connections`` in all;
+* at most ``max_per_client`` connections per client address (an IPv6 /64 is one client) and ``max_connections`` in all;
   a connection over either cap gets a short 503 and is closed at once;
 * a request's headers must arrive within ``header_timeout`` of the connection opening (or of
   its first byte after a previous response), and be at most ``max_header_bytes``; otherwise
@@ -21,6 +21,7 @@ Closed and refused connections are counted and logged as one summary line at mos
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import resource
 import socket
@@ -56,6 +57,19 @@ def _raw_response(status: int, reason: str, error: str, extra: str = "") -> byte
 REFUSED = _raw_response(503, "Too Many Connections", "too_many_connections", "retry-after: 1\r\n")
 HEADER_TIMEOUT = _raw_response(408, "Request Timeout", "timeout")
 HEADERS_TOO_LARGE = _raw_response(431, "Request Header Fields Too Large", "too_large")
+
+
+def client_key(address: str) -> str:
+    """What counts as one client: an IPv4 address, or an IPv6 /64 (one host's usual share)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 class ConnectionGuard:
@@ -119,7 +133,7 @@ class _GuardedProtocol:
 
     def connection_made(self, transport: Any) -> None:  # asyncio's or uvloop's transport
         peer = transport.get_extra_info("peername")
-        client = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+        client = client_key(str(peer[0])) if isinstance(peer, tuple) and peer else "unknown"
         self._guard_client: str | None = None
         if not self.guard.admit(client):
             transport.write(REFUSED)
