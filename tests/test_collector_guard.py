@@ -360,7 +360,7 @@ def test_admin_without_credentials_is_401_even_when_disabled(client: TestClient)
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
 
 
-def test_schemathesis_finds_no_failure(running: Running) -> None:
+def test_schemathesis_finds_no_failure(running: Running, tmp_path: Path) -> None:
     """schemathesis --checks all against a real collector on 127.0.0.1 (bounded examples)."""
     st = Path(sys.executable).with_name("st")
     if not st.exists():
@@ -368,7 +368,10 @@ def test_schemathesis_finds_no_failure(running: Running) -> None:
     cmd = [str(st), "run", f"{running.base}/openapi.json", "--checks", "all"]
     cmd += ["--max-examples", "15", "--seed", "20261206", "--request-timeout", "10"]
     cmd += ["--workers", "1", "--no-color"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    # cwd: schemathesis keeps a .schemathesis/ cache in the working directory
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
 
 
