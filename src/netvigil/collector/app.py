@@ -17,7 +17,7 @@ import math
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +25,12 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from netvigil.collector.openapi import openapi_schema
+from netvigil.collector.openapi import SEARCH_ASN, SEARCH_TIME, openapi_schema
 from netvigil.collector.service import (
     CollectorLog,
     ValidationError,
@@ -48,6 +48,7 @@ MAX_DECOMPRESSED = 8 * 1024 * 1024
 BODY_TIMEOUT = 30.0
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
+MAX_INT64 = 2**63 - 1  # SQLite and PostgreSQL integers: a larger cursor overflows the query
 
 
 @dataclass
@@ -147,6 +148,11 @@ async def read_body(request: Request, cfg: CollectorConfig) -> bytes:
                 chunks.append(chunk)
     except TimeoutError:
         raise ApiError(408, "timeout", "the request body was not received in time") from None
+    except ClientDisconnect:
+        # the client hung up mid-body: its business, not a server fault (one log line)
+        raise ApiError(
+            400, "client_disconnected", f"the client hung up after {total} bytes of the body"
+        ) from None
     raw = b"".join(chunks)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding in ("", "identity"):
@@ -170,37 +176,72 @@ def gunzip_bounded(raw: bytes, limit: int) -> bytes:
     return out
 
 
-def _int_param(request: Request, name: str, default: int | None, lo: int, hi: int) -> int:
+def _str_param(request: Request, name: str) -> str | None:
+    """A query parameter, or None when absent; present but empty is a 400 (as the schema says)."""
     raw = request.query_params.get(name)
-    if raw is None or raw == "":
+    if raw is not None and raw == "":
+        raise ApiError(400, "bad_request", f"{name} is empty")
+    return raw
+
+
+def _int_param(
+    request: Request, name: str, default: int | None, lo: int, hi: int = MAX_INT64
+) -> int:
+    """An integer in lo..hi (the schema's bounds; a larger one would overflow SQL integers)."""
+    raw = _str_param(request, name)
+    if raw is None:
         if default is None:
             raise ApiError(400, "bad_request", f"{name} is required")
         return default
     # isascii: str.isdigit() also accepts '²' and other digits int() refuses.
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 20:
-        raise ApiError(400, "bad_request", f"{name} must be a non-negative integer")
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19:
+        raise ApiError(400, "bad_request", f"{name} must be an integer from {lo} to {hi}")
     value = int(raw)
     if not lo <= value <= hi:
-        raise ApiError(400, "bad_request", f"{name} must be between {lo} and {hi}")
+        raise ApiError(400, "bad_request", f"{name} must be an integer from {lo} to {hi}")
+    return value
+
+
+def _in_log(name: str, value: int, limit: int, what: str) -> int:
+    """A well-formed number the log cannot answer for (yet): 404, as for an unknown uid."""
+    if value > limit:
+        raise ApiError(404, "not_found", f"{name} {value} is beyond {what} ({limit})")
     return value
 
 
 def _time_param(request: Request, name: str) -> str | None:
-    raw = request.query_params.get(name)
-    if not raw:
+    raw = _str_param(request, name)
+    if raw is None:
         return None
-    from datetime import datetime
-
-    for fmt in ("%Y-%m-%d", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%SZ"):
-        try:
-            return datetime.strptime(raw, fmt).strftime("%Y-%m-%d %H:%M:%S")
-        except ValueError:
-            continue
-    raise ApiError(400, "bad_request", f"{name} must be YYYY-MM-DD or YYYY-MM-DDThh:mm:ssZ")
+    if SEARCH_TIME.fullmatch(raw) is None:
+        raise ApiError(400, "bad_request", f"{name} must be YYYY-MM-DD or YYYY-MM-DDThh:mm:ssZ")
+    # compared as text with the stored "YYYY-MM-DD hh:mm:ss"
+    return f"{raw[:10]} {raw[11:19] if len(raw) > 10 else '00:00:00'}"
 
 
 # ---------------------------------------------------------------------------------------------
 # the application
+
+
+def _allowed(by_method: Mapping[str, Any]) -> list[str]:
+    methods = set(by_method) | {"OPTIONS"}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
+
+
+def _by_method(
+    by_method: Mapping[str, Callable[[Request], Awaitable[Response]]],
+) -> Callable[[Request], Awaitable[Response]]:
+    allow = ", ".join(_allowed(by_method))
+
+    async def endpoint(request: Request) -> Response:
+        if request.method == "OPTIONS":
+            return Response(status_code=204, headers={"Allow": allow})
+        method = "GET" if request.method == "HEAD" else request.method
+        return await by_method[method](request)
+
+    return endpoint
 
 
 def create_app(cfg: CollectorConfig) -> Starlette:
@@ -223,6 +264,14 @@ def create_app(cfg: CollectorConfig) -> Starlette:
                 await asyncio.to_thread(c.close)
 
     def check_admin(request: Request) -> None:
+        if "authorization" not in request.headers:
+            # authentication first, as the schema's bearer scheme says: 401, even when disabled
+            raise ApiError(
+                401,
+                "unauthorized",
+                "a valid admin bearer token is required",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         if cfg.admin_token is None:
             raise ApiError(403, "forbidden", "admin operations are disabled (no admin token file)")
         header = request.headers.get("authorization", "")
@@ -284,28 +333,21 @@ def create_app(cfg: CollectorConfig) -> Starlette:
         return JSONResponse(body, headers={"X-Measurement-Uid": row.uid})
 
     async def list_measurements(request: Request) -> Response:
-        qp = request.query_params
-        cc = qp.get("probe_cc") or None
+        cc = _str_param(request, "probe_cc")
         if cc is not None and not (len(cc) == 2 and cc.isascii() and cc.isalpha()):
             raise ApiError(400, "bad_request", "probe_cc must be two letters")
-        asn = qp.get("probe_asn") or None
+        asn = _str_param(request, "probe_asn")
         if asn is not None:
-            digits = asn[2:] if asn.upper().startswith("AS") else asn
-            if not (digits.isdigit() and digits.isascii() and len(digits) <= 10):
+            if SEARCH_ASN.fullmatch(asn) is None:
                 raise ApiError(400, "bad_request", 'probe_asn must look like "AS1234"')
-            asn = f"AS{int(digits)}"
-        domain = qp.get("domain") or None
+            asn = f"AS{int(asn.removeprefix('AS'))}"
+        domain = _str_param(request, "domain")
         if domain is not None and len(domain) > 253:
             raise ApiError(400, "bad_request", "domain is too long")
-        test_name = qp.get("test_name") or None
+        test_name = _str_param(request, "test_name")
         if test_name is not None and len(test_name) > 64:
             raise ApiError(400, "bad_request", "test_name is too long")
-        cursor = qp.get("cursor") or None
-        after = -1
-        if cursor is not None:
-            if not (cursor.isdigit() and cursor.isascii() and len(cursor) <= 19):
-                raise ApiError(400, "bad_request", "cursor is not one this server issued")
-            after = int(cursor)
+        after = _int_param(request, "cursor", -1, 0)
         query = SearchQuery(
             probe_cc=None if cc is None else cc.upper(),
             probe_asn=asn,
@@ -341,10 +383,10 @@ def create_app(cfg: CollectorConfig) -> Starlette:
     async def inclusion(request: Request) -> Response:
         c = clog()
         head = c.head
-        size = _int_param(request, "tree_size", head.tree_size, 1, max(head.tree_size, 1))
-        if head.tree_size == 0:
-            raise ApiError(400, "bad_request", "the log is empty")
-        index = _int_param(request, "leaf_index", None, 0, size - 1)
+        size = _int_param(request, "tree_size", head.tree_size, 1)
+        index = _int_param(request, "leaf_index", None, 0)
+        _in_log("tree_size", size, head.tree_size, "the latest tree head's size")
+        _in_log("leaf_index", index, size - 1, "the last leaf of that tree")
         leaf, proof = c.inclusion(index, size)
         return JSONResponse(
             {
@@ -359,8 +401,10 @@ def create_app(cfg: CollectorConfig) -> Starlette:
     async def consistency(request: Request) -> Response:
         c = clog()
         head = c.head
-        second = _int_param(request, "second", head.tree_size, 0, head.tree_size)
-        first = _int_param(request, "first", None, 0, second)
+        second = _int_param(request, "second", head.tree_size, 0)
+        first = _int_param(request, "first", None, 0)
+        _in_log("second", second, head.tree_size, "the latest tree head's size")
+        _in_log("first", first, second, "second")
         proof = c.consistency(first, second)
         return JSONResponse(
             {
@@ -395,7 +439,9 @@ def create_app(cfg: CollectorConfig) -> Starlette:
     async def remove_payload(request: Request) -> Response:
         check_admin(request)
         uid = _uid(request)
-        reason = request.query_params.get("reason", "removed for a person's safety")[:500]
+        reason = _str_param(request, "reason") or "removed for a person's safety"
+        if len(reason) > 500:
+            raise ApiError(400, "bad_request", "reason is longer than 500 characters")
         row = await asyncio.wrap_future(clog().remove_payload(uid, reason))
         if row is None:
             raise ApiError(404, "not_found", "no measurement with this uid")
@@ -423,6 +469,9 @@ def create_app(cfg: CollectorConfig) -> Starlette:
 
     async def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
+        if exc.error == "client_disconnected":
+            client = request.client.host if request.client else "unknown"
+            log.info("%s %s from %s: %s", request.method, request.url.path, client, exc.detail)
         headers = exc.extra.pop("headers", None)
         return _error(exc.status, exc.error, exc.detail, headers, **exc.extra)
 
@@ -437,18 +486,24 @@ def create_app(cfg: CollectorConfig) -> Starlette:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return JSONResponse({"error": "internal"}, status_code=500)
 
+    Endpoint = Callable[[Request], Awaitable[Response]]
+    endpoints: dict[str, dict[str, Endpoint]] = {
+        "/api/v1/measurements": {"GET": list_measurements, "POST": submit},
+        "/api/v1/measurements/{uid}": {"GET": get_measurement},
+        "/api/v1/measurements/{uid}/payload": {"DELETE": remove_payload},
+        "/api/v1/log/tree-head": {"GET": tree_head},
+        "/api/v1/log/inclusion": {"GET": inclusion},
+        "/api/v1/log/consistency": {"GET": consistency},
+        "/api/v1/log/public-key": {"GET": public_key},
+        "/api/v1/log/public-keys": {"GET": public_keys},
+        "/api/v1/admin/rotate-key": {"POST": rotate_key},
+        "/openapi.json": {"GET": openapi},
+    }
+    # One route per path, so that a 405's Allow and an OPTIONS answer name every method the
+    # path serves (two routes for one path made OPTIONS answer "Allow: POST" though GET works).
     routes = [
-        Route("/api/v1/measurements", submit, methods=["POST"]),
-        Route("/api/v1/measurements", list_measurements, methods=["GET"]),
-        Route("/api/v1/measurements/{uid}", get_measurement, methods=["GET"]),
-        Route("/api/v1/measurements/{uid}/payload", remove_payload, methods=["DELETE"]),
-        Route("/api/v1/log/tree-head", tree_head, methods=["GET"]),
-        Route("/api/v1/log/inclusion", inclusion, methods=["GET"]),
-        Route("/api/v1/log/consistency", consistency, methods=["GET"]),
-        Route("/api/v1/log/public-key", public_key, methods=["GET"]),
-        Route("/api/v1/log/public-keys", public_keys, methods=["GET"]),
-        Route("/api/v1/admin/rotate-key", rotate_key, methods=["POST"]),
-        Route("/openapi.json", openapi, methods=["GET"]),
+        Route(path, _by_method(by_method), methods=_allowed(by_method))
+        for path, by_method in endpoints.items()
     ]
     handlers: dict[Any, Callable[[Request, Exception], Any]] = {
         ApiError: api_error,

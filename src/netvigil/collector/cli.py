@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from netvigil import textsafe
 from netvigil.collector.app import CollectorConfig, create_app
+from netvigil.collector.guard import ConnectionLimits
+from netvigil.collector.service import CollectorLog
+from netvigil.evidence.log import log_id_for
 
 MAX_TOKEN_FILE = 4096
 
@@ -57,12 +62,26 @@ def add_parser(
         default=400.0,
         help="token bucket size per client IP (default %(default)s)",
     )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=ConnectionLimits.max_connections,
+        metavar="N",
+        help="open connections in all; more are refused with 503 (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-client-connections",
+        type=int,
+        default=ConnectionLimits.max_per_client,
+        metavar="N",
+        help="open connections per client IP; more are refused with 503 (default %(default)s)",
+    )
     return p
 
 
 def parse_listen(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) < 65536:
         raise ValueError(f"--listen must be HOST:PORT, not {value!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
 
@@ -78,16 +97,17 @@ def read_token(path: Path) -> bytes:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
     try:
         host, port = parse_listen(args.listen)
         token = read_token(args.admin_token_file) if args.admin_token_file else None
         if args.database and not args.database.startswith(("postgresql://", "postgres://")):
             raise ValueError("--database must be a postgresql://… DSN")
+        if args.max_connections < 1 or args.max_client_connections < 1:
+            raise ValueError("--max-connections and --max-client-connections must be at least 1")
+        if args.data.exists() and not args.data.is_dir():
+            raise ValueError(f"--data {args.data} is not a directory")
     except (OSError, ValueError) as exc:
-        print(textsafe.visible(f"netvigil collector: {exc}"), file=sys.stderr)
-        return 2
+        return _fail(exc)
     # request paths in log lines are the client's choice: logged as plain text
     log_format = "%(asctime)s %(name)s %(levelname)s %(message)s"
     logging.basicConfig(level=logging.INFO, handlers=[textsafe.log_handler(log_format)])
@@ -98,17 +118,56 @@ def run(args: argparse.Namespace) -> int:
         rate=args.rate,
         burst=args.burst,
     )
-    app = create_app(cfg)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        timeout_keep_alive=5,
-        timeout_graceful_shutdown=10,
-        limit_concurrency=2000,
-        h11_max_incomplete_event_size=64 * 1024,
-        server_header=False,
+    from netvigil.collector import guard
+
+    limits = guard.fit_limits(
+        ConnectionLimits(
+            max_connections=args.max_connections, max_per_client=args.max_client_connections
+        )
     )
+    app = create_app(cfg)
+    try:
+        # opened here, not in uvicorn's lifespan, so that a bad data directory or database is
+        # one line on stderr rather than a traceback from inside the server
+        collector_log = open_log(app, cfg)
+    except Exception as exc:  # any start-up fault is one line, not a traceback
+        return _fail(exc)
+    try:
+        sock = guard.listen_socket(host, port)
+    except OSError as exc:
+        collector_log.close()
+        return _fail(OSError(f"cannot listen on {args.listen}: {exc.strerror or exc}"))
+    bound_host, bound_port = sock.getsockname()[:2]
+    address = f"[{bound_host}]:{bound_port}" if ":" in bound_host else f"{bound_host}:{bound_port}"
+    log_id = log_id_for(collector_log.key.public_key())
+    lines = [
+        f"netvigil collector listening on http://{address}/",
+        f"  data directory: {cfg.data_dir.resolve()}"
+        + (" (measurements in PostgreSQL)" if cfg.database_url else ""),
+        "  log key fingerprint (log_id, SHA-256 of the public key):"
+        f" {base64.b64encode(log_id).decode()}",
+        f"  public key: http://{address}/api/v1/log/public-key"
+        " (save it for `netvigil verify --log-key`)",
+        f"  API schema: http://{address}/openapi.json",
+        f"  limits: {limits.max_connections} connections, {limits.max_per_client} per client,"
+        f" request headers within {limits.header_timeout:g} s",
+    ]
+    for line in lines:
+        print(textsafe.visible(line))
+    sys.stdout.flush()
+    server = guard.uvicorn_server(app, sock, limits)
+    server.run(sockets=[sock])
     return 0
+
+
+def open_log(app: Any, cfg: CollectorConfig) -> CollectorLog:
+    """Open the evidence log now and hand it to ``app`` (its lifespan then reuses it)."""
+    collector_log = CollectorLog(cfg.data_dir, database_url=cfg.database_url)
+    app.state.collector["log"] = collector_log
+    return collector_log
+
+
+def _fail(exc: BaseException) -> int:
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    print(textsafe.visible(f"netvigil collector: {detail}"), file=sys.stderr)
+    return 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from netvigil import __version__
@@ -19,10 +20,33 @@ def _err(description: str) -> dict[str, Any]:
     return _json(_ref("Error"), description)
 
 
+MAX_INT64 = 2**63 - 1
+# "YYYY-MM-DD hh:mm:ss" that Python's datetime accepts (year 1-9999, the Gregorian calendar):
+# the server checks the same, so that the schema says exactly what is accepted.
+_YEAR = "([0-9]{3}[1-9]|[0-9]{2}[1-9][0-9]|[0-9][1-9][0-9]{2}|[1-9][0-9]{3})"
+_MONTH_DAY = (
+    "((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)"
+    "|02-(0[1-9]|1[0-9]|2[0-8]))"
+)
+_LEAP_DAY = "(([0-9]{2}(0[48]|[2468][048]|[13579][26])|([2468][048]|[13579][26]|0[48])00)-02-29)"
+_CLOCK = "([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+START_TIME_PATTERN = f"^({_YEAR}-{_MONTH_DAY}|{_LEAP_DAY}) {_CLOCK}$"
+# search bounds are compared as text with stored start times, so any well-formed date will do
+_SEARCH_TIME = (
+    "([0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01]))"
+    "(?:[T ](([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9])Z?)?"
+)
+SEARCH_TIME = re.compile(_SEARCH_TIME)
+SEARCH_ASN = re.compile("(AS)?[0-9]{1,10}")
+
 B64_HASH = {"type": "string", "format": "byte", "description": "standard base64 of 32 bytes"}
 UID_PATTERN = r"^[0-9]{14}\.[0-9]{6}_[A-Z]{2}_[a-z0-9]{1,64}_[0-9a-f]{16}$"
 
-_COMMON_ERRORS = {"429": _err("rate limited (see Retry-After)"), "500": _err("internal error")}
+_COMMON_ERRORS = {
+    "429": _err("rate limited (see Retry-After)"),
+    "500": _err("internal error"),
+    "503": _err("too many connections from this client or in all (see Retry-After)"),
+}
 
 
 def _q(
@@ -37,6 +61,8 @@ def _q(
     }
 
 
+_INT0 = {"type": "integer", "minimum": 0, "maximum": MAX_INT64}
+_INT1 = {"type": "integer", "minimum": 1, "maximum": MAX_INT64}
 _UID_PARAM = {
     "name": "uid",
     "in": "path",
@@ -72,7 +98,7 @@ COMPONENTS: dict[str, Any] = {
                 "input": {"type": "string", "nullable": True, "maxLength": 8192},
                 "measurement_start_time": {
                     "type": "string",
-                    "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$",
+                    "pattern": START_TIME_PATTERN,
                     "example": "2026-11-27 18:00:00",
                 },
                 "probe_cc": {"type": "string", "pattern": "^[A-Z]{2}$"},
@@ -224,16 +250,12 @@ def openapi_schema() -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/api/v1/measurements": {
             "post": {
-                "summary": "Submit a measurement (JSON, optionally Content-Encoding: gzip)",
+                "summary": "Submit a measurement",
+                "description": (
+                    "The body is JSON; it may be sent with Content-Encoding: gzip (a transport"
+                    " encoding, so not a parameter here). Anything else is 415."
+                ),
                 "operationId": "submitMeasurement",
-                "parameters": [
-                    {
-                        "name": "Content-Encoding",
-                        "in": "header",
-                        "required": False,
-                        "schema": {"type": "string", "enum": ["gzip", "identity"]},
-                    }
-                ],
                 "requestBody": {
                     "required": True,
                     "content": {"application/json": {"schema": _ref("Measurement")}},
@@ -254,19 +276,29 @@ def openapi_schema() -> dict[str, Any]:
                 "operationId": "searchMeasurements",
                 "parameters": [
                     _q("probe_cc", {"type": "string", "pattern": "^[A-Za-z]{2}$"}, "country"),
-                    _q("probe_asn", {"type": "string", "pattern": "^(AS)?[0-9]{1,10}$"}, "ASN"),
                     _q(
-                        "domain", {"type": "string", "maxLength": 253}, "host name of the input URL"
+                        "probe_asn",
+                        {"type": "string", "pattern": f"^{SEARCH_ASN.pattern}$"},
+                        "ASN",
                     ),
-                    _q("test_name", {"type": "string", "maxLength": 64}, "test name"),
+                    _q(
+                        "domain",
+                        {"type": "string", "minLength": 1, "maxLength": 253},
+                        "host name of the input URL",
+                    ),
+                    _q(
+                        "test_name",
+                        {"type": "string", "minLength": 1, "maxLength": 64},
+                        "test name",
+                    ),
                     _q(
                         "since",
-                        {"type": "string"},
+                        {"type": "string", "pattern": f"^{_SEARCH_TIME}$"},
                         "measurement_start_time >= (YYYY-MM-DD[Thh:mm:ssZ])",
                     ),
                     _q(
                         "until",
-                        {"type": "string"},
+                        {"type": "string", "pattern": f"^{_SEARCH_TIME}$"},
                         "measurement_start_time < (YYYY-MM-DD[Thh:mm:ssZ])",
                     ),
                     _q(
@@ -276,7 +308,7 @@ def openapi_schema() -> dict[str, Any]:
                     ),
                     _q(
                         "cursor",
-                        {"type": "string", "pattern": "^[0-9]{1,19}$"},
+                        {"type": "integer", "minimum": 0, "maximum": MAX_INT64},
                         "next_cursor of the previous page",
                     ),
                 ],
@@ -307,10 +339,11 @@ def openapi_schema() -> dict[str, Any]:
                 "security": _ADMIN,
                 "parameters": [
                     _UID_PARAM,
-                    _q("reason", {"type": "string", "maxLength": 500}, "why"),
+                    _q("reason", {"type": "string", "minLength": 1, "maxLength": 500}, "why"),
                 ],
                 "responses": {
                     "200": _json({"type": "object"}, "removed"),
+                    "400": _err("bad parameter"),
                     "401": _err("no or wrong admin token"),
                     "403": _err("admin disabled"),
                     "404": _err("unknown uid"),
@@ -330,16 +363,13 @@ def openapi_schema() -> dict[str, Any]:
                 "summary": "RFC 6962 inclusion proof",
                 "operationId": "getInclusion",
                 "parameters": [
-                    _q("leaf_index", {"type": "integer", "minimum": 0}, "leaf", required=True),
-                    _q(
-                        "tree_size",
-                        {"type": "integer", "minimum": 1},
-                        "tree size (default: latest head)",
-                    ),
+                    _q("leaf_index", _INT0, "leaf", required=True),
+                    _q("tree_size", _INT1, "tree size (default: latest head)"),
                 ],
                 "responses": {
                     "200": _json(_ref("Inclusion"), "proof"),
                     "400": _err("bad parameter"),
+                    "404": _err("tree_size beyond the latest head, or leaf_index not in it"),
                     **_COMMON_ERRORS,
                 },
             }
@@ -349,16 +379,13 @@ def openapi_schema() -> dict[str, Any]:
                 "summary": "RFC 6962 consistency proof between two tree sizes",
                 "operationId": "getConsistency",
                 "parameters": [
-                    _q("first", {"type": "integer", "minimum": 0}, "smaller size", required=True),
-                    _q(
-                        "second",
-                        {"type": "integer", "minimum": 0},
-                        "larger size (default: latest head)",
-                    ),
+                    _q("first", _INT0, "smaller size", required=True),
+                    _q("second", _INT0, "larger size (default: latest head)"),
                 ],
                 "responses": {
                     "200": _json(_ref("Consistency"), "proof"),
                     "400": _err("bad parameter"),
+                    "404": _err("second beyond the latest head, or first larger than second"),
                     **_COMMON_ERRORS,
                 },
             }
