@@ -140,8 +140,16 @@ _REASONS = {
 }
 
 
+def _stdin() -> IO[bytes]:
+    # Unbuffered: a read returns what the pipe holds, so that a verdict is printed as soon as
+    # its line arrives (a buffered read would wait for a whole chunk or the end).
+    buffer = sys.stdin.buffer
+    raw: IO[bytes] = getattr(buffer, "raw", buffer)
+    return raw
+
+
 def _open(name: str) -> IO[bytes]:
-    return sys.stdin.buffer if name == "-" else open(name, "rb")
+    return _stdin() if name == "-" else open(name, "rb")
 
 
 def _parse_cost(raw: bytes) -> int:
@@ -173,22 +181,22 @@ def _parse(raw: bytes, line: int, problems: _Problems) -> Any:
     return value
 
 
-def _is_document_start(first: Record, second: Record | None) -> bool:
+def _is_document_start(first: Record, rest: Iterator[Record]) -> tuple[bool, Record | None]:
     """Does the file hold one JSON document rather than JSON Lines? A list, or an object that
     does not end on its first line and is not followed by a line that starts an object
-    (a JSONL file whose first line is broken goes on line by line)."""
+    (a JSONL file whose first line is broken goes on line by line). Also the second record
+    when it had to be read to tell (only then: a stream's first verdict need not wait)."""
     lead = first.raw.lstrip()[:1]
     if lead == b"[":
-        return True
-    if lead != b"{" or (second is not None and second.raw.lstrip()[:1] == b"{"):
-        return False
-    if _parse_cost(first.raw) > MAX_PARSE_COST:
-        return False  # not parsed here: _parse refuses it as a line
+        return True, None
+    if lead != b"{" or _parse_cost(first.raw) > MAX_PARSE_COST:
+        return False, None  # (too costly: not parsed here, _judge refuses it as a line)
     try:
         orjson.loads(first.raw)
+        return False, None
     except orjson.JSONDecodeError:
-        return True
-    return False
+        second = next(rest, None)
+        return second is None or second.raw.lstrip()[:1] != b"{", second
 
 
 def _values(name: str, problems: _Problems, progress: _Progress) -> Iterator[tuple[int, Any]]:
@@ -205,8 +213,10 @@ def _values(name: str, problems: _Problems, progress: _Progress) -> Iterator[tup
         first = next(records, None)
         if first is None:
             return
-        second = next(records, None)
-        if _is_document_start(first, second):
+        is_document, second = _is_document_start(first, records)
+        if is_document:
+            if second is None:
+                second = next(records, None)
             yield from _document(first, second, records, problems)
             return
         for record in (first, second):
@@ -218,7 +228,7 @@ def _values(name: str, problems: _Problems, progress: _Progress) -> Iterator[tup
         problems.bad("unreadable", 0, f"read error ({exc.strerror or exc})")
     finally:
         progress.reading(None)
-        if stream is not sys.stdin.buffer:
+        if name != "-":
             stream.close()
 
 
@@ -389,6 +399,11 @@ class _Judge:
         while self.pending and (len(self.pending) > 2 * self.jobs or self.pending[0][2].done()):
             self._take()
 
+    @property
+    def pooled(self) -> bool:
+        """Whether inputs now go to the pool (the caller then groups them in chunks)."""
+        return self.pool is not None or (self.jobs > 1 and self.judged >= PARALLEL_AFTER)
+
     def close_file(self, problems: _Problems) -> None:
         """Every chunk of this file judged and delivered (its report can then be closed)."""
         while self.pending:
@@ -410,7 +425,11 @@ class _Judge:
             self.pool = None
 
 
-def _chunks(values: Iterator[tuple[int, Any]]) -> Iterator[tuple[list[int], list[Any]]]:
+def _chunks(
+    values: Iterator[tuple[int, Any]], judge: _Judge
+) -> Iterator[tuple[list[int], list[Any]]]:
+    """Inputs grouped for the pool; one by one while they are judged here, so that a verdict
+    is printed as soon as its line is read (``analyze -`` on a live stream)."""
     lines: list[int] = []
     items: list[Any] = []
     size = 0
@@ -418,7 +437,7 @@ def _chunks(values: Iterator[tuple[int, Any]]) -> Iterator[tuple[list[int], list
         lines.append(line)
         items.append(item)
         size += len(item) if isinstance(item, bytes) else 4096
-        if len(items) >= CHUNK_ITEMS or size >= CHUNK_BYTES:
+        if len(items) >= CHUNK_ITEMS or size >= CHUNK_BYTES or not judge.pooled:
             yield lines, items
             lines, items, size = [], [], 0
     if items:
@@ -524,8 +543,7 @@ class _Output:
                 self.out.write(payload + "\n")
             else:
                 self._row(payload)
-        if self.tty:
-            self.out.flush()
+        self.out.flush()  # as they come, to a pipe too: one write per chunk (or verdict)
         self.progress.update(self.total)
 
     @property
@@ -617,7 +635,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         for name in args.files:
             problems = _Problems(source="<stdin>" if name == "-" else name)
-            for lines, items in _chunks(_values(name, problems, progress)):
+            for lines, items in _chunks(_values(name, problems, progress), judge):
                 judge.submit(problems, lines, items)
             judge.close_file(problems)
             progress.clear()
