@@ -12,6 +12,17 @@ number too large for a double, nesting deeper than 1024, not an object, too long
 values) is reported on stderr as ``file:line: reason`` (at most 20 per file, then a count)
 and skipped; the rest of the file is still analysed.
 
+Output, as the verdicts come: a row per measurement up to a screenful, then (past it) a
+summary at the end: the blocked URLs, the most measured first, and the counts by test and
+outcome; --all lists every row, --json prints one JSON object per line. Nothing is cut to the
+terminal's width. Large input is judged by -j N processes (default: all cores), the output in
+input order. A progress line is drawn on stderr when it is a terminal and the run lasts.
+
+Examples:
+  netvigil analyze measurements.jsonl.gz
+  netvigil analyze --json - < measurements.jsonl | jq .outcome
+  netvigil analyze --all -j 4 *.jsonl
+
 Exit status:
   0  every file was read to its end and at least one measurement was analysed
      (bad lines, if any, were reported and skipped)
@@ -19,6 +30,7 @@ Exit status:
      (a JSON document over the cap); whatever could be read was analysed
   2  usage error
   3  nothing to analyse: every file was read, but none held a measurement
+  141  the reader of the output went away (a closed pipe, as in "| head"): stopped quietly
 """
 
 from __future__ import annotations
@@ -579,6 +591,34 @@ class _Output:
         )
         self.out.write(line + "\n")
 
+    def _totals_by_test(self, write: Any) -> None:
+        """Counts by test and outcome, the most frequent first; the tests netvigil does not
+        judge (every verdict 'unsupported') in one line."""
+        say = textsafe.visible
+        unsupported: Counter[str] = Counter()
+        judged: list[tuple[tuple[str, str], int]] = []
+        tests_judged = {test for (test, outcome) in self.by_test if outcome != "unsupported"}
+        for (test, outcome), n in self.by_test.items():
+            if outcome == "unsupported" and test not in tests_judged:
+                unsupported[test] += n
+            else:
+                judged.append(((test, outcome), n))
+        judged.sort(key=lambda kv: (kv[0][0], kv[0][1] == "ok", -kv[1], kv[0][1]))
+        write("\ntotals by test and outcome:\n")
+        if judged:
+            test_width = min(32, max(len(say(test)) for (test, _), _ in judged))
+            outcome_width = min(40, max(len(say(outcome)) for (_, outcome), _ in judged))
+            for (test, outcome), n in judged:
+                write(f"  {say(test):<{test_width}} {say(outcome):<{outcome_width}} {n:>8,}\n")
+        if unsupported:
+            names = ", ".join(say(t, limit=40) for t, _ in unsupported.most_common(12))
+            if len(unsupported) > 12:
+                names += f", … ({len(unsupported) - 12} more)"
+            write(
+                f"  not judged (unsupported): {sum(unsupported.values()):,} measurement(s) "
+                f"of {len(unsupported)} other test(s): {names}\n"
+            )
+
     def finish(self, bad: int) -> None:
         self.progress.clear()
         if self.as_json:
@@ -593,21 +633,17 @@ class _Output:
         if hidden:
             write(f"… {hidden:,} more verdict(s) not listed (--all lists every one, --json too)\n")
             if self.blocked:
-                write("\nblocked URLs (most measurements first):\n")
-                write(f"  {'count':>7}  {'outcome':<28} input\n")
                 ranked = sorted(self.blocked.items(), key=lambda kv: (-kv[1], kv[0]))
-                for (url, outcome), n in ranked[:MAX_BLOCKED_SHOWN]:
-                    write(f"  {n:>7,}  {say(outcome):<28} {say(url, limit=None)}\n")
+                shown = ranked[:MAX_BLOCKED_SHOWN]
+                width = min(48, max(len(say(outcome)) for (_, outcome), _ in shown))
+                write("\nblocked URLs (most measurements first):\n")
+                write(f"  {'count':>7}  {'outcome':<{width}} input\n")
+                for (url, outcome), n in shown:
+                    write(f"  {n:>7,}  {say(outcome):<{width}} {say(url, limit=None)}\n")
                 more = len(ranked) - MAX_BLOCKED_SHOWN
                 if more > 0:
                     write(f"  … and {more:,} more blocked URL/outcome pair(s)\n")
-            write("\ntotals by test and outcome:\n")
-            write(f"  {'test':<24} {'outcome':<28} {'count':>7}\n")
-            ordered = sorted(
-                self.by_test.items(), key=lambda kv: (kv[0][1] == "ok", kv[0][0], -kv[1], kv[0][1])
-            )
-            for (test, outcome), n in ordered:
-                write(f"  {say(test):<24} {say(outcome):<28} {n:>7,}\n")
+            self._totals_by_test(write)
         else:
             write("\ntotals:\n")
             for outcome, n in sorted(self.counts.items()):
