@@ -13,9 +13,9 @@ import copy
 import gzip
 import json
 import os
+import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,31 +51,44 @@ def run_analyze(*args: str, stdin: bytes | None = None, timeout: float = 100.0) 
     return Run(proc.returncode, _verdicts(proc.stdout), proc.stderr.decode("utf-8", "replace"), 0)
 
 
+# Runs a command and writes its peak RSS (KiB) to a file. The measured child must not be
+# started by pytest itself: a child forked (or vfork'ed) by a process inherits that process's
+# high-water RSS at exec (Linux keeps it in ru_maxrss), so the figure would be pytest's own
+# (~300 MB once the whole suite is collected). Started from this small process, it is the
+# child's.
+_MEASURE = """
+import resource, subprocess, sys
+status = subprocess.run(sys.argv[2:], check=False).returncode
+with open(sys.argv[1], "w") as f:
+    f.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+sys.exit(status)
+"""
+
+
 def run_analyze_measured(path: Path, timeout: float = 100.0) -> Run:
     """``netvigil analyze --json PATH`` in a fresh child, with the child's own peak RSS
-    (``ru_maxrss`` of exactly that process, from ``wait4``); its output goes to files."""
+    (``ru_maxrss`` of exactly that process, from ``getrusage`` in its small parent, _MEASURE);
+    its output goes to files."""
     out_path, err_path = path.with_suffix(".out"), path.with_suffix(".err")
+    rss_path = path.with_suffix(".rss")
+    command = [sys.executable, "-m", "netvigil.cli", "analyze", "--json", str(path)]
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "netvigil.cli", "analyze", "--json", str(path)],
+            [sys.executable, "-c", _MEASURE, str(rss_path), *command],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,
+            start_new_session=True,
         )
-        deadline = time.monotonic() + timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                proc.kill()
-                os.wait4(proc.pid, 0)
-                raise AssertionError(f"netvigil analyze ran longer than {timeout} s")
-            time.sleep(0.02)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise AssertionError(f"netvigil analyze ran longer than {timeout} s") from None
     verdicts = _verdicts(out_path.read_bytes())
     stderr = err_path.read_bytes()[:100_000].decode("utf-8", "replace")
-    return Run(proc.returncode, verdicts, stderr, usage.ru_maxrss / 1024)
+    return Run(proc.returncode, verdicts, stderr, int(rss_path.read_text()) / 1024)
 
 
 def _verdicts(out: bytes) -> list[dict[str, Any]]:

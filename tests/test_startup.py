@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import pickle
@@ -113,23 +114,25 @@ def test_only_the_named_command_is_built() -> None:
 # The fingerprint cache
 
 
+@functools.cache
 def _sample_bodies() -> list[str]:
-    """Response bodies of the real OONI samples (blockpages among them), and two made here."""
+    """Response bodies of the real OONI samples (blockpages among them), and two made here.
+    Read when a test needs them, line by line: collecting the suite must not grow pytest's
+    memory (the hostile-file tests measure their child's peak RSS, which a vfork'ed child
+    inherits from pytest)."""
     bodies: list[str] = []
-    for line in (DATA / "ooni_samples.jsonl").read_text("utf-8").splitlines():
-        keys = json.loads(line).get("test_keys") or {}
-        for request in keys.get("requests") or []:
-            body = (request.get("response") or {}).get("body")
-            if isinstance(body, str) and body:
-                bodies.append(body)
+    with (DATA / "ooni_samples.jsonl").open("rb") as f:
+        for line in f:
+            keys = json.loads(line).get("test_keys") or {}
+            for request in keys.get("requests") or []:
+                body = (request.get("response") or {}).get("body")
+                if isinstance(body, str) and body and len(bodies) < 40:
+                    bodies.append(body)
     return [
-        *bodies[:40],
+        *bodies,
         "<title>Access denied</title> blocked by order of the court",
         "x" * 5000 + "Доступ к сайту ограничен" + "y" * 5000,
     ]
-
-
-BODIES = _sample_bodies()
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +148,7 @@ def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _answers(fps: fpmod.Fingerprints) -> list[object]:
-    out: list[object] = [fps.match_response(body, {"Server": "nginx"}) for body in BODIES]
+    out: list[object] = [fps.match_response(body, {"Server": "nginx"}) for body in _sample_bodies()]
     out += [fps.match_dns(ip) for ip in ("10.10.34.34", "195.175.254.2", "1.1.1.1")]
     return out
 

@@ -664,7 +664,7 @@ def run(args: argparse.Namespace) -> int:
             sizes += os.stat(name).st_size if name != "-" else 0
     progress = _Progress(sizes)
     output = _Output(args.json, getattr(args, "all", False), progress)
-    jobs = getattr(args, "jobs", None) or os.cpu_count() or 1
+    jobs = getattr(args, "jobs", None) or len(os.sched_getaffinity(0)) or 1
     judge = _Judge(jobs, args.json, output.deliver)
     bad_total = 0
     files_failed = 0
