@@ -10,8 +10,9 @@ times (the best round of each is kept: noise on a shared machine only ever adds 
 - ``engine``: the bare loop, ``orjson.loads`` + ``analyze`` per line, nothing printed;
 - ``cli --json -j1``: ``netvigil.verdict.cli.main`` in this process (stdout to /dev/null),
   one process, so the ratio to ``engine`` is the CLI's own cost per measurement;
-- then, as child processes (start-up included): ``analyze --json`` with ``-j 1`` and with the
-  default (all cores), and the default table (a screenful and a summary).
+- then, as child processes (start-up included): ``analyze --json`` with ``-j 1``, ``-j 2`` and
+  the default (all cores), and the default table (a screenful and a summary). The pool pays
+  off on large input: use ``--records 12000`` (~500 MB of JSON) to see it.
 
 The fingerprint database is loaded before anything is timed (its one-time cost is the
 start-up benchmark's, ``bench_startup.py``). Bounded: ``--records`` ≤ 50,000 lines, each child
@@ -113,6 +114,7 @@ def main() -> None:
             cli.append(cli_in_process(path))
         children = {
             "analyze --json -j 1": min(child(["--json", "-j", "1", str(path)]) for _ in range(2)),
+            "analyze --json -j 2": min(child(["--json", "-j", "2", str(path)]) for _ in range(2)),
             "analyze --json (all cores)": min(child(["--json", str(path)]) for _ in range(2)),
             "analyze (table + summary)": min(child([str(path)]) for _ in range(2)),
         }

@@ -170,6 +170,10 @@ def _parse_cost(raw: bytes) -> int:
     preceded by ``,`` ``:`` ``[`` or ``{`` (or is the first; these bytes inside strings only
     make the bound looser), and none costs more than _VALUE_COST bytes with its slot in its
     container; string data is at most 4 bytes per character, and one byte for ASCII."""
+    if len(raw) < MAX_PARSE_COST // (_VALUE_COST + 4):  # ~1.6 MB
+        # no line this short can reach MAX_PARSE_COST (every byte a token, 4 bytes a
+        # character): the four counting passes, as costly as parsing, are skipped
+        return (_VALUE_COST + 4) * (len(raw) + 1)
     tokens = raw.count(b",") + raw.count(b":") + raw.count(b"[") + raw.count(b"{") + 1
     return _VALUE_COST * tokens + len(raw) * (1 if raw.isascii() else 4)
 
