@@ -374,7 +374,8 @@ def test_a_fault_in_the_engine_costs_one_measurement(
             raise RecursionError("maximum recursion depth exceeded")
         return analyze(m, fps)
 
-    monkeypatch.setattr(verdict_cli, "analyze", flaky)
+    # the command imports the engine when it judges (start-up): patched where it lives
+    monkeypatch.setattr("netvigil.verdict.engine.analyze", flaky)
     assert verdict_cli.main([str(path), "--json"]) == 0
     captured = capsys.readouterr()
     assert f"{path}:2: analysis failed: RecursionError: maximum recursion depth" in captured.err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy  # noqa: F401  (the vectorised pass is taken once numpy is loaded: _vector_worth)
 import pytest
 
 from netvigil.verdict.fingerprints import (

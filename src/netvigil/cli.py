@@ -3,14 +3,78 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from netvigil import __version__
-from netvigil.testbed.profile import ProfileError
+
+# Start-up: each command's module (and what it imports: rich, cryptography, numpy, starlette,
+# pandas…) is imported only when that command runs. For the others the parser holds a stand-in
+# with the same name and help line, enough for ``netvigil --help`` and for argparse to say
+# which commands exist. The help lines are repeated here; tests/test_startup.py checks them
+# against the modules' own parsers. (module, function that adds the parser, help line)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "measure": (
+        "netvigil.measure",
+        "add_parser",
+        "measure websites from this network (OONI web_connectivity)",
+    ),
+    "check": (
+        "netvigil.check_cli",
+        "add_parser",
+        "is my HTTPS being intercepted right now? (forged certificates, which SNIs, where)",
+    ),
+    "analyze": (
+        "netvigil.verdict.cli",
+        "add_parser",
+        "verdicts for OONI-format measurements (JSON/JSONL, .gz, '-' for stdin)",
+    ),
+    "helper": ("netvigil.control.cli", "add_parser", "run an OONI-compatible control helper"),
+    "verify": (
+        "netvigil.evidence.cli",
+        "add_parser",
+        "check a measurement and its evidence-log proof offline",
+    ),
+    "upload": (
+        "netvigil.upload.cli",
+        "add_parser",
+        "send measurements waiting in the local outbox to a collector you choose",
+    ),
+    "collector": (
+        "netvigil.collector.cli",
+        "add_parser",
+        "run the measurement collector (HTTP API and evidence log)",
+    ),
+    "pipeline": (
+        "netvigil.pipeline.cli",
+        "add_parser",
+        "OONI measurements and the collector's store → Parquet tables",
+    ),
+    "query": (
+        "netvigil.pipeline.cli",
+        "add_query_parser",
+        "ask a pipeline output which domains were blocked, where, when and how",
+    ),
+    "report": (
+        "netvigil.pipeline.cli",
+        "add_report_parser",
+        "write a self-contained HTML report (timelines, onsets, first/last seen)",
+    ),
+    "sitecheck": (
+        "netvigil.sitecheck.cli",
+        "add_parser",
+        "site-side detection of intercepted visitors (ClientHello vs User-Agent)",
+    ),
+    "explorer": (
+        "netvigil.explorer.cli",
+        "add_parser",
+        "browse the pipeline output and the evidence log in a browser",
+    ),
+}
 
 DESCRIPTION = """\
 netvigil measures Internet censorship and says precisely how a site is blocked.
@@ -49,7 +113,9 @@ def _add_name(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(needed: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line; ``needed``: the commands whose real parsers are built (None:
+    all of them; the others get a stand-in with their help line, see COMMANDS)."""
     parser = argparse.ArgumentParser(
         prog="netvigil",
         description=DESCRIPTION,
@@ -140,28 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = tb.add_parser("profiles", help="list the shipped profiles")
     p.add_argument("--json", action="store_true", help="one JSON object per profile")
 
-    from netvigil import check_cli, measure
-    from netvigil.collector import cli as collector_cli
-    from netvigil.control import cli as control_cli
-    from netvigil.evidence import cli as evidence_cli
-    from netvigil.explorer import cli as explorer_cli
-    from netvigil.pipeline import cli as pipeline_cli
-    from netvigil.sitecheck import cli as sitecheck_cli
-    from netvigil.upload import cli as upload_cli
-    from netvigil.verdict import cli as verdict_cli
-
-    measure.add_parser(commands)
-    check_cli.add_parser(commands)
-    verdict_cli.add_parser(commands)
-    control_cli.add_parser(commands)
-    evidence_cli.add_parser(commands)
-    upload_cli.add_parser(commands)
-    collector_cli.add_parser(commands)
-    pipeline_cli.add_parser(commands)
-    pipeline_cli.add_query_parser(commands)
-    pipeline_cli.add_report_parser(commands)
-    sitecheck_cli.add_parser(commands)
-    explorer_cli.add_parser(commands)
+    for name, (module, adder, help_line) in COMMANDS.items():
+        if needed is None or name in needed:
+            getattr(importlib.import_module(module), adder)(commands)
+        else:
+            commands.add_parser(name, help=help_line)
     _one_vocabulary(parser)
     return parser
 
@@ -222,8 +271,12 @@ def _one_vocabulary(root: argparse.ArgumentParser) -> None:
 
     parsers = dict(subcommands(root))
     for (path, dest), (shown, old) in VOCABULARY.items():
-        parser = parsers[path]
-        action = next(a for a in parser._actions if a.dest == dest and a.option_strings)
+        parser = parsers.get(path)
+        if parser is None:
+            continue  # a command this run did not build (a stand-in carrying its help line)
+        action = next((a for a in parser._actions if a.dest == dest and a.option_strings), None)
+        if action is None:
+            continue  # likewise: the stand-in has no options
         spellings = list(dict.fromkeys((*shown, *action.option_strings, *old)))
         for spelling in spellings:
             other = parser._option_string_actions.get(spelling)
@@ -245,6 +298,21 @@ def _one_vocabulary(root: argparse.ArgumentParser) -> None:
         if "exit status" not in said:
             parts.append(EXIT_STATUS)
         parser.epilog = "\n\n".join(parts)
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` names: its first word that is not an option (the top-level
+    options, --help and --version, take no value)."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The errors reported as one line (imported only when an error is being handled)."""
+    from netvigil.measure import InputError
+    from netvigil.testbed.control import TestbedError
+    from netvigil.testbed.profile import ProfileError
+
+    return (ProfileError, TestbedError, InputError)
 
 
 def _strip_dashes(cmd: Sequence[str]) -> list[str]:
@@ -398,14 +466,12 @@ def _testbed(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(needed={_command_of(words) or ""} & COMMANDS.keys())
+    args = parser.parse_args(words)
     if args.command is None:
         parser.print_help()
         return 2
-    from netvigil.measure import InputError
-    from netvigil.testbed.control import TestbedError
-
     try:
         if args.command in ("testbed", "pipeline") and (
             getattr(args, f"{args.command}_command", None) is None
@@ -456,7 +522,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from netvigil.sitecheck import cli as sitecheck_cli
 
             return sitecheck_cli.run(args)
-    except (ProfileError, TestbedError, InputError) as exc:
+    except _user_errors() as exc:
         from netvigil import textsafe
 
         print(textsafe.visible(f"netvigil: {exc}"), file=sys.stderr)

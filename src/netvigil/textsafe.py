@@ -31,10 +31,11 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from rich.console import Console
-from rich.text import Text
+if TYPE_CHECKING:  # rich costs ~0.1-0.2 s to import: only the commands that draw with it pay
+    from rich.console import Console
+    from rich.text import Text
 
 __all__ = [
     "DEFAULT_LIMIT",
@@ -107,12 +108,16 @@ def text(
     multiline: bool = False,
 ) -> Text:
     """A rich ``Text`` of :func:`visible` (`value`): never parsed as markup."""
+    from rich.text import Text
+
     return Text(visible(value, limit=limit, multiline=multiline), style=style)
 
 
 def make_console(file: TextIO | None = None, *, stderr: bool = False, **kwargs: Any) -> Console:
     """A console that prints what it is given literally (no markup, no emoji codes, no
     highlighting); when not a terminal, wide enough that URLs are not folded."""
+    from rich.console import Console
+
     stream = file if file is not None else (sys.stderr if stderr else sys.stdout)
     is_tty = bool(getattr(stream, "isatty", lambda: False)())
     options: dict[str, Any] = {

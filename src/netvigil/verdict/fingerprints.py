@@ -38,15 +38,20 @@ import io
 import ipaddress
 import json
 import re
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+# numpy is imported when the vectorised pass first pays for it (_vector_worth), not with this
+# module: a command that analyses a few measurements does not wait for it (see bench_startup).
 
 # ASCII characters from most to least frequent in real web pages (measured on the bodies of
 # the OONI sample measurements). A literal is anchored on its rarest character.
@@ -209,7 +214,12 @@ class LiteralMatcher:
     def scan(self, text: str, limit: int = 64) -> tuple[list[str], frozenset[str] | None]:
         """(``find_all``, every indexed literal that occurs in ``text``) — the second is None
         when the text was not scanned by the index (short text, bound reached)."""
-        if self._grams is not None and self._grams.usable and len(text) >= _VECTOR_MIN_CHARS:
+        if (
+            self._grams is not None
+            and self._grams.usable
+            and len(text) >= _VECTOR_MIN_CHARS
+            and _vector_worth(len(text))
+        ):
             occurrences = self._grams.occurrences(text)
             if occurrences is not None:
                 present = frozenset(lit for _, _, lit in occurrences)
@@ -272,8 +282,8 @@ def _utf8(text: str) -> bytes:
 
 _GRAM = 4  # bytes per gram: a literal shorter than this disables the filter (tests only)
 _HASH_BITS = 18  # 256 KiB table: ~0.5 % of a page's positions pass it with ~1,400 grams
-_HASH_MULT = np.uint32(0x9E3779B1)
-_HASH_SHIFT = np.uint32(32 - _HASH_BITS)
+_HASH_MULT = 0x9E3779B1
+_HASH_SHIFT = 32 - _HASH_BITS
 _CHUNK = 1 << 18  # positions per numpy pass: temporaries stay ~1 MiB whatever the body
 _VECTOR_MIN_CHARS = 1024  # below this the regex pass is cheaper than numpy's fixed ~30 µs
 # A body that is one literal repeated (hostile or absurd) would make the candidate list huge:
@@ -287,9 +297,26 @@ _BYTE_RANK = tuple(
 )
 
 
+# Characters of long text scanned by the regex pass while numpy was not loaded: past this
+# (~0.1 s of regex at ~70 ns a character, what importing numpy costs) the vectorised pass is
+# worth loading numpy for. Both passes give the same answer (tests/test_fingerprints.py).
+_VECTOR_AFTER_CHARS = 2_000_000
+_long_chars = 0
+
+
+def _vector_worth(chars: int) -> bool:
+    global _long_chars
+    if "numpy" in sys.modules:
+        return True
+    _long_chars += chars  # a race between threads only moves the switch by one text
+    return _long_chars > _VECTOR_AFTER_CHARS
+
+
 def _hash(grams: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
+    import numpy as np
+
     # multiplicative hashing; uint32 arithmetic wraps, as intended
-    return (grams * _HASH_MULT) >> _HASH_SHIFT
+    return (grams * np.uint32(_HASH_MULT)) >> np.uint32(_HASH_SHIFT)
 
 
 class _GramIndex:
@@ -326,24 +353,43 @@ class _GramIndex:
             # the rarest window not overlapping the first (else any other window)
             off2 = min([c for c in cost if abs(c[2] - off) >= _GRAM] or cost)[2]
             second[gram] = (off2 - off, int.from_bytes(data[off2 : off2 + _GRAM], "little"))
-        self._grams = np.array(sorted(self._by_gram), dtype=np.uint32)
-        self._table = np.zeros(1 << _HASH_BITS, dtype=np.bool_)
-        self._table[_hash(self._grams)] = True
+        self._gram_list = sorted(self._by_gram)
         # Per first gram, where its second gram sits and what it is; a gram shared by several
         # literals checks itself again (always true) and leaves the choice to Python.
-        delta, value = [], []
-        for gram in self._grams.tolist():
+        self._delta_list: list[int] = []
+        self._second_list: list[int] = []
+        for gram in self._gram_list:
             if len(self._by_gram[gram]) == 1:
                 d, v = second[gram]
             else:
                 d, v = 0, gram
-            delta.append(d)
-            value.append(v)
-        self._delta = np.array(delta, dtype=np.int64)
-        self._second = np.array(value, dtype=np.uint32)
+            self._delta_list.append(d)
+            self._second_list.append(v)
+        # numpy arrays of the lists above, made on first use (plain lists pickle without numpy)
+        self._arrays: tuple[Any, ...] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_arrays"] = None
+        return state
+
+    def _numpy_arrays(self) -> tuple[Any, ...]:
+        if self._arrays is None:
+            import numpy as np
+
+            grams = np.array(self._gram_list, dtype=np.uint32)
+            table = np.zeros(1 << _HASH_BITS, dtype=np.bool_)
+            table[_hash(grams)] = True
+            delta = np.array(self._delta_list, dtype=np.int64)
+            second = np.array(self._second_list, dtype=np.uint32)
+            self._arrays = (grams, table, delta, second)  # one assignment: thread-safe
+        return self._arrays
 
     def occurrences(self, text: str) -> list[tuple[int, int, str]] | None:
         """(start, end, literal) of every occurrence, byte offsets; None past the bound."""
+        import numpy as np
+
+        grams_sorted, table, deltas, seconds = self._numpy_arrays()
         data = _utf8(text)
         out: list[tuple[int, int, str]] = []
         last = len(data) - _GRAM  # the last position a gram starts at
@@ -355,20 +401,20 @@ class _GramIndex:
         )
         for base in range(0, last + 1, _CHUNK):
             windows = every[base : base + _CHUNK]
-            hits = np.flatnonzero(self._table.take(_hash(windows)))
+            hits = np.flatnonzero(table.take(_hash(windows)))
             if not hits.size:
                 continue
             grams = windows[hits]
-            slot = np.minimum(np.searchsorted(self._grams, grams), len(self._grams) - 1)
-            keep = self._grams[slot] == grams
+            slot = np.minimum(np.searchsorted(grams_sorted, grams), len(grams_sorted) - 1)
+            keep = grams_sorted[slot] == grams
             hits, slot = hits[keep] + base, slot[keep]
-            other = hits + self._delta[slot]
+            other = hits + deltas[slot]
             inside = (other >= 0) & (other <= last)
-            keep = inside & (every[np.clip(other, 0, last)] == self._second[slot])
+            keep = inside & (every[np.clip(other, 0, last)] == seconds[slot])
             if np.count_nonzero(keep) > _MAX_OCCURRENCES - len(out):
                 return None  # checked before the Python loop: its work stays bounded too
             for pos, gram in zip(
-                hits[keep].tolist(), self._grams[slot[keep]].tolist(), strict=True
+                hits[keep].tolist(), grams_sorted[slot[keep]].tolist(), strict=True
             ):
                 for off, lit_bytes, lit in self._by_gram[gram]:
                     start = pos - off
@@ -850,7 +896,22 @@ def build_fingerprints(fingerprints: Iterable[Fingerprint]) -> Fingerprints:
 
 @functools.cache
 def load_fingerprints() -> Fingerprints:
-    """The shipped database (OONI + Censored Planet + Citizen Lab), compiled once."""
+    """The shipped database (OONI + Censored Planet + Citizen Lab), compiled once: read from
+    the user's cache when a valid copy is there (see :mod:`netvigil.verdict._fpcache`), else
+    compiled (~1-2 s, mostly ``re``) and cached for the next process."""
+    from netvigil.verdict import _fpcache
+
+    key = _fpcache.cache_key()
+    cached = _fpcache.read(key)
+    if isinstance(cached, Fingerprints):
+        return cached
+    fps = compile_shipped()
+    _fpcache.write(key, fps)
+    return fps
+
+
+def compile_shipped() -> Fingerprints:
+    """The shipped database compiled from its files (what the cache holds)."""
     fps: list[Fingerprint] = []
     fps += _ooni("fingerprints_http.csv")
     fps += _ooni("fingerprints_dns.csv")

@@ -25,11 +25,10 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
-from cryptography.utils import CryptographyDeprecationWarning
+if TYPE_CHECKING:  # cryptography is imported when a certificate is looked at (start-up)
+    from cryptography import x509
 
 from netvigil.verdict.roots import (
     MAX_DER,
@@ -84,7 +83,7 @@ def describe_interception(
             copied: dict[str, Any] = pickle.loads(blob)  # a fresh deep copy (our own bytes)
             return copied
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        warnings.simplefilter("ignore", _deprecation_warning())
         out = _describe(presented, real, host, count, roots)
     if key is not None and current is not None and len(out.get("chain_pem", "")) <= _CACHE_PEM:
         blob = pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL)
@@ -239,6 +238,8 @@ def _iso(cert: x509.Certificate, attr: str) -> str | None:
 
 
 def _key_text(cert: x509.Certificate) -> str:
+    from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+
     try:
         key = cert.public_key()
     except Exception:
@@ -257,6 +258,8 @@ def _key_text(cert: x509.Certificate) -> str:
 
 
 def _exponent(cert: x509.Certificate) -> int | None:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     try:
         key = cert.public_key()
     except Exception:
@@ -265,6 +268,8 @@ def _exponent(cert: x509.Certificate) -> int | None:
 
 
 def _extensions(cert: x509.Certificate) -> list[str] | None:
+    from cryptography import x509
+
     try:
         return [
             ext.oid.dotted_string
@@ -277,6 +282,8 @@ def _extensions(cert: x509.Certificate) -> list[str] | None:
 
 
 def _san(cert: x509.Certificate) -> list[str]:
+    from cryptography import x509
+
     try:
         ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except Exception:
@@ -288,6 +295,8 @@ def _san(cert: x509.Certificate) -> list[str]:
 
 def _covers(cert: x509.Certificate, host: str) -> bool:
     """Whether the certificate names ``host`` (SAN, or the CN when there is no SAN)."""
+    from cryptography import x509
+
     host = host.lower().rstrip(".").strip("[]")
     names = _san(cert)
     if not names:
@@ -422,3 +431,9 @@ def _compare(
     ]
     reasons = [("" if ok else "not: ") + text for ok, text in checks]
     return copied, reasons, all(ok for ok, _ in checks)
+
+
+def _deprecation_warning() -> type[Warning]:
+    from cryptography.utils import CryptographyDeprecationWarning
+
+    return CryptographyDeprecationWarning

@@ -31,10 +31,10 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from cryptography import x509
-from cryptography.utils import CryptographyDeprecationWarning
+if TYPE_CHECKING:  # cryptography is imported when a certificate is parsed (start-up)
+    from cryptography import x509
 
 MatchKind = Literal["certificate", "spki", "issuer-name"]
 
@@ -289,7 +289,7 @@ def _load_der(der: bytes) -> x509.Certificate | None:
         return None
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            warnings.simplefilter("ignore", _deprecation_warning())
             # Names are decoded lazily: touch them so a bad one fails here, not later.
             cert.subject.rfc4514_string()
             cert.issuer.rfc4514_string()
@@ -299,9 +299,11 @@ def _load_der(der: bytes) -> x509.Certificate | None:
 
 
 def _parse_der(der: bytes) -> x509.Certificate | None:
+    from cryptography import x509
+
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            warnings.simplefilter("ignore", _deprecation_warning())
             return x509.load_der_x509_certificate(der)
     except Exception:
         return None
@@ -323,9 +325,11 @@ def name_key(name: x509.Name) -> tuple[tuple[str, str], ...]:
 
 
 def _key_ids(cert: x509.Certificate) -> frozenset[bytes]:
+    from cryptography import x509
+
     ids: set[bytes] = set()
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        warnings.simplefilter("ignore", _deprecation_warning())
         with contextlib.suppress(Exception):
             ids.add(cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest)
         with contextlib.suppress(Exception):
@@ -335,9 +339,11 @@ def _key_ids(cert: x509.Certificate) -> frozenset[bytes]:
 
 
 def _authority_key_id(cert: x509.Certificate) -> bytes | None:
+    from cryptography import x509
+
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            warnings.simplefilter("ignore", _deprecation_warning())
             akid = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
     except Exception:
         return None
@@ -417,3 +423,9 @@ def decode_peer_certificates(items: Any, limit: int = MAX_CHAIN) -> list[bytes]:
         except (binascii.Error, ValueError):
             out.append(b"")
     return out
+
+
+def _deprecation_warning() -> type[Warning]:
+    from cryptography.utils import CryptographyDeprecationWarning
+
+    return CryptographyDeprecationWarning
