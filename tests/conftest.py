@@ -20,6 +20,19 @@ def _can_run_testbed() -> str | None:
     return None
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The fingerprint cache (and anything else under $XDG_CACHE_HOME) goes to a directory of
+    this session, inherited by the commands the tests start, never the user's own cache."""
+    saved = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = saved
+
+
 SKIP_REASON = _can_run_testbed()
 needs_testbed = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
 
