@@ -255,3 +255,20 @@ def test_no_cache_dir_or_switched_off_means_compile(
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))  # cache dir cannot be made
     assert not _fpcache.write(_fpcache.cache_key(), compiled)
     assert _fpcache.read(_fpcache.cache_key()) is None
+
+
+@pytest.mark.parametrize("command", [["testbed", "profiles"], ["--help"], ["query", "--help"]])
+def test_a_reader_that_went_away_ends_any_command_quietly(command: list[str]) -> None:
+    """`netvigil … | head -1` for every command: the pipe's reader is gone before the command
+    prints, so its first write fails; it must end quietly (141, or 0 where argparse's help
+    printer already swallowed the error itself) with no traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "netvigil.cli", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader goes away before netvigil has started up
+    stderr = proc.stderr.read().decode("utf-8", "replace")
+    assert proc.wait(timeout=60) in (0, 141), stderr
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr

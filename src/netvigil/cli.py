@@ -465,8 +465,36 @@ def _testbed(args: argparse.Namespace) -> int:
     )
 
 
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a tool whose reader went away
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    words = sys.argv[1:] if argv is None else list(argv)
+    """Run one command. A reader that goes away (``netvigil … | head -1``) ends it quietly with
+    141, like other Unix tools, whichever command was printing."""
+    try:
+        try:
+            status = _run_command(sys.argv[1:] if argv is None else list(argv))
+        except SystemExit:  # argparse after --help or a usage error
+            sys.stdout.flush()
+            raise
+        sys.stdout.flush()  # inside the try: a small output is written only here
+        return status
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's last flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # not a real file (tests): nothing to flush
+        pass
+
+
+def _run_command(words: list[str]) -> int:
     parser = build_parser(needed={_command_of(words) or ""} & COMMANDS.keys())
     args = parser.parse_args(words)
     if args.command is None:
