@@ -27,34 +27,12 @@ from typing import Any
 import pytest
 
 from netvigil.verdict import analyze
+from ooni_verdict_keys import ANALYSIS_FAILURE_KEYS, VERDICT_KEYS
 
 CORPUS = Path(__file__).parent / "data" / "conformance"
 DOCS = Path(__file__).parents[1] / "docs" / "verdict.md"
 MIN_AGREEMENT = 0.97
 
-# OONI's verdict: what it concluded, never what it observed. In 0.5.x http_experiment_failure
-# and dns_experiment_failure are outputs of the analysis too; before 0.5 they are the measured
-# failure of the HTTP and DNS steps (Measurement Kit's and probe-cli 0.4's measurers set them),
-# so they stay.
-VERDICT_KEYS = frozenset(
-    {
-        "blocking",
-        "accessible",
-        "x_status",
-        "x_blocking_flags",
-        "x_null_null_flags",
-        "x_dns_flags",
-        "dns_consistency",
-        "body_length_match",
-        "body_proportion",
-        "status_code_match",
-        "headers_match",
-        "title_match",
-        "x_analysis",
-        "summary",
-    }
-)
-ANALYSIS_FAILURE_KEYS = frozenset({"http_experiment_failure", "dns_experiment_failure"})
 
 # id -> why our blocking differs from the one OONI recorded (docs/verdict.md §2, same words)
 ALLOWED_DISAGREEMENTS: dict[str, str] = {

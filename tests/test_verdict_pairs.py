@@ -20,22 +20,9 @@ from hypothesis import strategies as st
 
 from netvigil.verdict import OUTCOMES, analyze
 from netvigil.verdict.model import NOT_BLOCKED, OONI_DIFFERS, Verdict, pair_allowed
+from ooni_verdict_keys import VERDICT_KEYS
 
 DATA = Path(__file__).parent / "data"
-VERDICT_KEYS = (
-    "blocking",
-    "accessible",
-    "x_status",
-    "x_blocking_flags",
-    "x_null_null_flags",
-    "x_dns_flags",
-    "dns_consistency",
-    "body_length_match",
-    "body_proportion",
-    "status_code_match",
-    "headers_match",
-    "title_match",
-)
 
 
 def _corpus() -> list[dict[str, Any]]:

@@ -17,24 +17,9 @@ from typing import Any
 
 from netvigil.verdict import analyze
 from netvigil.verdict.model import pair_allowed
+from ooni_verdict_keys import ANALYSIS_FAILURE_KEYS, VERDICT_KEYS
 
 CORPUS = Path(__file__).parent / "data" / "conformance"
-VERDICT_KEYS = (
-    "blocking",
-    "accessible",
-    "x_status",
-    "x_blocking_flags",
-    "x_null_null_flags",
-    "x_dns_flags",
-    "dns_consistency",
-    "body_length_match",
-    "body_proportion",
-    "status_code_match",
-    "headers_match",
-    "title_match",
-    "http_experiment_failure",
-    "dns_experiment_failure",
-)
 
 
 @cache
@@ -52,7 +37,7 @@ def corpus_row(row_id: str) -> dict[str, Any]:
     """A fresh copy of a corpus measurement without OONI's verdict keys."""
     row = _index()[row_id]
     m: dict[str, Any] = json.loads(_lines(row["file"])[int(row["line"]) - 1])
-    for key in VERDICT_KEYS:
+    for key in VERDICT_KEYS | ANALYSIS_FAILURE_KEYS:
         m["test_keys"].pop(key, None)
     return copy.deepcopy(m)
 
