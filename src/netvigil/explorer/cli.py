@@ -14,7 +14,8 @@ DESCRIPTION = """\
 Browse the pipeline's output in a browser: countries, networks, domains, timelines of
 blocking with their onsets, and each measurement with its evidence (the DNS answers against
 the control's, the steps, the forged chain beside the real one, the blockpage match) and, with
---collector-data, its place in the evidence log and the `netvigil verify` command to check it.
+--collector-data (or --database for a collector on PostgreSQL), its place in the evidence log
+and the `netvigil verify` command to check it.
 
 Read-only. Listens on 127.0.0.1 unless told otherwise (and then warns: anyone who can reach
 the address can read the measurements). --export OUT writes the same pages as a static site.
@@ -35,8 +36,15 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "dir", metavar="DIR", help="the pipeline output (netvigil pipeline run --out DIR)"
     )
+    # Not an argparse exclusive group: its error is a usage block; run() says it in one line.
     p.add_argument(
         "--collector-data", metavar="DIR", help="the collector's data directory (read-only)"
+    )
+    p.add_argument(
+        "--database",
+        metavar="DSN",
+        help="the collector's PostgreSQL database, postgresql://... (read-only; instead of "
+        "--collector-data; the DSN is never shown)",
     )
     p.add_argument(
         "--inputs",
@@ -90,6 +98,7 @@ def run(args: Any) -> int:
                 Path(args.export),
                 collector,
                 inputs,
+                database=args.database,
                 max_domains=max(1, min(args.max_domains, 10_000)),
             )
             print(
@@ -99,7 +108,7 @@ def run(args: Any) -> int:
             return 0
         from .app import create_app
 
-        app = create_app(Path(args.dir), collector, inputs)
+        app = create_app(Path(args.dir), collector, inputs, database=args.database)
     except (QueryError, ValueError, FileNotFoundError) as exc:
         print(f"netvigil: {textsafe.visible(str(exc), limit=300)}", file=sys.stderr)
         return 2
