@@ -399,3 +399,21 @@ def test_collector_on_postgresql_through_database(
     assert errors[0] == "netvigil: --collector-data and --database are mutually exclusive"
     assert errors[1].startswith("netvigil: cannot read the collector database")
     assert len(errors) == 2 and "hunter2" not in out.err + out.out and password not in out.err
+
+
+def test_the_demo_keeps_its_collectors_log(world: dict[str, Any], tmp_path: Path) -> None:
+    """`testbed demo --save` copies the collector's database out of the testbed's state: the
+    copy alone gives the explorer the measurement and a verifying proof (and no signing key)."""
+    from netvigil.explorer.evidence import CollectorData
+    from netvigil.testbed.demo import keep_collector_data
+
+    assert keep_collector_data(tmp_path / "nothing", tmp_path / "kept") is None
+    kept = keep_collector_data(world["collector"], tmp_path / "kept")
+    assert kept is not None and kept.is_file()
+    assert sorted(p.name for p in kept.parent.iterdir()) == [kept.name]  # no key, no journal
+    uid = world["uids"]["interception"]
+    logged = CollectorData(kept.parent).logged(uid)
+    assert logged is not None and logged.verify is not None and logged.verify.ok
+    # again over an older copy: replaced, not appended to
+    assert keep_collector_data(world["collector"], tmp_path / "kept") == kept
+    assert CollectorData(kept.parent).logged(uid) is not None
