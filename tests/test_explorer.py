@@ -352,7 +352,10 @@ def test_raw_measurement_from_the_pipeline_inputs(tmp_path: Path) -> None:
 
 
 def test_collector_on_postgresql_through_database(
-    pg_cluster: Any, tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]
+    pg_cluster: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """--database DSN: the measurement, its place in the log and a verifying proof, read from a
     collector on PostgreSQL; the DSN (it can hold a password) is in no page and no message."""
@@ -387,6 +390,12 @@ def test_collector_on_postgresql_through_database(
         == 0
     )
     assert json.loads((site / "measurement" / f"{uid}.json").read_text())["x_evidence"]
+    # As for the collector, NETVIGIL_DATABASE_URL keeps the password off the command line.
+    monkeypatch.setenv("NETVIGIL_DATABASE_URL", dsn)
+    site_env = tmp_path_factory.mktemp("site-pg-env")
+    assert netvigil_main(["explorer", str(world["pipeline"]), "--export", str(site_env)]) == 0
+    assert json.loads((site_env / "measurement" / f"{uid}.json").read_text())["x_evidence"]
+    monkeypatch.delenv("NETVIGIL_DATABASE_URL")
     # One-line errors; neither names the DSN nor its password.
     capsys.readouterr()
     both = ["explorer", str(world["pipeline"]), "--collector-data", str(site), "--database", dsn]

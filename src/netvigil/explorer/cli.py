@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,8 @@ def add_parser(subparsers: Any) -> None:
         "--database",
         metavar="DSN",
         help="the collector's PostgreSQL database, postgresql://... (read-only; instead of "
-        "--collector-data; the DSN is never shown)",
+        "--collector-data; the DSN is never shown). Default: the NETVIGIL_DATABASE_URL "
+        "environment variable, as for the collector (it keeps a password out of ps)",
     )
     p.add_argument(
         "--inputs",
@@ -87,6 +89,9 @@ def run(args: Any) -> int:
     from netvigil.pipeline.query import QueryError
 
     collector = Path(args.collector_data) if args.collector_data else None
+    database: str | None = args.database
+    if database is None and collector is None:
+        database = os.environ.get("NETVIGIL_DATABASE_URL") or None
     inputs = [Path(x) for x in args.inputs]
     try:
         host, port = _listen(args.listen)
@@ -98,7 +103,7 @@ def run(args: Any) -> int:
                 Path(args.export),
                 collector,
                 inputs,
-                database=args.database,
+                database=database,
                 max_domains=max(1, min(args.max_domains, 10_000)),
             )
             print(
@@ -108,7 +113,7 @@ def run(args: Any) -> int:
             return 0
         from .app import create_app
 
-        app = create_app(Path(args.dir), collector, inputs, database=args.database)
+        app = create_app(Path(args.dir), collector, inputs, database=database)
     except (QueryError, ValueError, FileNotFoundError) as exc:
         print(f"netvigil: {textsafe.visible(str(exc), limit=300)}", file=sys.stderr)
         return 2
