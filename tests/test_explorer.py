@@ -378,6 +378,11 @@ def test_collector_on_postgresql_through_database(
         password = str(conninfo_to_dict(dsn)["password"])
         assert not any(password in body or "postgresql://" in body for body in pages)
     # Read-only: the explorer's sessions cannot write.
+    from netvigil.explorer.evidence import CollectorDatabase
+
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        CollectorDatabase(dsn)._conn().execute("DELETE FROM measurements")
+    assert "postgresql" not in repr(CollectorDatabase(dsn))
     with psycopg.connect(dsn) as conn:
         (count,) = conn.execute("SELECT COUNT(*) FROM measurements").fetchone() or (0,)
     assert count == len(world["uids"])
