@@ -10,12 +10,17 @@ setup:
 # sudden onsets of blocking and an HTML report. Everything it writes goes to demo-output/.
 DEMO := demo-output
 demo: setup
+	rm -rf $(DEMO)/collector
 	.venv/bin/netvigil testbed demo --profile kz-2019-interception --save $(DEMO)/testbed-kz-2019.jsonl
 	rm -rf $(DEMO)/ooni
 	.venv/bin/netvigil pipeline generate --out $(DEMO)/ooni --count 12000 --days 21 \
 	  --start 2021-12-27 --seed 2022 --country KZ:AS9198,AS206026 --domains 40 -j 2 \
 	  --event KZ:9:facebook.com,cdninstagram.com,docs.google.com,hidemy.name:tls
-	.venv/bin/netvigil pipeline run $(DEMO)/ooni $(DEMO)/testbed-kz-2019.jsonl --out $(DEMO)/pipeline --overwrite
+# The testbed's measurements from the collector's log the demo kept (their ids are then the
+# log's, so `make explore` shows each one's proof), else from the saved file.
+	.venv/bin/netvigil pipeline run $(DEMO)/ooni \
+	  $$(test -f $(DEMO)/collector/collector.sqlite3 && echo $(DEMO)/collector/collector.sqlite3 || echo $(DEMO)/testbed-kz-2019.jsonl) \
+	  --out $(DEMO)/pipeline --overwrite
 	.venv/bin/netvigil query $(DEMO)/pipeline --cc KZ --since $$(date -u +%F) --limit 12
 	.venv/bin/netvigil query $(DEMO)/pipeline --cc KZ --what events --limit 12
 	.venv/bin/netvigil report $(DEMO)/pipeline --cc KZ --until 2022-01-16 --html $(DEMO)/report.html \

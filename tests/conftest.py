@@ -1,11 +1,17 @@
-"""Shared fixtures: testbeds brought up once per session and entered from a thread."""
+"""Shared fixtures: testbeds brought up once per session and entered from a thread; a
+throwaway PostgreSQL cluster for the session (the collector's and the explorer's tests)."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
+import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import psycopg
 import pytest
 
 from netvigil.testbed import control
@@ -68,3 +74,56 @@ def testbed() -> Iterator[Callable[[str], RunningTestbed]]:
     yield get
     for bed in running.values():
         bed.close()
+
+
+# -- PostgreSQL: a throwaway cluster for the session ------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_SCRIPT = ROOT / "scripts" / "pg-test-cluster.sh"
+REQUIRE_POSTGRES = os.environ.get("NETVIGIL_REQUIRE_POSTGRES") == "1"
+
+
+def _postgres_missing() -> str | None:
+    if shutil.which("initdb") or list(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
+        return None
+    return "PostgreSQL is not installed (no initdb on PATH or in /usr/lib/postgresql/*/bin)"
+
+
+class PgCluster:
+    def __init__(self, dsn: str, data_dir: Path) -> None:
+        self.dsn = dsn
+        self.data_dir = data_dir
+        self._n = itertools.count()
+
+    def new_database(self) -> str:
+        name = f"netvigil_test_{os.getpid()}_{next(self._n)}"
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.dsn.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """A throwaway PostgreSQL cluster (scripts/pg-test-cluster.sh) for the whole session."""
+    missing = _postgres_missing()
+    if missing:
+        if REQUIRE_POSTGRES:
+            pytest.fail(f"NETVIGIL_REQUIRE_POSTGRES=1 but {missing}: run scripts/setup.sh")
+        pytest.skip(f"{missing}; scripts/setup.sh installs it (CI requires it)")
+    # Under /tmp, not pytest's tmp_path: as root the cluster runs as the postgres user, who
+    # cannot enter pytest's private (0700) base directory.
+    base = Path(tempfile.mkdtemp(prefix="netvigil-pg-"))
+    try:
+        started = subprocess.run(
+            [str(PG_SCRIPT), "start", str(base)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if started.returncode != 0:
+            pytest.fail(f"pg-test-cluster.sh start failed:\n{started.stderr}")
+        yield PgCluster(started.stdout.strip().splitlines()[-1], base / "data")
+    finally:
+        subprocess.run([str(PG_SCRIPT), "stop", str(base)], timeout=120, check=False)
+        shutil.rmtree(base, ignore_errors=True)

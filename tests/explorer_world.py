@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 from pathlib import Path
 from typing import Any
 
@@ -244,8 +245,9 @@ def ordinary(
     return _envelope(cc, asn, when, f"http://{host}/", tk)
 
 
-def build_world(root: Path) -> dict[str, Any]:
-    """Collector data in ``root/collector``, pipeline output in ``root/pipeline``."""
+def build_world(root: Path, database_url: str | None = None) -> dict[str, Any]:
+    """Collector data in ``root/collector`` (or, given ``database_url``, in that PostgreSQL
+    database), pipeline output in ``root/pipeline``."""
     start = dt.datetime(2021, 12, 27, 8, 0, tzinfo=dt.UTC)
     measurements: list[tuple[str, dict[str, Any]]] = []
     for day in range(21):
@@ -266,18 +268,26 @@ def build_world(root: Path) -> dict[str, Any]:
     measurements.append(
         ("hostile", hostile_blockpage(dt.datetime(2022, 1, 6, 9, 0, tzinfo=dt.UTC)))
     )
-    log = CollectorLog(root / "collector")
+    log = CollectorLog(root / "collector", database_url=database_url)
     uids: dict[str, str] = {}
     try:
         for name, m in measurements:
             uids[name] = log.submit(validate(m)).result(timeout=30).uid
     finally:
         log.close()
+    source = root / "collector" / "collector.sqlite3"
+    if database_url is not None:
+        # The pipeline reads no PostgreSQL: it gets the measurements as the collector serves
+        # them (each with its collector uid as measurement_uid), so the ids are the log's.
+        source = root / "submitted.jsonl"
+        with source.open("w") as out:
+            for name, m in measurements:
+                out.write(json.dumps({**m, "measurement_uid": uids[name]}) + "\n")
     rc = netvigil_main(
         [
             "pipeline",
             "run",
-            str(root / "collector" / "collector.sqlite3"),
+            str(source),
             "--out",
             str(root / "pipeline"),
             "--overwrite",

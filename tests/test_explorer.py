@@ -12,7 +12,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from explorer_world import BLOCKPAGE_BODY, HOSTILE, HOSTILE_URL, build_world
 from netvigil.cli import main as netvigil_main
@@ -347,3 +349,85 @@ def test_raw_measurement_from_the_pipeline_inputs(tmp_path: Path) -> None:
     with TestClient(bare) as c:
         page = c.get(f"/measurement/{fb['measurement_uid']}").text
         assert "Interception: the presented chain" not in page  # needs the raw measurement
+
+
+def test_collector_on_postgresql_through_database(
+    pg_cluster: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--database DSN: the measurement, its place in the log and a verifying proof, read from a
+    collector on PostgreSQL; the DSN (it can hold a password) is in no page and no message."""
+    dsn = pg_cluster.new_database()
+    world = build_world(tmp_path_factory.mktemp("explorer-pg"), database_url=dsn)
+    uid = world["uids"]["interception"]
+    assert not (world["collector"] / "collector.sqlite3").exists()  # it is all in PostgreSQL
+    with TestClient(create_app(world["pipeline"], database=dsn)) as c:
+        r = c.get(f"/measurement/{uid}")
+        assert r.status_code == 200
+        text = " ".join(Page(r.text).text)
+        assert "intercepted" in text and "Qaznet Trust Network" in text
+        assert "Inclusion proof verifies" in text and "leaf index" in text
+        assert f"netvigil verify {uid}.json --log-key" in text
+        doc = c.get(f"/measurement/{uid}.json").json()
+        key_link = next(x for x in Page(r.text).links if x.startswith("/log-key/"))
+        pem = c.get(key_link).content
+        assert verify_measurement(doc, doc["x_evidence"], None, pem).ok
+        pages = [r.text, c.get("/").text, c.get("/domain/facebook.com?cc=KZ").text]
+        password = str(conninfo_to_dict(dsn)["password"])
+        assert not any(password in body or "postgresql://" in body for body in pages)
+    # Read-only: the explorer's sessions cannot write.
+    from netvigil.explorer.evidence import CollectorDatabase
+
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        CollectorDatabase(dsn)._conn().execute("DELETE FROM measurements")
+    assert "postgresql" not in repr(CollectorDatabase(dsn))
+    with psycopg.connect(dsn) as conn:
+        (count,) = conn.execute("SELECT COUNT(*) FROM measurements").fetchone() or (0,)
+    assert count == len(world["uids"])
+
+    site = tmp_path_factory.mktemp("site-pg")
+    assert (
+        netvigil_main(
+            ["explorer", str(world["pipeline"]), "--database", dsn, "--export", str(site)]
+        )
+        == 0
+    )
+    assert json.loads((site / "measurement" / f"{uid}.json").read_text())["x_evidence"]
+    # As for the collector, NETVIGIL_DATABASE_URL keeps the password off the command line.
+    monkeypatch.setenv("NETVIGIL_DATABASE_URL", dsn)
+    site_env = tmp_path_factory.mktemp("site-pg-env")
+    assert netvigil_main(["explorer", str(world["pipeline"]), "--export", str(site_env)]) == 0
+    assert json.loads((site_env / "measurement" / f"{uid}.json").read_text())["x_evidence"]
+    monkeypatch.delenv("NETVIGIL_DATABASE_URL")
+    # One-line errors; neither names the DSN nor its password.
+    capsys.readouterr()
+    both = ["explorer", str(world["pipeline"]), "--collector-data", str(site), "--database", dsn]
+    assert netvigil_main(both) == 2
+    password = str(conninfo_to_dict(dsn)["password"])
+    secret_dsn = dsn.replace(password, "hunter2-secret")  # refused: a wrong password
+    assert netvigil_main(["explorer", str(world["pipeline"]), "--database", secret_dsn]) == 2
+    out = capsys.readouterr()
+    errors = out.err.strip().splitlines()
+    assert errors[0] == "netvigil: --collector-data and --database are mutually exclusive"
+    assert errors[1].startswith("netvigil: cannot read the collector database")
+    assert len(errors) == 2 and "hunter2" not in out.err + out.out and password not in out.err
+
+
+def test_the_demo_keeps_its_collectors_log(world: dict[str, Any], tmp_path: Path) -> None:
+    """`testbed demo --save` copies the collector's database out of the testbed's state: the
+    copy alone gives the explorer the measurement and a verifying proof (and no signing key)."""
+    from netvigil.explorer.evidence import CollectorData
+    from netvigil.testbed.demo import keep_collector_data
+
+    assert keep_collector_data(tmp_path / "nothing", tmp_path / "kept") is None
+    kept = keep_collector_data(world["collector"], tmp_path / "kept")
+    assert kept is not None and kept.is_file()
+    assert sorted(p.name for p in kept.parent.iterdir()) == [kept.name]  # no key, no journal
+    uid = world["uids"]["interception"]
+    logged = CollectorData(kept.parent).logged(uid)
+    assert logged is not None and logged.verify is not None and logged.verify.ok
+    # again over an older copy: replaced, not appended to
+    assert keep_collector_data(world["collector"], tmp_path / "kept") == kept
+    assert CollectorData(kept.parent).logged(uid) is not None

@@ -31,7 +31,7 @@ from starlette.types import Scope as AsgiScope
 from netvigil.verdict.model import OUTCOMES
 
 from .data import Pipeline, Scope
-from .evidence import CollectorData
+from .evidence import open_collector
 from .inputs import InputFiles
 from .pages import (
     Links,
@@ -165,10 +165,14 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 def create_app(
-    pipeline_dir: Path, collector_dir: Path | None = None, inputs: list[Path] | None = None
+    pipeline_dir: Path,
+    collector_dir: Path | None = None,
+    inputs: list[Path] | None = None,
+    *,
+    database: str | None = None,
 ) -> Starlette:
     input_files = InputFiles(inputs) if inputs else None
-    collector = CollectorData(collector_dir) if collector_dir is not None else None
+    collector = open_collector(collector_dir, database)
     pipeline = Pipeline(pipeline_dir)
     links = Links()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ DESCRIPTION = """\
 Browse the pipeline's output in a browser: countries, networks, domains, timelines of
 blocking with their onsets, and each measurement with its evidence (the DNS answers against
 the control's, the steps, the forged chain beside the real one, the blockpage match) and, with
---collector-data, its place in the evidence log and the `netvigil verify` command to check it.
+--collector-data (or --database for a collector on PostgreSQL), its place in the evidence log
+and the `netvigil verify` command to check it.
 
 Read-only. Listens on 127.0.0.1 unless told otherwise (and then warns: anyone who can reach
 the address can read the measurements). --export OUT writes the same pages as a static site.
@@ -35,8 +37,16 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "dir", metavar="DIR", help="the pipeline output (netvigil pipeline run --out DIR)"
     )
+    # Not an argparse exclusive group: its error is a usage block; run() says it in one line.
     p.add_argument(
         "--collector-data", metavar="DIR", help="the collector's data directory (read-only)"
+    )
+    p.add_argument(
+        "--database",
+        metavar="DSN",
+        help="the collector's PostgreSQL database, postgresql://... (read-only; instead of "
+        "--collector-data; the DSN is never shown). Default: the NETVIGIL_DATABASE_URL "
+        "environment variable, as for the collector (it keeps a password out of ps)",
     )
     p.add_argument(
         "--inputs",
@@ -79,6 +89,9 @@ def run(args: Any) -> int:
     from netvigil.pipeline.query import QueryError
 
     collector = Path(args.collector_data) if args.collector_data else None
+    database: str | None = args.database
+    if database is None and collector is None:
+        database = os.environ.get("NETVIGIL_DATABASE_URL") or None
     inputs = [Path(x) for x in args.inputs]
     try:
         host, port = _listen(args.listen)
@@ -90,6 +103,7 @@ def run(args: Any) -> int:
                 Path(args.export),
                 collector,
                 inputs,
+                database=database,
                 max_domains=max(1, min(args.max_domains, 10_000)),
             )
             print(
@@ -99,7 +113,7 @@ def run(args: Any) -> int:
             return 0
         from .app import create_app
 
-        app = create_app(Path(args.dir), collector, inputs)
+        app = create_app(Path(args.dir), collector, inputs, database=database)
     except (QueryError, ValueError, FileNotFoundError) as exc:
         print(f"netvigil: {textsafe.visible(str(exc), limit=300)}", file=sys.stderr)
         return 2

@@ -1,6 +1,7 @@
 """The collector's store, read-only: a measurement as submitted, and its place in the log.
 
-The SQLite file is opened with ``mode=ro`` (the collector may be running; nothing here writes).
+The SQLite file is opened with ``mode=ro``, a PostgreSQL database in read-only sessions (the
+collector may be running; nothing here writes).
 The Merkle tree over every leaf is built once, on the first measurement page that needs a proof,
 and rebuilt when the log has grown. The proof shown is checked here with the same code as
 ``netvigil verify``, against the log key the store holds for the head's log id.
@@ -28,7 +29,7 @@ from netvigil.evidence.log import (
 )
 from netvigil.evidence.merkle import MerkleTree
 
-__all__ = ["CollectorData", "Logged"]
+__all__ = ["CollectorData", "CollectorDatabase", "Logged", "open_collector"]
 
 MAX_PAYLOAD = 16 * 1024 * 1024
 
@@ -57,21 +58,36 @@ class Logged:
 
 
 class CollectorData:
+    """The collector's SQLite store in ``data_dir``, read-only."""
+
+    # The DB-API placeholder of the backend (sqlite3: ``?``, psycopg: ``%s``).
+    _mark = "?"
+
     def __init__(self, data_dir: Path) -> None:
-        self.data_dir = Path(data_dir)
-        path = self.data_dir / DB_FILE
+        path = Path(data_dir) / DB_FILE
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no collector database here")
         self._uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
+        self._init_state()
+
+    def _init_state(self) -> None:
         self._local = threading.local()
         self._tree: MerkleTree | None = None
         self._tree_lock = threading.Lock()
 
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+    def _connect(self) -> Any:
+        conn = sqlite3.connect(self._uri, uri=True, check_same_thread=False)
+        conn.execute("PRAGMA query_only=ON")
+        return conn
+
+    def _conn(self) -> Any:
+        """This thread's read-only connection (a fresh one if the last one broke)."""
+        conn: Any = getattr(self._local, "conn", None)
+        if conn is not None and getattr(conn, "broken", False):
+            conn.close()
+            conn = None
         if conn is None:
-            conn = sqlite3.connect(self._uri, uri=True, check_same_thread=False)
-            conn.execute("PRAGMA query_only=ON")
+            conn = self._connect()
             self._local.conn = conn
         return conn
 
@@ -79,16 +95,17 @@ class CollectorData:
         """The stored row for ``uid`` (the collector's id), or for a measurement with its own
         ``measurement_uid`` found by its envelope (country, network, input, start time)."""
         cols = "uid, leaf_index, received_at, payload, removed_reason, leaf_hash"
+        m = self._mark
         conn = self._conn()
-        row = conn.execute(f"SELECT {cols} FROM measurements WHERE uid = ?", (uid,)).fetchone()
+        row = conn.execute(f"SELECT {cols} FROM measurements WHERE uid = {m}", (uid,)).fetchone()
         if row is not None or hint is None:
             return row  # type: ignore[no-any-return]
         start = hint.get("measurement_start_time")
         if start is None:
             return None
         candidates = conn.execute(
-            f"SELECT {cols} FROM measurements WHERE probe_cc = ? AND probe_asn = ?"
-            " AND measurement_start_time = ? AND test_name = ? ORDER BY leaf_index LIMIT 50",
+            f"SELECT {cols} FROM measurements WHERE probe_cc = {m} AND probe_asn = {m}"
+            f" AND measurement_start_time = {m} AND test_name = {m} ORDER BY leaf_index LIMIT 50",
             (
                 hint.get("probe_cc"),
                 f"AS{hint.get('probe_asn')}",
@@ -127,7 +144,7 @@ class CollectorData:
     def key_for(self, log_id: bytes) -> bytes | None:
         r = (
             self._conn()
-            .execute("SELECT public_pem FROM log_keys WHERE log_id = ?", (log_id,))
+            .execute(f"SELECT public_pem FROM log_keys WHERE log_id = {self._mark}", (log_id,))
             .fetchone()
         )
         return None if r is None else bytes(r[0])
@@ -157,7 +174,7 @@ class CollectorData:
             self._conn()
             .execute(
                 "SELECT size, timestamp_ms, root, log_id, signature FROM tree_heads"
-                " WHERE size <= ? AND size > ? ORDER BY id DESC LIMIT 1",
+                f" WHERE size <= {self._mark} AND size > {self._mark} ORDER BY id DESC LIMIT 1",
                 (tree.size, out.leaf_index),
             )
             .fetchone()
@@ -179,6 +196,62 @@ class CollectorData:
         return out
 
 
+class CollectorDatabase(CollectorData):
+    """The collector's PostgreSQL store (``--database DSN``), read-only.
+
+    The same tables as the SQLite store (:mod:`netvigil.collector.store_postgres`), read with
+    the same queries. Not through ``PostgresStore``: opening one creates the schema (a write).
+    Each reading thread has its own session with ``default_transaction_read_only`` on, so
+    nothing here can write. The DSN may hold a password: it is never shown, nor put in an
+    error message.
+    """
+
+    _mark = "%s"
+
+    def __init__(self, dsn: str) -> None:
+        if not dsn.startswith(("postgresql://", "postgres://")):
+            raise ValueError("the database URL must start with postgresql://")
+        self._dsn = dsn
+        self._init_state()
+        import psycopg
+
+        try:
+            self._conn().execute("SELECT 1 FROM measurements, tree_heads, log_keys LIMIT 0")
+        except psycopg.errors.UndefinedTable:
+            raise FileNotFoundError("the database has no collector tables") from None
+        except psycopg.Error as exc:
+            raise ValueError(f"cannot read the collector database: {self._scrub(exc)}") from None
+
+    def __repr__(self) -> str:
+        return "CollectorDatabase(<dsn hidden>)"
+
+    def _scrub(self, exc: BaseException) -> str:
+        """The error's message without the DSN or its password (libpq does not echo them, but
+        a future version or a driver error might)."""
+        from psycopg.conninfo import conninfo_to_dict
+
+        text = str(exc).strip()
+        secrets = [self._dsn]
+        try:
+            password = conninfo_to_dict(self._dsn).get("password")
+        except Exception:  # a malformed DSN: the DSN itself is scrubbed
+            password = None
+        if password:
+            secrets.append(str(password))
+        for secret in secrets:
+            text = text.replace(secret, "***")
+        return text or type(exc).__name__
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        conn = psycopg.connect(
+            self._dsn, autocommit=True, application_name="netvigil-explorer", connect_timeout=10
+        )
+        conn.execute("SET default_transaction_read_only = on")
+        return conn
+
+
 def _decode(payload: bytes | None) -> Any:
     if payload is None:
         return None
@@ -190,3 +263,12 @@ def _decode(payload: bytes | None) -> Any:
         return json.loads(raw)
     except (zlib.error, ValueError, RecursionError):
         return None
+
+
+def open_collector(data_dir: Path | None, dsn: str | None) -> CollectorData | None:
+    """The collector's store given by ``--collector-data DIR`` or ``--database DSN``, if any."""
+    if data_dir is not None and dsn is not None:
+        raise ValueError("--collector-data and --database are mutually exclusive")
+    if dsn is not None:
+        return CollectorDatabase(dsn)
+    return CollectorData(data_dir) if data_dir is not None else None

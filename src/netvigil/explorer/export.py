@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .app import _CC, _DOMAIN, _UID, static_files
 from .data import Pipeline, Scope
-from .evidence import CollectorData
+from .evidence import open_collector
 from .inputs import InputFiles
 from .pages import (
     Links,
@@ -50,11 +50,12 @@ def export_site(
     collector_dir: Path | None = None,
     inputs: list[Path] | None = None,
     *,
+    database: str | None = None,
     max_domains: int = 200,
     per_domain: int = 20,
 ) -> dict[str, int]:
     input_files = InputFiles(inputs) if inputs else None
-    collector = CollectorData(collector_dir) if collector_dir is not None else None
+    collector = open_collector(collector_dir, database)
     pipeline = Pipeline(pipeline_dir)
     counts = {"pages": 0, "measurements": 0}
     try:

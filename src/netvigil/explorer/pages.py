@@ -959,7 +959,7 @@ def _log_section(m: MeasurementData, links: Links) -> Safe:
                 el(
                     "p",
                     None,
-                    "Not found in a collector's log (start the explorer with --collector-data to look).",
+                    "Not found in a collector's log (start the explorer with --collector-data or --database to look).",
                 ),
             ]
         )

@@ -70,6 +70,38 @@ def upload_and_verify(measurements: list[dict[str, Any]], state: Path) -> str:
     )
 
 
+def keep_collector_data(collector_dir: Path, out_dir: Path) -> Path | None:
+    """A consistent copy of the collector's database in ``out_dir`` (SQLite's backup API: the
+    collector may still be running), so the explorer can show the log's proofs after the
+    testbed, and its private state, are gone. Only the database: never the signing key.
+
+    Returns the copy, or None when the collector kept no database.
+    """
+    import sqlite3
+    import urllib.parse
+
+    from netvigil.collector.store import DB_FILE
+
+    source = collector_dir / DB_FILE
+    if not source.is_file():
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / DB_FILE
+    partial = out_dir / (DB_FILE + ".partial")
+    partial.unlink(missing_ok=True)
+    uri = "file:" + urllib.parse.quote(str(source.resolve())) + "?mode=ro"
+    with (
+        contextlib.closing(sqlite3.connect(uri, uri=True)) as src,
+        contextlib.closing(sqlite3.connect(partial)) as dst,
+    ):
+        src.backup(dst)
+        dst.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
+    for stale in (target.with_name(DB_FILE + "-wal"), target.with_name(DB_FILE + "-shm")):
+        stale.unlink(missing_ok=True)  # a previous copy's journal must not meet the new file
+    partial.replace(target)
+    return target
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     save = Path(args[1]) if len(args) == 2 and args[0] == "--save" else None
@@ -122,6 +154,16 @@ def main(argv: list[str] | None = None) -> int:
     measurements = [json.loads(line) for line in sink.getvalue().splitlines()]
     # the collector's answers (uid, failure reasons) are untrusted too
     console.print(textsafe.text(upload_and_verify(measurements, Path(state)), multiline=True))
+    if save is not None:
+        # The testbed's state (and its collector) goes when the testbed does: keep the log.
+        kept = keep_collector_data(Path(state) / "collector", save.parent / "collector")
+        if kept is not None:
+            console.print(
+                textsafe.text(
+                    f"  The collector's log is kept in {kept.parent} "
+                    f"(netvigil explorer --collector-data {kept.parent})."
+                )
+            )
     console.rule(Text("Is my HTTPS being intercepted? (netvigil check)", "bold"))
     from collections import Counter
 
