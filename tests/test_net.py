@@ -834,3 +834,45 @@ def test_dns_udp_reply_read_in_the_iteration_of_the_deadline_is_an_answer() -> N
     assert result.failure is None
     assert result.addresses == ("198.18.0.9",)
     assert result.to_ooni()["x_queries_sent"] == 1
+
+
+def test_a_handshake_keeps_its_endpoint_and_transaction_when_the_socket_forgot_its_peer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A socket disconnected by a reset can no longer say its peer (getpeername fails: seen in
+    CI on all-techniques as a handshake recorded at address ''). The handshake must still be
+    recorded at the endpoint the probe connected to, in that connection's transaction (OONI's
+    builder ties them by id)."""
+    from netvigil.net import tcp as ntcp
+    from netvigil.net import tls as ntls
+    from netvigil.net.trace import Trace
+
+    monkeypatch.setattr(ntls, "_peer_address", lambda sock: "")  # the socket forgot its peer
+
+    async def main() -> tuple[dict[str, Any], dict[str, Any]]:
+        listener = socket.create_server(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        try:
+            trace = Trace()
+            connected, sock = await ntcp.connect("127.0.0.1", port, timeout=2, trace=trace)
+            assert sock is not None, connected
+            accepted, _ = listener.accept()
+            accepted.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00" * 2)
+            accepted.close()  # linger 0: a reset, as a censor sends
+            result, stream = await ntls.handshake(
+                sock,
+                "site.test",
+                trust=ntls.TrustStore.from_pem_bytes(pki().root.pem),
+                timeout=2,
+                trace=trace,
+                address=ntcp.format_address("127.0.0.1", port),
+            )
+            assert stream is None and result.failure is not None
+            fragment = trace.test_keys_fragment()
+            return fragment["tcp_connect"][0], fragment["tls_handshakes"][0]
+        finally:
+            listener.close()
+
+    connect, shake = asyncio.run(main())
+    assert shake["address"] == f"127.0.0.1:{connect['port']}"
+    assert shake["transaction_id"] == connect["transaction_id"]

@@ -263,7 +263,12 @@ class WebConnectivity:
                 return None
             if scheme == "https":
                 _, stream = await ntls.handshake(
-                    sock, host, trust=cfg.trust, timeout=cfg.tls_timeout, trace=trace
+                    sock,
+                    host,
+                    trust=cfg.trust,
+                    timeout=cfg.tls_timeout,
+                    trace=trace,
+                    address=ntcp.format_address(ip, port),
                 )
                 return (stream.reader, stream.writer) if stream is not None else None
             try:

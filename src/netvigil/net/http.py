@@ -691,7 +691,7 @@ async def _hop(
             continue
         if scheme == "https":
             shake, stream = await tls.handshake(
-                sock, host, trust=trust, timeout=timeout, trace=trace
+                sock, host, trust=trust, timeout=timeout, trace=trace, address=address
             )
             if stream is None:
                 sock.close()

@@ -301,13 +301,17 @@ async def handshake(
     alpn: Sequence[str] = ("http/1.1",),
     trace: Trace | None = None,
     keep_unverified: bool = False,
+    address: str | None = None,
 ) -> tuple[TLSResult, TLSStream | None]:
     """TLS over a connected socket with SNI ``server_name`` (none for IP literals).
 
     The socket is taken over: on any failure it is closed and the stream is None. On success
-    the returned ``TLSStream`` owns it.
+    the returned ``TLSStream`` owns it. ``address`` (``ip:port``) is the endpoint the caller
+    connected to; given, it is recorded even when a reset has already disconnected the socket
+    (then the socket can no longer say its peer, and the handshake would lose its endpoint and
+    its connection's transaction id).
     """
-    address = _peer_address(sock)
+    address = address or _peer_address(sock)
     # over the connection of a traced connect: its transaction id, as OONI's probes record it
     clock = Clock(trace, trace.connect_id(address) if trace is not None and address else None)
     failure: str | None = None
