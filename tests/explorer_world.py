@@ -16,17 +16,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 
+from kz_certs import QAZNET, der, make_ca
 from netvigil.cli import main as netvigil_main
 from netvigil.collector.service import CollectorLog, validate
-from netvigil.testbed.pki import CA, forge_leaf, issue_leaf, name_from
-from netvigil.testbed.plan import RootPlan
+from netvigil.testbed.pki import forge_leaf, issue_leaf, name_from
 
 HOSTILE = "<script>alert('x')</script><img src=x onerror=alert(1)>"
 HOSTILE_URL = "http://blocked.example/?q=<script>alert(1)</script>&u=javascript:alert(1)"
+WORLD_CA_START = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)  # before the world's 2022 measurements
 BLOCKPAGE_BODY = (
     "<html><head><title>" + HOSTILE + "</title>"
     "<script>document.title='pwned';alert('blockpage');"
@@ -35,38 +34,6 @@ BLOCKPAGE_BODY = (
     '<iframe src="http://198.51.100.7/frame"></iframe>'
     "Access denied. Contact it-security-operations@etisalat.ae</body></html>"
 )
-QAZNET = RootPlan(
-    id="qaznet",
-    subject={"C": "KZ", "CN": "Qaznet Trust Network"},
-    intermediate_subject={"C": "KZ", "CN": "Security Certificate"},
-    root_key="ec-p256",
-    not_before="2016-02-02",
-    not_after="2046-02-02",
-    intermediate_validity_days=365,
-    validity_shift_hours=6,
-    leaf_rsa_exponent=3,
-)
-
-
-def _der(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.DER)
-
-
-def _ca(subject: x509.Name, issuer: CA | None = None) -> CA:
-    key = ec.generate_private_key(ec.SECP256R1())
-    start = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer.cert.subject if issuer else subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + dt.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(issuer.key if issuer else key, hashes.SHA256())
-    )
-    return CA(cert, key)
 
 
 def _b64(chain: list[bytes]) -> list[dict[str, str]]:
@@ -90,11 +57,15 @@ def _envelope(cc: str, asn: str, when: dt.datetime, url: str, tk: dict[str, Any]
 
 def interception(when: dt.datetime) -> dict[str, Any]:
     host = "facebook.com"
-    web_root = _ca(name_from({"C": "US", "O": "Web PKI", "CN": "Web Root"}))
-    web_inter = _ca(name_from({"C": "US", "CN": "Web Issuing CA"}), web_root)
+    web_root = make_ca(
+        name_from({"C": "US", "O": "Web PKI", "CN": "Web Root"}), start=WORLD_CA_START
+    )
+    web_inter = make_ca(
+        name_from({"C": "US", "CN": "Web Issuing CA"}), web_root, start=WORLD_CA_START
+    )
     real, _ = issue_leaf(web_inter, host)
-    national = _ca(name_from(QAZNET.subject))
-    inter = _ca(name_from(QAZNET.intermediate_subject), national)
+    national = make_ca(name_from(QAZNET.subject), start=WORLD_CA_START)
+    inter = make_ca(name_from(QAZNET.intermediate_subject), national, start=WORLD_CA_START)
     key = rsa.generate_private_key(public_exponent=3, key_size=2048)
     forged = forge_leaf(real, inter, QAZNET, key)
     ip, ep = "157.240.1.35", "157.240.1.35:443"
@@ -119,7 +90,7 @@ def interception(when: dt.datetime) -> dict[str, Any]:
                 "failure": "ssl_unknown_authority",
                 "no_tls_verify": False,
                 "t": 0.12,
-                "peer_certificates": _b64([_der(forged), _der(inter.cert), _der(national.cert)]),
+                "peer_certificates": _b64([der(forged), der(inter.cert), der(national.cert)]),
             }
         ],
         "requests": [],
@@ -132,7 +103,7 @@ def interception(when: dt.datetime) -> dict[str, Any]:
                     "server_name": host,
                     "status": True,
                     "failure": None,
-                    "x_peer_certificates": _b64([_der(real), _der(web_inter.cert)]),
+                    "x_peer_certificates": _b64([der(real), der(web_inter.cert)]),
                 }
             },
             "http_request": {

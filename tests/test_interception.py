@@ -11,61 +11,30 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from netvigil.testbed.pki import CA, forge_leaf, issue_leaf, name_from
+from kz_certs import QAZNET, der, make_ca
+from netvigil.testbed.pki import forge_leaf, issue_leaf, name_from
 from netvigil.testbed.plan import RootPlan
 from netvigil.verdict import analyze
 from netvigil.verdict.interception import describe_interception
 
 HOST = "www.google.com"
-QAZNET = RootPlan(
-    id="qaznet",
-    subject={"C": "KZ", "CN": "Qaznet Trust Network"},
-    intermediate_subject={"C": "KZ", "CN": "Security Certificate"},
-    root_key="ec-p256",
-    not_before="2016-02-02",
-    not_after="2046-02-02",
-    intermediate_validity_days=365,
-    validity_shift_hours=6,
-    leaf_rsa_exponent=3,
-)
-
-
-def der(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.DER)
-
-
-def _ca(subject: x509.Name, issuer: CA | None = None) -> CA:
-    key = ec.generate_private_key(ec.SECP256R1())
-    start = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer.cert.subject if issuer else subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + dt.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(issuer.key if issuer else key, hashes.SHA256())
-    )
-    return CA(cert, key)
 
 
 class World:
     """A web PKI with the site's real certificate, and a Qaznet-named censor forging it."""
 
     def __init__(self) -> None:
-        self.web_root = _ca(name_from({"C": "US", "O": "Web PKI", "CN": "Web Root"}))
-        self.web_inter = _ca(name_from({"C": "US", "CN": "Web Issuing CA"}), self.web_root)
+        self.web_root = make_ca(name_from({"C": "US", "O": "Web PKI", "CN": "Web Root"}))
+        self.web_inter = make_ca(name_from({"C": "US", "CN": "Web Issuing CA"}), self.web_root)
         self.real, _ = issue_leaf(self.web_inter, HOST)
         # Real serials are large (≥ 64 bits), so the kept prefix is meaningful.
         assert self.real.serial_number >> 33
-        self.national = _ca(name_from(QAZNET.subject))
-        self.inter = _ca(name_from(QAZNET.intermediate_subject), self.national)
+        self.national = make_ca(name_from(QAZNET.subject))
+        self.inter = make_ca(name_from(QAZNET.intermediate_subject), self.national)
         self.key = rsa.generate_private_key(public_exponent=3, key_size=2048)
         self.forged = forge_leaf(self.real, self.inter, QAZNET, self.key)
 
