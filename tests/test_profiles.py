@@ -10,10 +10,17 @@ import pytest
 from netvigil.testbed.plan import Plan, make_plan
 from netvigil.testbed.profile import ProfileError, builtin_profiles, load_profile
 
-SHIPPED = ["all-techniques", "clean", "kz-2016-protests", "kz-2019-interception", "kz-2024"]
+SHIPPED = [
+    "all-techniques",
+    "clean",
+    "kz-2016-protests",
+    "kz-2019-interception",
+    "kz-2022-january",
+    "kz-2024",
+]
 
 
-def test_all_five_profiles_are_shipped() -> None:
+def test_all_six_profiles_are_shipped() -> None:
     assert builtin_profiles() == SHIPPED
 
 
@@ -23,7 +30,7 @@ def test_shipped_profile_loads_and_plans(name: str) -> None:
     plan = make_plan(profile)
     assert Plan.from_json(plan.to_json()) == plan
     domains = {s.domain for s in profile.sites}
-    for rule in profile.rules:
+    for rule in (*profile.rules, *(r for p in profile.phases for r in p.rules)):
         if rule.matcher != "keyword":
             assert set(rule.values) <= domains, rule.id
     text = Path(profile.source).read_text(encoding="utf-8")
