@@ -145,6 +145,12 @@ def build_parser(needed: Collection[str] | None = None) -> argparse.ArgumentPars
     p.add_argument("--json", action="store_true", help="print the testbed's details as JSON")
 
     p = tb.add_parser(
+        "phase", help="the phase in force in a running testbed, and the next (phased profiles)"
+    )
+    _add_name(p)
+    p.add_argument("--json", action="store_true", help="print it as JSON")
+
+    p = tb.add_parser(
         "truth", help="what the censor does to each URL of a profile (no testbed needed)"
     )
     _add_profile(p)
@@ -237,6 +243,7 @@ EXAMPLES: dict[tuple[str, ...], str] = {
     ("testbed", "down"): "netvigil testbed down --name kz",
     ("testbed", "status"): "netvigil testbed status --name kz --json",
     ("testbed", "truth"): "netvigil testbed truth -p kz-2024 --json",
+    ("testbed", "phase"): "netvigil testbed phase --name kz22",
     ("testbed", "run"): "netvigil testbed run -p kz-2024 -- netvigil measure --list kz\n"
     "netvigil testbed run -p kz-2019-interception -- netvigil check",
     ("testbed", "exec"): "netvigil testbed exec --name kz -- dig www.example.org\n"
@@ -353,15 +360,28 @@ def _testbed(args: argparse.Namespace) -> int:
             )
         return 0
     if action == "truth":
+        from netvigil.testbed.truth import phase_truth
+
         plan = make_plan(load_profile(args.profile))
-        rows = ground_truth(plan)
-        if args.json:
-            for row in rows:
-                print(json.dumps(row.to_dict()))
-        else:
+        # One truth per phase (a profile without phases has one, as before).
+        for name, start, rows in phase_truth(plan):
+            if args.json:
+                for row in rows:
+                    print(json.dumps(row.to_dict()))
+                continue
             from netvigil.testbed.report import print_truth
 
-            print_truth(plan, rows)
+            if name:
+                censor = plan.in_phase(name)
+                described = next(p.description for p in plan.phases if p.name == name)
+                print()
+                print(say(f"phase {name} from +{start:g} s: {described}"))
+                if censor.shutdown:
+                    print(say("  shutdown: the subscriber reaches nothing (network/offline)"))
+                    continue
+                print_truth(censor, rows)
+            else:
+                print_truth(plan, rows)
         return 0
     if action == "up":
         info = control.up(args.profile, args.name)
@@ -417,7 +437,24 @@ def _testbed(args: argparse.Namespace) -> int:
                     f"supervisor pid {found.host_pid}, hosts {', '.join(sorted(found.netns))}."
                 )
             )
+            phase = control.phase_status(found)
+            if phase is not None:
+                print(say("  " + control.phase_line(phase)))
         return 0 if found is not None else 1
+    if action == "phase":
+        found = control.status(args.name)
+        if found is None:
+            raise control.TestbedError(
+                f"testbed '{args.name}' is not running — start it with 'netvigil testbed up --profile P'"
+            )
+        phase = control.phase_status(found)
+        if args.json:
+            print(json.dumps(phase))
+        elif phase is None:
+            print(say(f"testbed '{found.name}' (profile {found.profile}) has no phases."))
+        else:
+            print(say(control.phase_line(phase)))
+        return 0
     if action == "run":
         return control.run(args.profile, _strip_dashes(args.cmd), name=f"run-{os.getpid()}")
     if action == "exec":
@@ -461,7 +498,8 @@ def _testbed(args: argparse.Namespace) -> int:
             cmd += ["--save", str(Path(args.save).resolve())]
         return control.run(args.profile, cmd, name=f"demo-{os.getpid()}")
     raise control.TestbedError(
-        "choose an action: up, down, status, truth, run, exec, selftest, score, demo, profiles"
+        "choose an action: up, down, status, phase, truth, run, exec, selftest, score, demo, "
+        "profiles"
     )
 
 
