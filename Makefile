@@ -1,5 +1,5 @@
 # The two commands of the README: `make demo` and `make test`. Both set up a fresh machine first.
-.PHONY: setup demo test lint bench explore
+.PHONY: setup demo demo-protest test lint bench explore
 
 setup:
 	./scripts/setup.sh
@@ -26,6 +26,15 @@ demo: setup
 	.venv/bin/netvigil report $(DEMO)/pipeline --cc KZ --until 2022-01-16 --html $(DEMO)/report.html \
 	  --title "Kazakhstan, 27 December 2021 - 16 January 2022 (generated from real and testbed measurements)"
 	@echo "Browse it: make explore  (netvigil explorer $(DEMO)/pipeline, at http://127.0.0.1:8080/)"
+
+# The protest-day demo: Kazakhstan, January 2022, compressed to about four minutes. A probe
+# scheduled every 10 s from 'client' while the censor restricts the messaging apps, shuts the
+# network down, opens filtered windows and restores it; the outbox keeps what the shutdown
+# stops; then the pipeline over the collector's log and a report of the timeline with the
+# onsets found by the event rule (demo-output/protest/report.html).
+demo-protest: setup
+	rm -rf $(DEMO)/protest
+	.venv/bin/netvigil testbed demo --profile kz-2022-january --save $(DEMO)/protest
 
 # The explorer on the demo's output (run `make demo` first): http://127.0.0.1:8080/
 explore: setup

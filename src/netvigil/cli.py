@@ -198,7 +198,9 @@ def build_parser(needed: Collection[str] | None = None) -> argparse.ArgumentPars
     p.add_argument(
         "--save",
         metavar="FILE",
-        help="also write the demo's measurements (OONI JSONL) to FILE, e.g. for the pipeline",
+        help="also write the demo's measurements (OONI JSONL) to FILE, e.g. for the pipeline; "
+        "for a profile with phases (the protest-day demo): the folder for its collector log, "
+        "pipeline and report (default demo-output/protest)",
     )
 
     p = tb.add_parser(
@@ -479,6 +481,10 @@ def _testbed(args: argparse.Namespace) -> int:
         from netvigil.testbed.report import make_console
 
         plan = make_plan(load_profile(args.profile))
+        if plan.phases:
+            from netvigil.testbed.protest import run_protest_demo
+
+            return run_protest_demo(args.profile, plan, Path(args.save or "demo-output/protest"))
         console = make_console()
         console.rule(textsafe.text(f"netvigil testbed: {args.profile}", "bold"))
         console.print(textsafe.text(plan.description.strip(), multiline=True))

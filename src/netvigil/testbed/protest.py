@@ -1,0 +1,286 @@
+"""The protest-day demo, run inside `client` of a testbed whose profile has phases.
+
+``netvigil testbed demo --profile kz-2022-january`` (``make demo-protest``) runs this: a probe
+scheduled every N seconds measures the profile's URLs while the censor goes through its phases
+(messaging apps blocked, a shutdown, windows of filtered access, restoration). Each round's
+measurements go into the outbox, and the outbox is uploaded whenever the collector can be
+reached: during a shutdown they wait there. When the last phase has run a while, the
+collector's log is copied out, the pipeline runs over it, and the protest-day report
+(``protest_report``) shows the timeline: what the probe saw per round, the onsets its event
+rule found and the offline band, under the phases the censor really went through.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+
+from netvigil import textsafe
+from netvigil.testbed.plan import Plan
+from netvigil.testbed.report import make_console
+from netvigil.testbed.truth import ground_truth
+
+UPLOAD_TIMEOUT = 2.0  # per request: a collector that does not answer in 2 s is unreachable now
+DEFAULT_EVERY = 10.0
+DEFAULT_TAIL = 30.0  # how long the last phase is measured
+PROBE_TIMEOUT = 4.0
+
+
+@dataclass
+class RoundResult:
+    index: int
+    offset: float  # when the round began, seconds after the testbed's start
+    phase: str  # the phase in force then (by the testbed's clock)
+    report_id: str
+    measured: int
+    outcomes: dict[str, int]
+    uploaded: int
+    pending: int
+    seconds: float
+
+
+def round_urls(plan: Plan) -> list[str]:
+    """The URLs every round measures: all of the profile's."""
+    return [row.url for row in ground_truth(plan)]
+
+
+async def measure_round(urls: list[str], timeout: float) -> tuple[str, list[dict[str, Any]]]:
+    """One round of the web suite (its own report id); (report id, measurements)."""
+    from netvigil.experiments.web_connectivity import WebConnectivity
+    from netvigil.measure import run_measurements, testbed_config
+
+    experiment = WebConnectivity(testbed_config(timeout=timeout))
+    collected: list[dict[str, Any]] = []
+    await run_measurements(experiment, urls, concurrency=100, collected=collected)
+    return experiment.report_id, collected
+
+
+async def upload_pending(outbox_dir: Path, collector: str, budget: float) -> tuple[int, int]:
+    """Try to send what the outbox holds; (sent, still pending). Never raises for the network:
+    an unreachable collector (a shutdown) leaves everything pending for the next round."""
+    from netvigil.upload.outbox import Outbox
+    from netvigil.upload.uploader import UploadConfig, upload_outbox
+
+    outbox = Outbox(outbox_dir)
+    stop = asyncio.Event()
+    config = UploadConfig(collector=collector, timeout=UPLOAD_TIMEOUT, max_attempts=1)
+    task = asyncio.create_task(upload_outbox(outbox, config, stop=stop))
+    try:
+        summary = await asyncio.wait_for(asyncio.shield(task), budget)
+    except TimeoutError:
+        stop.set()
+        summary = await task
+    return summary.sent + summary.duplicates, summary.pending
+
+
+async def run_rounds(
+    plan: Plan,
+    outbox_dir: Path,
+    collector: str,
+    *,
+    every: float,
+    until: float,
+    timeout: float,
+    say: Any,
+) -> list[RoundResult]:
+    """Rounds at offsets 0, every, 2·every, … until `until` seconds after the testbed's start;
+    a round that overruns its slot skips to the next free one."""
+    from netvigil.upload.cli import queue_measurements
+
+    urls = round_urls(plan)
+    results: list[RoundResult] = []
+    slot = 0
+    while True:
+        at = slot * every
+        if at > until:
+            break
+        wait = at - plan.offset()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        began = time.monotonic()
+        offset = plan.offset()
+        phase = plan.at(offset).phase
+        report_id, measurements = await measure_round(urls, timeout)
+        queue_measurements(measurements, outbox_dir)
+        left = max(1.0, (slot + 1) * every - plan.offset() - 0.5)
+        sent, pending = await upload_pending(outbox_dir, collector, left)
+        outcomes = Counter(
+            str(m["test_keys"]["x_netvigil_verdict"].get("outcome", "?")).split(":", 1)[0]
+            for m in measurements
+        )
+        result = RoundResult(
+            len(results),
+            round(offset, 3),
+            phase,
+            report_id,
+            len(measurements),
+            dict(outcomes),
+            sent,
+            pending,
+            round(time.monotonic() - began, 3),
+        )
+        results.append(result)
+        say(result)
+        slot = max(slot + 1, int(plan.offset() // every) + 1)
+    return results
+
+
+def round_line(result: RoundResult) -> str:
+    shown = ", ".join(
+        f"{k} {v}" for k, v in sorted(result.outcomes.items(), key=lambda kv: (-kv[1], kv[0]))
+    )
+    return (
+        f"round {result.index + 1:2} +{result.offset:5.1f} s [{result.phase}] "
+        f"{result.measured} measured ({shown}); uploaded {result.uploaded}, "
+        f"{result.pending} waiting in the outbox"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="netvigil.testbed.protest")
+    parser.add_argument("--out", required=True, help="folder for everything the demo keeps")
+    parser.add_argument("--every", type=float, default=DEFAULT_EVERY)
+    parser.add_argument("--tail", type=float, default=DEFAULT_TAIL)
+    parser.add_argument("--timeout", type=float, default=PROBE_TIMEOUT)
+    args = parser.parse_args(argv)
+    state = os.environ.get("NETVIGIL_TESTBED_STATE")
+    if not state:
+        print(
+            "run this inside the testbed: netvigil testbed demo -p kz-2022-january", file=sys.stderr
+        )
+        return 2
+    plan = Plan.load(state)
+    if not plan.phases:
+        print(f"profile {plan.profile} has no phases: use netvigil testbed demo", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    console = make_console()
+    collector = os.environ.get("NETVIGIL_COLLECTOR_URL", "")
+    until = plan.phases[-1].start_seconds + max(0.0, args.tail)
+    every = max(2.0, float(args.every))
+    console.rule(Text("The phases of the censor (the profile's truth)", "bold"))
+    for phase in plan.phases:
+        kind = "shutdown" if phase.shutdown else f"{len(phase.rules)} rules"
+        console.print(
+            textsafe.text(
+                f"  +{phase.start_seconds:5.0f} s  {phase.name:12} ({kind}) {phase.description}"
+            )
+        )
+    console.rule(
+        Text(
+            f"A probe every {every:g} s from 'client', for {until:.0f} s; outbox → collector",
+            "bold",
+        )
+    )
+    outbox_dir = Path(state) / "outbox"
+    results = asyncio.run(
+        run_rounds(
+            plan,
+            outbox_dir,
+            collector,
+            every=every,
+            until=until,
+            timeout=args.timeout,
+            say=lambda r: console.print(textsafe.text("  " + round_line(r))),
+        )
+    )
+    # Whatever is still waiting goes now that the network is back.
+    sent, pending = asyncio.run(upload_pending(outbox_dir, collector, 30.0))
+    console.print(
+        textsafe.text(f"  final upload: {sent} sent, {pending} still waiting in the outbox")
+    )
+    meta = {
+        "profile": plan.profile,
+        "started_at": plan.started_at(),
+        "every": every,
+        "phases": [
+            {
+                "name": p.name,
+                "start": p.start,
+                "start_seconds": p.start_seconds,
+                "description": p.description,
+                "shutdown": p.shutdown,
+                "rules": [r.id for r in p.rules],
+            }
+            for p in plan.phases
+        ],
+        "rounds": [asdict(r) for r in results],
+    }
+    (out / "timeline.json").write_text(json.dumps(meta, indent=1))
+    from netvigil.testbed.demo import keep_collector_data
+
+    kept = keep_collector_data(Path(state) / "collector", out / "collector")
+    console.print(
+        textsafe.text(
+            f"  the collector's log is kept in {kept}" if kept else "  the collector kept nothing"
+        )
+    )
+    return 0 if results and pending == 0 and kept is not None else 1
+
+
+def run_protest_demo(
+    profile: str, plan: Plan, out: Path, every: float | None = None, tail: float | None = None
+) -> int:
+    """From the host: the testbed with `profile`, this module inside `client`, then the
+    pipeline over the collector's log and the protest-day report (``out/report.html``)."""
+    from netvigil.testbed import control
+    from netvigil.testbed.protest_report import write_report
+
+    out = out.resolve()
+    console = make_console()
+    console.rule(textsafe.text(f"netvigil testbed: {plan.profile} (the protest-day demo)", "bold"))
+    console.print(textsafe.text(plan.description.strip(), multiline=True))
+    began = time.monotonic()
+    command = [sys.executable, "-m", "netvigil.testbed.protest", "--out", str(out)]
+    if every is not None:
+        command += ["--every", str(every)]
+    if tail is not None:
+        command += ["--tail", str(tail)]
+    status = control.run(profile, command, name=f"protest-{os.getpid()}")
+    database = out / "collector" / "collector.sqlite3"
+    if not database.is_file():
+        console.print(Text("  the collector's log was not kept: no pipeline, no report", "red"))
+        return status or 1
+    console.rule(Text("The pipeline over the collector's log (netvigil pipeline run)", "bold"))
+    import subprocess
+
+    netvigil = [sys.executable, "-m", "netvigil.cli"]
+    pipeline = out / "pipeline"
+    ran = subprocess.run(
+        [*netvigil, "pipeline", "run", str(database), "--out", str(pipeline), "--overwrite"],
+        check=False,
+    )
+    if ran.returncode != 0:
+        return ran.returncode
+    console.rule(Text("The protest-day report", "bold"))
+    report = out / "report.html"
+    timeline = write_report(
+        pipeline,
+        out / "timeline.json",
+        report,
+        f"{plan.profile}: a probe every few seconds through the phases of the censor",
+    )
+    for line in timeline.story():
+        console.print(textsafe.text("  " + line))
+    console.print(
+        textsafe.text(
+            f"  {len(timeline.onsets)} onsets of blocking; the report is {report} "
+            f"(the demo took {time.monotonic() - began:.0f} s)"
+        )
+    )
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
