@@ -289,16 +289,16 @@ def _cell_colour(cell: Counter[str] | None) -> tuple[str, str]:
 def render_html(timeline: Timeline, title: str) -> str:
     e = html.escape
     rounds = len(timeline.round_offsets)
-    width = 14
+    width = 20
     onset_at = {(o.domain, o.start_round) for o in timeline.onsets}
     out = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>{e(title)}</title>",
         "<style>body{font-family:system-ui,sans-serif;margin:24px;color:#222}"
         "table.t{border-collapse:collapse;font-size:12px}"
-        "table.t td{padding:0;height:16px;border:1px solid #fff}"
+        "table.t td{padding:0;height:18px;border:1px solid #fff}"
         "td.name{padding-right:8px!important;white-space:nowrap;text-align:right}"
-        "td.c{width:14px}td.onset{outline:2px solid #000;outline-offset:-2px}"
+        "td.c{width:20px}td.onset{outline:2px solid #000;outline-offset:-2px}"
         ".phase{font-size:11px;text-align:center;color:#fff;overflow:hidden;white-space:nowrap}"
         ".key span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;"
         "vertical-align:middle}pre{background:#f4f4f4;padding:8px}"
@@ -309,7 +309,8 @@ def render_html(timeline: Timeline, title: str) -> str:
         f"{timeline.every:g} s), each row a domain; a cell is the round's outcome for it. "
         "A black frame marks an onset of blocking found by the pipeline's event rule "
         "(a probe round as its time unit). The <b>truth</b> row is what the emulated censor "
-        "did (the profile's phases); the <b>offline</b> row counts measurements whose run found "
+        "did (the profile's phases: green without rules, brown with rules in force, grey a "
+        "shutdown); the <b>offline</b> row counts measurements whose run found "
         "the whole network unreachable: they are counted apart, never as blocking of a site.</p>",
         "<h2>What happened, from the probe's data</h2><pre>",
     ]
