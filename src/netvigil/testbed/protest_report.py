@@ -122,12 +122,16 @@ class Timeline:
         return lines
 
     def restored_round(self) -> int | None:
-        """The first round after which no round is offline or blocks anything, if it came."""
+        """The first round after which every measurement of every round is ok, if it came."""
         bad = [
             r
             for r in range(len(self.round_offsets))
             if self.offline.get(r)
-            or any(self.cells.get((d, r), Counter()).get("blocked") for d in self.domains)
+            or any(
+                self.cells.get((d, r), Counter())["measured"]
+                != self.cells.get((d, r), Counter())["ok"]
+                for d in self.domains
+            )
         ]
         if not bad:
             return None
@@ -214,8 +218,10 @@ def build_timeline(rows: Iterable[VerdictRow], meta: Mapping[str, Any]) -> Timel
         if row.blocked:
             cell["blocked"] += 1
             cell[row.outcome] += 1
-        else:
+        elif row.outcome == "ok":
             cell["ok"] += 1
+        else:  # not blocked, not fine either: down, unknown (no control to compare with)
+            cell["unclear"] += 1
         counts = series[(row.probe_cc, row.probe_asn, row.domain)].setdefault(index, [0, 0])
         counts[0] += 1
         counts[1] += int(row.blocked)
@@ -275,9 +281,13 @@ _COLOURS = {
 def _cell_colour(cell: Counter[str] | None) -> tuple[str, str]:
     if not cell or not cell["measured"]:
         return "#fff", "not measured"
-    blocked = {k: v for k, v in cell.items() if k not in ("measured", "blocked", "ok")}
+    blocked = {k: v for k, v in cell.items() if k not in ("measured", "blocked", "ok", "unclear")}
     if not blocked:
-        return _COLOURS["ok"], f"{cell['ok']} ok"
+        if cell["unclear"] and not cell["ok"]:
+            return _COLOURS["other"], f"{cell['unclear']} unclear (down or no control)"
+        return _COLOURS["ok"], f"{cell['ok']} ok" + (
+            f", {cell['unclear']} unclear" if cell["unclear"] else ""
+        )
     outcome = max(blocked, key=lambda k: blocked[k])
     stage = outcome.split("/", 1)[0]
     tip = ", ".join(f"{k} {v}" for k, v in sorted(blocked.items()))
@@ -325,6 +335,7 @@ def render_html(timeline: Timeline, title: str) -> str:
             ("tcp/*", _COLOURS["tcp"]),
             ("tls/*", _COLOURS["tls"]),
             ("http/*", _COLOURS["http"]),
+            ("unclear", _COLOURS["other"]),
             ("offline", _COLOURS["network"]),
         )
     )
