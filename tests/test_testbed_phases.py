@@ -171,9 +171,21 @@ def test_the_censor_changes_at_each_phase_and_the_probe_is_scored_by_time(
     bed.wait_for("filtered")
     seen["filtered"] = _self_check(bed)
     _probe(bed, measurements)
+    # What the kernel holds now: the filtered phase's nftables, swapped in by the supervisor.
+    listing = control.exec_command(
+        bed.info, "censor", ["nft", "list", "table", "inet", "netvigil_censor"], capture_output=True
+    )
+    assert 'comment "filtered/rule2:ip-drop"' in listing.stdout.decode()
+    status = control.phase_status(bed.info)
+    assert status is not None and status["phase"] == "filtered" and status["next"] == "off"
+    assert control.phase_line(status).startswith("phase filtered since +20 s")
 
     bed.wait_for("off")
     services = bed.client.call(lambda: asyncio.run(_nothing_answers()), timeout=30)
+    listing = control.exec_command(
+        bed.info, "censor", ["nft", "list", "table", "inet", "netvigil_censor"], capture_output=True
+    )
+    assert listing.stdout.decode().count('drop comment "shutdown"') == 2
     seen["off"] = _self_check(bed)
     _probe(bed, measurements)
 
