@@ -50,6 +50,7 @@ REJECT_OUTCOMES = {
     "icmp-host-unreachable": "tcp/unreachable",
 }
 MAX_REDIRECTS = 10
+OFFLINE = "network/offline"
 
 
 @dataclass(frozen=True)
@@ -89,10 +90,8 @@ def _http_rule(plan: Plan, host: str, target: str) -> RulePlan | None:
 
 
 def _blocked(row_outcome: str) -> bool:
-    return row_outcome not in ("ok", "down")
-
-
-OFFLINE = "network/offline"
+    # network/offline is no blocking of a site: the whole network is off
+    return row_outcome not in ("ok", "down", OFFLINE)
 
 
 def url_truth(plan: Plan, url: str) -> TruthRow:
@@ -105,7 +104,16 @@ def url_truth(plan: Plan, url: str) -> TruthRow:
     if plan.shutdown:
         # Nothing answers, not even the resolver: the network is off, no site is singled out.
         return TruthRow(
-            url, first_domain, OFFLINE, False, "shutdown", plan.phase, kind, "", (), plan.phase
+            url,
+            first_domain,
+            OFFLINE,
+            _blocked(OFFLINE),
+            "shutdown",
+            plan.phase,
+            kind,
+            "",
+            (),
+            plan.phase,
         )
     for _ in range(MAX_REDIRECTS + 1):
         parts = urlsplit(current)
