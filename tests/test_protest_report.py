@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from netvigil.testbed.protest_report import VerdictRow, build_timeline, render_html
+import dataclasses
+
+from netvigil.testbed.protest_report import EndpointRow, VerdictRow, build_timeline, render_html
 
 STARTED = 1_700_000_000.0
 EVERY = 10.0
@@ -81,6 +83,22 @@ def test_rows_are_placed_by_time_when_their_report_is_unknown() -> None:
     ]
     timeline = build_timeline(rows, _meta())
     assert timeline.measured == {2: 2}  # 29 s (whole seconds) may be 29.9: still round 3
+
+
+def test_a_messaging_app_measurement_is_a_row_of_its_own() -> None:
+    rows = [
+        VerdictRow(f"r{r}", STARTED + r * EVERY, "", "telegram", outcome, blocked)
+        for r in range(ROUNDS)
+        for outcome, blocked in [("tcp/timeout", True) if r >= 4 else ("ok", False)]
+    ]
+    # One measurement per round is no evidence for the event rule...
+    assert not build_timeline(rows, _meta()).onsets
+    # ...its endpoints are: 6 data centres, all timing out from round 5.
+    rows = [dataclasses.replace(r, uid=f"u{i}") for i, r in enumerate(rows)]
+    endpoints = [EndpointRow(r.uid, f"dc{n}", r.blocked) for r in rows for n in range(6)]
+    timeline = build_timeline(rows, _meta(), endpoints)
+    assert timeline.domains == ["telegram (app)"]
+    assert [(o.domain, o.start_round) for o in timeline.onsets] == [("telegram (app)", 4)]
 
 
 def test_report_escapes_what_measurements_say() -> None:

@@ -61,9 +61,12 @@ async def measure_round(urls: list[str], timeout: float) -> tuple[str, list[dict
 
     experiment = WebConnectivity(testbed_config(timeout=timeout))
     collected: list[dict[str, Any]] = []
-    # Both URLs of a site at once: in a shutdown every URL waits for its timeouts, and a round
-    # must fit its slot for the outbox to be tried while the network is still off.
-    await run_measurements(experiment, urls, concurrency=100, per_host=2, collected=collected)
+    try:
+        # Both URLs of a site at once: in a shutdown every URL waits for its timeouts, and a
+        # round must fit its slot for the outbox to be tried while the network is still off.
+        await run_measurements(experiment, urls, concurrency=100, per_host=2, collected=collected)
+    finally:
+        experiment.close()  # its verdict thread
     return experiment.report_id, collected
 
 

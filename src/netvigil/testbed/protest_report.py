@@ -30,6 +30,7 @@ import pyarrow as pa
 from netvigil.pipeline.aggregate import detect_events, detect_onsets
 
 OFFLINE_OUTCOMES = ("network/offline", "network/degraded")
+IM_TESTS = ("telegram", "whatsapp", "signal", "facebook_messenger")
 # The event rule, with a probe round as its unit: a domain's round is flagged when at least
 # half of its measurements more than in the rounds before it are blocked and Fisher's test says
 # it is no chance (its baseline: up to 6 earlier rounds, at least 3 of them measured).
@@ -57,6 +58,16 @@ class VerdictRow:
     blocked: bool
     probe_cc: str = "ZZ"
     probe_asn: int = 0
+    uid: str = ""  # measurement_uid: ties a messaging app's endpoint rows to its verdict
+
+
+@dataclass(frozen=True)
+class EndpointRow:
+    """One endpoint of a messaging-app measurement (the pipeline's ``endpoints`` table)."""
+
+    uid: str
+    endpoint: str
+    blocked: bool
 
 
 @dataclass
@@ -152,7 +163,8 @@ def load_verdict_rows(pipeline_dir: Path) -> list[VerdictRow]:
         listing = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
         result = con.execute(
             "SELECT coalesce(report_id, ''), epoch(measurement_start_time), domain, test_name, "
-            f"outcome, blocked, probe_cc, probe_asn FROM read_parquet([{listing}])"
+            "outcome, blocked, probe_cc, probe_asn, measurement_uid "
+            f"FROM read_parquet([{listing}])"
         ).fetchall()
     finally:
         con.close()
@@ -166,9 +178,29 @@ def load_verdict_rows(pipeline_dir: Path) -> list[VerdictRow]:
             bool(r[5]),
             str(r[6]),
             int(r[7]),
+            str(r[8]),
         )
         for r in result
     ]
+
+
+def load_endpoint_rows(pipeline_dir: Path) -> list[EndpointRow]:
+    """The messaging apps' endpoint rows (``OUT/endpoints``), when the pipeline wrote them."""
+    import duckdb
+
+    files = sorted((pipeline_dir / "endpoints").glob("day=*/*.parquet"))
+    if not files:
+        return []
+    con = duckdb.connect()
+    try:
+        listing = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+        result = con.execute(
+            "SELECT measurement_uid, endpoint, blocked FROM "
+            f"read_parquet([{listing}]) WHERE endpoint <> '*'"
+        ).fetchall()
+    finally:
+        con.close()
+    return [EndpointRow(str(r[0]), str(r[1]), bool(r[2])) for r in result]
 
 
 def _round_of(row: VerdictRow, by_report: Mapping[str, int], starts: Sequence[float]) -> int | None:
@@ -183,8 +215,19 @@ def _round_of(row: VerdictRow, by_report: Mapping[str, int], starts: Sequence[fl
     return found
 
 
-def build_timeline(rows: Iterable[VerdictRow], meta: Mapping[str, Any]) -> Timeline:
-    """Cells per domain and round, the offline band and the onsets (the event rule per round)."""
+def build_timeline(
+    rows: Iterable[VerdictRow],
+    meta: Mapping[str, Any],
+    endpoints: Iterable[EndpointRow] = (),
+) -> Timeline:
+    """Cells per domain and round, the offline band and the onsets (the event rule per round).
+
+    A messaging app is measured once per round: for the event rule its round counts its
+    endpoints (measured, blocked), when the pipeline wrote them, so one round can be evidence.
+    """
+    by_uid: dict[str, list[EndpointRow]] = defaultdict(list)
+    for endpoint in endpoints:
+        by_uid[endpoint.uid].append(endpoint)
     started_at = float(meta["started_at"])
     rounds = list(meta.get("rounds", []))[:MAX_ROUNDS]
     offsets = [float(r["offset"]) for r in rounds]
@@ -208,12 +251,14 @@ def build_timeline(rows: Iterable[VerdictRow], meta: Mapping[str, Any]) -> Timel
             # Counted apart: the network was off, no site was singled out.
             timeline.offline[index] = timeline.offline.get(index, 0) + 1
             continue
-        if not row.domain:
+        # A messaging-app measurement has no URL: its row is the app (OONI's test name).
+        name = row.domain or (f"{row.test_name} (app)" if row.test_name in IM_TESTS else "")
+        if not name:
             continue
-        if row.domain not in domains and len(domains) >= MAX_DOMAINS:
+        if name not in domains and len(domains) >= MAX_DOMAINS:
             continue
-        domains.setdefault(row.domain)
-        cell = timeline.cells.setdefault((row.domain, index), Counter())
+        domains.setdefault(name)
+        cell = timeline.cells.setdefault((name, index), Counter())
         cell["measured"] += 1
         if row.blocked:
             cell["blocked"] += 1
@@ -222,9 +267,14 @@ def build_timeline(rows: Iterable[VerdictRow], meta: Mapping[str, Any]) -> Timel
             cell["ok"] += 1
         else:  # not blocked, not fine either: down, unknown (no control to compare with)
             cell["unclear"] += 1
-        counts = series[(row.probe_cc, row.probe_asn, row.domain)].setdefault(index, [0, 0])
-        counts[0] += 1
-        counts[1] += int(row.blocked)
+        counts = series[(row.probe_cc, row.probe_asn, name)].setdefault(index, [0, 0])
+        parts = by_uid.get(row.uid, []) if row.uid else []
+        if parts:
+            counts[0] += len(parts)
+            counts[1] += sum(p.blocked for p in parts)
+        else:
+            counts[0] += 1
+            counts[1] += int(row.blocked)
     timeline.domains = list(domains)
     timeline.onsets = _onsets(series)
     return timeline
@@ -422,7 +472,9 @@ def render_html(timeline: Timeline, title: str) -> str:
 
 def write_report(pipeline_dir: Path, meta_file: Path, out_html: Path, title: str) -> Timeline:
     meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    timeline = build_timeline(load_verdict_rows(pipeline_dir), meta)
+    timeline = build_timeline(
+        load_verdict_rows(pipeline_dir), meta, load_endpoint_rows(pipeline_dir)
+    )
     out_html.parent.mkdir(parents=True, exist_ok=True)
     out_html.write_text(render_html(timeline, title), encoding="utf-8")
     return timeline
