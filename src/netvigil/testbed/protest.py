@@ -153,10 +153,15 @@ def round_line(result: RoundResult) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="netvigil.testbed.protest")
-    parser.add_argument("--out", required=True, help="folder for everything the demo keeps")
+    parser.add_argument("--out", default="", help="folder for everything the demo keeps")
     parser.add_argument("--every", type=float, default=DEFAULT_EVERY)
     parser.add_argument("--tail", type=float, default=DEFAULT_TAIL)
     parser.add_argument("--timeout", type=float, default=PROBE_TIMEOUT)
+    parser.add_argument(
+        "--once",
+        metavar="FILE",
+        help="measure one round now and write its measurements (OONI JSONL) to FILE (tests)",
+    )
     args = parser.parse_args(argv)
     state = os.environ.get("NETVIGIL_TESTBED_STATE")
     if not state:
@@ -168,6 +173,14 @@ def main(argv: list[str] | None = None) -> int:
     if not plan.phases:
         print(f"profile {plan.profile} has no phases: use netvigil testbed demo", file=sys.stderr)
         return 2
+    if args.once:
+        _rid, measurements = asyncio.run(measure_round(round_urls(plan), args.timeout))
+        with open(args.once, "w", encoding="utf-8") as handle:
+            for measurement in measurements:
+                handle.write(json.dumps(measurement, separators=(",", ":")) + "\n")
+        return 0
+    if not args.out:
+        parser.error("--out DIR is required (or --once FILE)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     console = make_console()
