@@ -246,7 +246,7 @@ def run_once(settings: Settings, *, state: Path | None = None) -> dict[str, Any]
     or ``skipped`` when another run holds the lock). Never raises for a fault of the run."""
     folder = state or state_dir()
     started, clock = _now(), time.monotonic()
-    record: dict[str, Any] = {"started": started, "suite": settings.suite}
+    record: dict[str, Any] = {"started": started, "suite": settings.suite, "error": None}
     try:
         with run_lock(folder):
             _run_locked(settings, record)
