@@ -110,6 +110,13 @@ def _add_measurement_options(p: argparse.ArgumentParser) -> None:
         "--concurrency", type=int, default=20, help="URLs in flight per run (default 20)"
     )
     p.add_argument("--outbox", metavar="DIR", help="outbox directory (default: netvigil's own)")
+    p.add_argument(
+        "--upload-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="per request to the collector (default 10; each measurement is tried twice a run)",
+    )
 
 
 def add_parser(subparsers: Any) -> None:
@@ -228,6 +235,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         timeout=float(args.timeout),
         concurrency=int(args.concurrency),
         outbox=_absolute(args.outbox),
+        upload_timeout=float(args.upload_timeout),
     )
 
 

@@ -146,8 +146,10 @@ def validate(settings: Settings, *, suites_supported: tuple[str, ...]) -> None:
         raise InputError(f"--probe-cc {settings.probe_cc!r}: give a two-letter country code")
     if settings.probe_asn is not None and not re.fullmatch(r"AS\d{1,10}", settings.probe_asn):
         raise InputError(f"--probe-asn {settings.probe_asn!r}: give a network such as AS9198")
-    if not 1 <= settings.timeout <= 600 or not 1 <= settings.upload_timeout <= 600:
+    if not 1 <= settings.timeout <= 600:
         raise InputError("--timeout: give seconds between 1 and 600")
+    if not 1 <= settings.upload_timeout <= 600:
+        raise InputError("--upload-timeout: give seconds between 1 and 600")
     if not 1 <= settings.concurrency <= 1000:
         raise InputError("--concurrency: give a number between 1 and 1000")
 
