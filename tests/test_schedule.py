@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
+from conftest import needs_testbed
 from netvigil.cli import main
 from netvigil.schedule import Settings, run_loop, run_once, runner, settings, timers
 
@@ -619,3 +620,36 @@ def test_im_and_all_go_through_measure_suite_once_measure_has_it(
     )
     record = run_once(Settings(suite="all", lists=("kz",), no_doh=True))
     assert record["status"] == "ok" and seen[-1].suite == "all" and seen[-1].list == ["kz"]
+
+
+@needs_testbed
+@pytest.mark.testbed
+@pytest.mark.timeout(300)
+def test_schedule_loop_in_the_testbed_uploads_to_its_collector(tmp_path: Path) -> None:
+    """The demo's use: the loop inside 'client', results through the outbox to the testbed's
+    collector, the verdicts as the profile's truth says (360tv.ru: HTTPS intercepted)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NETVIGIL_", "XDG_"))}
+    for name in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME"):
+        env[name] = str(tmp_path / name.lower())
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "netvigil.cli", "testbed", "run", "-p", "kz-2024", "--"),
+            *("netvigil", "schedule", "loop", "--every", "2s", "--count", "2", "--jitter", "0"),
+            *("https://360tv.ru/", "http://360tv.ru/", "--upload", "--json", "--timeout", "5"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(records) == 2, done.stdout
+    for record in records:
+        assert record["status"] == "ok" and record["measurements"] == 2
+        assert record["outcomes"] == {"ok": 1, "tls/interception": 1}
+        assert record["upload"]["sent"] == 2 and record["upload"]["reachable"] is True
+        assert record["outbox_pending"] == 0
+    history = tmp_path / "xdg_state_home" / "netvigil" / "schedule" / "history.jsonl"
+    assert len(history.read_text().splitlines()) == 2
