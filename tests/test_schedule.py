@@ -653,3 +653,39 @@ def test_schedule_loop_in_the_testbed_uploads_to_its_collector(tmp_path: Path) -
         assert record["outbox_pending"] == 0
     history = tmp_path / "xdg_state_home" / "netvigil" / "schedule" / "history.jsonl"
     assert len(history.read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "not json",
+        '{"settings": []}',
+        '{"settings": {"timeout": "ten"}}',
+        '{"settings": {"no_doh": null}}',
+        '{"settings": {"lists": "kz"}}',
+        '{"settings": {"upload": 5}}',
+    ],
+)
+def test_a_damaged_schedule_is_one_line(
+    home: Path, capsys: pytest.CaptureFixture[str], damage: str
+) -> None:
+    _config(home).parent.mkdir(parents=True)
+    _config(home).write_text(damage)
+    assert main(["schedule", "run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "schedule" in err[0], err
+    assert main(["schedule", "status"]) == 2
+    assert "schedule remove" in capsys.readouterr().err
+    assert main(["schedule", "remove"]) == 0 and not _config(home).exists()
+
+
+def test_status_prints_a_hostile_history_as_plain_text(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    history = home / "xdg_state_home" / "netvigil" / "schedule" / "history.jsonl"
+    history.parent.mkdir(parents=True)
+    hostile = {"status": {"x": 1}, "outcomes": [1], "error": "\x1b[2Jgone", "upload": "x"}
+    history.write_text(json.dumps(hostile) + "\n" + json.dumps({"outcomes": {"a\x07": 1}}) + "\n")
+    assert main(["schedule", "status"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "gone" in out

@@ -347,16 +347,22 @@ def _print_record(record: dict[str, Any], as_json: bool) -> None:
     _say(_record_line(record))
 
 
+def _counts(value: Any) -> str:
+    if not isinstance(value, dict):
+        return ""
+    return ", ".join(f"{k} {v}" for k, v in sorted(value.items(), key=lambda kv: str(kv[0])))
+
+
 def _record_line(record: dict[str, Any]) -> str:
-    outcomes = record.get("outcomes") or {}
-    counted = ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))
+    """One history record as a line (the history is a file: every field may be anything)."""
+    counted = _counts(record.get("outcomes"))
     line = (
-        f"{record.get('started', '?')}  {record.get('status', '?'):7}  "
+        f"{record.get('started', '?')}  {record.get('status', '?')!s:7}  "
         f"{record.get('measurements', 0)} measurement(s)" + (f" ({counted})" if counted else "")
     )
-    network = record.get("network") or {}
+    network = _counts(record.get("network"))
     if network:
-        line += "; network " + ", ".join(f"{k} {v}" for k, v in sorted(network.items()))
+        line += f"; network {network}"
     upload = record.get("upload")
     if isinstance(upload, dict):
         if "sent" in upload:
@@ -397,7 +403,8 @@ def _loop(args: argparse.Namespace) -> int:
         del signum, frame
         stop.set()
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, on_term) if main_thread else None
     try:
         records = runner.run_loop(
             settings,
@@ -408,7 +415,8 @@ def _loop(args: argparse.Namespace) -> int:
             on_run=lambda record: _print_record(record, bool(args.json)),
         )
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0 if all(r["status"] in ("ok", "skipped") for r in records) else 1
 
 

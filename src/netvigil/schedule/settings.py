@@ -95,11 +95,21 @@ class Settings:
             if not isinstance(raw, list | tuple) or not all(isinstance(x, str) for x in raw):
                 raise InputError(f"schedule config: {name} must be a list of strings")
             values[name] = tuple(raw)
-        try:
-            settings = cls(**values)
-        except TypeError as exc:
-            raise InputError(f"schedule config: {exc}") from None
-        return settings
+        for item in fields(cls):
+            if item.name not in values or item.name in ("urls", "input_files", "lists"):
+                continue
+            value, default = values[item.name], item.default
+            if default is None:
+                ok = value is None or isinstance(value, str)
+            elif isinstance(default, bool | str):
+                ok = type(value) is type(default)
+            else:  # a number
+                ok = isinstance(value, int | float) and not isinstance(value, bool)
+                if ok:
+                    values[item.name] = int(value) if isinstance(default, int) else float(value)
+            if not ok:
+                raise InputError(f"schedule config: {item.name} has the wrong type")
+        return cls(**values)
 
 
 def _check_url_without_secrets(url: str, option: str) -> None:

@@ -119,15 +119,20 @@ def run_argv(config: Path, jitter: float = 0.0) -> list[str]:
     return argv
 
 
-def _systemd_word(word: str) -> str:
-    escaped = word.replace("\\", "\\\\").replace('"', '\\"')
-    escaped = escaped.replace("%", "%%").replace("$", "$$")
+def _systemd_word(word: str, *, command: bool = True) -> str:
+    """One quoted word of a unit file: ``%`` is a specifier everywhere, ``$`` a variable only
+    in a command line."""
+    escaped = word.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    if command:
+        escaped = escaped.replace("$", "$$")
     return f'"{escaped}"'
 
 
 def service_text(config: Path) -> str:
     argv = run_argv(config)
-    environment = " ".join(_systemd_word(f"{k}={v}") for k, v in _xdg_environment().items())
+    environment = " ".join(
+        _systemd_word(f"{k}={v}", command=False) for k, v in _xdg_environment().items()
+    )
     return (
         "# Written by 'netvigil schedule install'; 'netvigil schedule remove' deletes it.\n"
         "[Unit]\n"
