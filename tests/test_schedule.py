@@ -589,6 +589,8 @@ def test_im_and_all_go_through_measure_suite_once_measure_has_it(
         def with_suite(subparsers: Any) -> None:
             original(subparsers)
             subparsers.choices["measure"].add_argument("--suite", default="web")
+            if "--im-endpoints" not in subparsers.choices["measure"]._option_string_actions:
+                subparsers.choices["measure"].add_argument("--im-endpoints")
 
         monkeypatch.setattr(measure, "add_parser", with_suite)
     seen: list[Any] = []
@@ -606,11 +608,16 @@ def test_im_and_all_go_through_measure_suite_once_measure_has_it(
     monkeypatch.setattr(measure, "run", fake_run)
     _consent()
     assert runner.supported_suites() == ("web", "im", "all")
-    record = run_once(Settings(suite="im", probe_cc="KZ", no_doh=True, timeout=4))
+    endpoints = home / "im-endpoints.toml"
+    endpoints.write_text("# the testbed's override\n")
+    im = Settings(suite="im", probe_cc="KZ", no_doh=True, timeout=4, im_endpoints=str(endpoints))
+    settings.validate(im, suites_supported=runner.supported_suites())
+    record = run_once(im)
     assert record["status"] == "ok", record
     assert record["tests"] == {"telegram": 1, "whatsapp": 1}
     assert record["network"] == {"online": 2} and record["queued"] == 2
     (args,) = seen
+    assert args.im_endpoints == str(endpoints)
     assert (args.suite, args.probe_cc, args.no_doh, args.timeout, args.json) == (
         "im",
         "KZ",

@@ -53,6 +53,7 @@ _MEASUREMENT_OPTIONS = (
     "probe_cc",
     "probe_asn",
     "outbox",
+    "im_endpoints",
 )
 
 
@@ -110,6 +111,12 @@ def _add_measurement_options(p: argparse.ArgumentParser) -> None:
         "--concurrency", type=int, default=20, help="URLs in flight per run (default 20)"
     )
     p.add_argument("--outbox", metavar="DIR", help="outbox directory (default: netvigil's own)")
+    p.add_argument(
+        "--im-endpoints",
+        metavar="FILE",
+        help="messaging-app endpoints instead of the shipped ones, for --suite im or all "
+        "(passed to measure; the testbed writes one)",
+    )
     p.add_argument(
         "--upload-timeout",
         type=float,
@@ -236,6 +243,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         concurrency=int(args.concurrency),
         outbox=_absolute(args.outbox),
         upload_timeout=float(args.upload_timeout),
+        im_endpoints=_absolute(args.im_endpoints),
     )
 
 

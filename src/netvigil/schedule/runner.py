@@ -157,12 +157,19 @@ def _measure_command(settings: Settings) -> list[dict[str, Any]]:
             ("--ca-bundle", settings.ca_bundle),
             ("--probe-cc", settings.probe_cc),
             ("--probe-asn", settings.probe_asn),
+            ("--im-endpoints", settings.im_endpoints),
         ):
             if value is not None:
                 argv += [option, value]
         if settings.no_doh:
             argv.append("--no-doh")
-        args = _measure_parser().parse_args(argv)
+        parser = _measure_parser()
+        if settings.im_endpoints and "--im-endpoints" not in parser._option_string_actions:
+            raise InputError("--im-endpoints: this netvigil's 'measure' does not take it")
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit:  # argparse has printed why; a run records it and goes on
+            raise InputError(f"'netvigil measure' refused the options {argv}") from None
         with contextlib.redirect_stdout(io.StringIO()):  # its verdicts: the history counts them
             measure.run(args)
         measurements: list[dict[str, Any]] = []

@@ -82,6 +82,7 @@ class Settings:
     concurrency: int = 20
     outbox: str | None = None  # None: the default outbox
     upload_timeout: float = 10.0  # per request; a run tries each measurement twice at most
+    im_endpoints: str | None = None  # measure's --im-endpoints (the testbed writes one)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -150,6 +151,11 @@ def validate(settings: Settings, *, suites_supported: tuple[str, ...]) -> None:
             raise InputError(f"--upload: {exc}") from None
     if settings.helper is not None:
         _check_url_without_secrets(settings.helper, "--helper")
+    if settings.im_endpoints is not None:
+        if settings.suite == "web":
+            raise InputError("--im-endpoints is for --suite im or all")
+        if not Path(settings.im_endpoints).is_file():
+            raise InputError(f"--im-endpoints {settings.im_endpoints}: no such file")
     if settings.ca_bundle is not None and not Path(settings.ca_bundle).is_file():
         raise InputError(f"--ca-bundle {settings.ca_bundle}: no such file — give a PEM file")
     if settings.probe_cc is not None and not re.fullmatch(r"[A-Za-z]{2}", settings.probe_cc):
