@@ -21,6 +21,7 @@ from types import FrameType
 from typing import Any
 
 from netvigil import textsafe
+from netvigil.cliformat import hide_aliases
 from netvigil.measure import InputError
 
 from . import runner, timers
@@ -70,16 +71,20 @@ def _add_measurement_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="web (the URLs and lists, default), im (the messaging apps) or all",
     )
-    p.add_argument(
-        "--input-file",
-        "-f",
+    hide_aliases(
+        p.add_argument(
+            "--input-file",
+            "-f",
+            "--input",
+            "--file",
+            dest="input_files",
+            action="append",
+            default=[],
+            metavar="FILE",
+            help="one URL per line, or a Citizen Lab CSV (read again at every run)",
+        ),
         "--input",
         "--file",
-        dest="input_files",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="one URL per line, or a Citizen Lab CSV (read again at every run)",
     )
     p.add_argument(
         "--list",
@@ -102,13 +107,23 @@ def _add_measurement_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resolver", metavar="IP", help="the resolver to test (default: system)")
     p.add_argument("--ca-bundle", metavar="PEM", help="trust anchors (default: Mozilla's roots)")
     p.add_argument("--no-doh", action="store_true", help="no DoH second opinion")
-    p.add_argument("--probe-cc", help="country code to record (default ZZ)")
-    p.add_argument("--probe-asn", help="network to record, e.g. AS9198 (default AS0)")
+    p.add_argument("--probe-cc", metavar="CC", help="country code to record (default ZZ)")
     p.add_argument(
-        "--timeout", type=float, default=10.0, help="seconds per network step (default 10)"
+        "--probe-asn", metavar="ASN", help="network to record, e.g. AS9198 (default AS0)"
     )
     p.add_argument(
-        "--concurrency", type=int, default=20, help="URLs in flight per run (default 20)"
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="seconds per network step (default 10)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=20,
+        metavar="N",
+        help="URLs in flight per run (default 20)",
     )
     p.add_argument("--outbox", metavar="DIR", help="outbox directory (default: netvigil's own)")
     p.add_argument(
@@ -140,10 +155,14 @@ def add_parser(subparsers: Any) -> None:
         "unless you give --upload. docs/schedule.md lists every file written.",
     )
     a.add_argument(
-        "--every", required=True, help="how often: 5m … 30m, 1h, 2h, 3h, 4h, 6h, 8h, 12h, 1d"
+        "--every",
+        required=True,
+        metavar="DURATION",
+        help="how often: 5m … 30m, 1h, 2h, 3h, 4h, 6h, 8h, 12h, 1d",
     )
     a.add_argument(
         "--jitter",
+        metavar="DURATION",
         help="start each run up to this much later, at random (default: a tenth of --every, "
         "at most 1h)",
     )
@@ -170,7 +189,9 @@ def add_parser(subparsers: Any) -> None:
     r.add_argument(
         "--config", metavar="FILE", help=f"the schedule to run (default {config_file()})"
     )
-    r.add_argument("--jitter", help="first wait a random time up to this (e.g. 10m)")
+    r.add_argument(
+        "--jitter", metavar="DURATION", help="first wait a random time up to this (e.g. 10m)"
+    )
     r.add_argument("--json", action="store_true", help="print the run's record as JSON")
     _add_measurement_options(r)
 
@@ -181,12 +202,20 @@ def add_parser(subparsers: Any) -> None:
         "machine without systemd or cron, or inside the testbed. Ends after --count runs, on "
         "Ctrl-C or on SIGTERM (a run in progress finishes first).",
     )
-    lp.add_argument("--every", required=True, help="time between run starts, e.g. 30s, 5m")
     lp.add_argument(
-        "--count", type=int, default=0, help="how many runs (default 0: until interrupted)"
+        "--every", required=True, metavar="DURATION", help="time between run starts, e.g. 30s, 5m"
     )
     lp.add_argument(
-        "--jitter", help="wait up to this much more before each run (default: a tenth of --every)"
+        "--count",
+        type=int,
+        default=0,
+        metavar="N",
+        help="how many runs (default 0: until interrupted)",
+    )
+    lp.add_argument(
+        "--jitter",
+        metavar="DURATION",
+        help="wait up to this much more before each run (default: a tenth of --every)",
     )
     lp.add_argument("--config", metavar="FILE", help="a saved schedule to run instead of options")
     lp.add_argument("--json", action="store_true", help="print each run's record as JSON")
