@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import errno
 import fcntl
-import io
 import json
 import os
 import random
@@ -94,45 +93,46 @@ def supported_suites() -> tuple[str, ...]:
     return SUITES if "--suite" in _measure_parser()._option_string_actions else ("web",)
 
 
+def measure_args(settings: Settings, output: Path | None = None) -> argparse.Namespace:
+    """``settings`` as ``netvigil measure``'s own options, parsed by its own parser: a run
+    gets measure's defaults (network checks, resolvers, DoH) whatever they become."""
+    argv = ["--suite", settings.suite] if settings.suite != "web" else []
+    argv += [*settings.urls]
+    argv += [w for f in settings.input_files for w in ("--input-file", f)]
+    argv += [w for code in settings.lists for w in ("--list", code)]
+    argv += ["--json", "--no-progress"] + (["--output", str(output)] if output else [])
+    argv += ["--timeout", str(settings.timeout), "--concurrency", str(settings.concurrency)]
+    for option, value in (
+        ("--helper", settings.helper),
+        ("--resolver", settings.resolver),
+        ("--ca-bundle", settings.ca_bundle),
+        ("--probe-cc", settings.probe_cc),
+        ("--probe-asn", settings.probe_asn),
+        ("--im-endpoints", settings.im_endpoints),
+    ):
+        if value is not None:
+            argv += [option, value]
+    if settings.no_doh:
+        argv.append("--no-doh")
+    parser = _measure_parser()
+    if settings.im_endpoints and "--im-endpoints" not in parser._option_string_actions:
+        raise InputError("--im-endpoints: this netvigil's 'measure' does not take it")
+    try:
+        return parser.parse_args(argv)
+    except SystemExit:  # argparse has printed why; a run records it and goes on
+        raise InputError(f"'netvigil measure' refused the options {argv}") from None
+
+
 def measure_suite(settings: Settings) -> list[dict[str, Any]]:
-    """The measurements of one run of ``settings.suite`` (OONI format, as measured).
+    """The measurements of one run of ``settings.suite`` (OONI format, as measured): the one
+    place that chooses the experiments.
 
-    ``web``: measure's own functions (gather_inputs, probe_config, run_measurements). ``im``
-    and ``all``: ``netvigil measure --suite`` itself, so that whatever experiments it runs, a
-    scheduled run runs the same; its OONI JSONL output is read back.
+    ``web``: measure's own functions (gather_inputs, config_from_args, run_measurements).
+    ``im`` and ``all``: ``netvigil measure --suite`` itself, so that whatever experiments it
+    runs, a scheduled run runs the same; its OONI JSONL output is read back.
     """
-    from netvigil import measure
-
     if settings.suite == "web":
-        inputs = measure.gather_inputs(
-            list(settings.urls), list(settings.input_files), list(settings.lists)
-        )
-        config = measure.probe_config(
-            ca_bundle=settings.ca_bundle,
-            resolver=settings.resolver,
-            doh=None,
-            no_doh=settings.no_doh,
-            helper=settings.helper,
-            probe_cc=settings.probe_cc,
-            probe_asn=settings.probe_asn,
-            timeout=settings.timeout,
-        )
-        from netvigil.experiments.web_connectivity import WebConnectivity
-
-        experiment = WebConnectivity(config)
-        collected: list[dict[str, Any]] = []
-        try:
-            asyncio.run(
-                measure.run_measurements(
-                    experiment,
-                    inputs.urls,
-                    concurrency=settings.concurrency,
-                    collected=collected,
-                )
-            )
-        finally:
-            experiment.close()
-        return collected
+        return _measure_web(measure_args(settings))
     if settings.suite not in supported_suites():
         raise InputError(
             f"--suite {settings.suite}: this netvigil's 'measure' has no messaging-app "
@@ -141,42 +141,39 @@ def measure_suite(settings: Settings) -> list[dict[str, Any]]:
     return _measure_command(settings)
 
 
+def _measure_web(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from netvigil import measure
+    from netvigil.experiments.web_connectivity import WebConnectivity
+
+    inputs = measure.gather_inputs(list(args.urls), list(args.input_file), list(args.list))
+    experiment = WebConnectivity(measure.config_from_args(args))
+    collected: list[dict[str, Any]] = []
+    try:
+        asyncio.run(
+            measure.run_measurements(
+                experiment, inputs.urls, concurrency=args.concurrency, collected=collected
+            )
+        )
+    finally:
+        experiment.close()  # the verdict thread
+    return collected
+
+
 def _measure_command(settings: Settings) -> list[dict[str, Any]]:
     from netvigil import measure
 
     with tempfile.TemporaryDirectory(prefix="netvigil-schedule-") as folder:
         output = Path(folder) / "measurements.jsonl"
-        argv = ["--suite", settings.suite, *settings.urls]
-        argv += [w for f in settings.input_files for w in ("--input-file", f)]
-        argv += [w for code in settings.lists for w in ("--list", code)]
-        argv += ["--output", str(output), "--json", "--no-progress"]
-        argv += ["--timeout", str(settings.timeout), "--concurrency", str(settings.concurrency)]
-        for option, value in (
-            ("--helper", settings.helper),
-            ("--resolver", settings.resolver),
-            ("--ca-bundle", settings.ca_bundle),
-            ("--probe-cc", settings.probe_cc),
-            ("--probe-asn", settings.probe_asn),
-            ("--im-endpoints", settings.im_endpoints),
-        ):
-            if value is not None:
-                argv += [option, value]
-        if settings.no_doh:
-            argv.append("--no-doh")
-        parser = _measure_parser()
-        if settings.im_endpoints and "--im-endpoints" not in parser._option_string_actions:
-            raise InputError("--im-endpoints: this netvigil's 'measure' does not take it")
-        try:
-            args = parser.parse_args(argv)
-        except SystemExit:  # argparse has printed why; a run records it and goes on
-            raise InputError(f"'netvigil measure' refused the options {argv}") from None
-        with contextlib.redirect_stdout(io.StringIO()):  # its verdicts: the history counts them
-            measure.run(args)
+        args = measure_args(settings, output)
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+            measure.run(args)  # its verdicts on stdout: the history counts them instead
         measurements: list[dict[str, Any]] = []
         if output.exists():
-            with open(output, encoding="utf-8", errors="replace") as handle:
-                for line in handle:
-                    if len(line) > _MAX_MEASUREMENT_LINE:
+            with open(output, "rb") as handle:
+                while line := handle.readline(_MAX_MEASUREMENT_LINE + 1):
+                    if len(line) > _MAX_MEASUREMENT_LINE:  # the rest of it is skipped too
+                        while line and not line.endswith(b"\n"):
+                            line = handle.readline(_MAX_MEASUREMENT_LINE)
                         continue
                     with contextlib.suppress(ValueError):
                         value = json.loads(line)
