@@ -50,6 +50,11 @@ esac
 """
 
 
+# On loopback: no DoH, and no network check around a run (its reference targets are real
+# sites; the testbed test below keeps it).
+LOCAL: dict[str, Any] = {"no_doh": True, "timeout": 3, "network_check": False}
+
+
 class _Site(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         body = b"<html><title>fine</title>hello</html>"
@@ -166,7 +171,7 @@ def test_install_writes_a_user_timer_and_service_and_enables_it(
     code = main(
         [
             *("schedule", "install", "--every", "6h", "--jitter", "30m", "--list", "kz"),
-            *("--upload", "http://127.0.0.1:9/", "--consent", "--no-doh"),
+            *("--upload", "http://127.0.0.1:9/", "--consent", "--no-doh", "--no-network-check"),
         ]
     )
     out = capsys.readouterr().out
@@ -365,7 +370,7 @@ def test_the_real_systemd_user_manager_runs_a_scheduled_run(home: Path, site: st
     config = _config(home)
     settings.save_installed(
         settings.Installed(
-            settings=Settings(urls=(f"{site}/real-systemd",), no_doh=True, timeout=3),
+            settings=Settings(urls=(f"{site}/real-systemd",), **LOCAL),
             every=3600,
             jitter=0,
             via="systemd",
@@ -399,7 +404,15 @@ def test_runs_keep_results_while_the_collector_is_down_and_send_them_when_it_is_
     code = main(
         [
             *("schedule", "install", "--every", "1h", f"{site}/sched/a", f"{site}/sched/b"),
-            *("--upload", collector_url, "--consent", "--no-doh", "--timeout", "3"),
+            *(
+                "--upload",
+                collector_url,
+                "--consent",
+                "--no-doh",
+                "--no-network-check",
+                "--timeout",
+                "3",
+            ),
         ]
     )
     assert code == 0
@@ -439,7 +452,7 @@ def test_runs_keep_results_while_the_collector_is_down_and_send_them_when_it_is_
 def test_a_run_without_upload_keeps_everything_in_the_outbox(home: Path, site: str) -> None:
     _consent()
     box = home / "box"
-    record = run_once(Settings(urls=(f"{site}/keep",), no_doh=True, timeout=3, outbox=str(box)))
+    record = run_once(Settings(urls=(f"{site}/keep",), **LOCAL, outbox=str(box)))
     assert record["status"] == "ok" and record["upload"] is None
     assert record["outbox_pending"] == 1
     stored = json.loads(next((box / "pending").glob("*.json")).read_text())
@@ -449,7 +462,7 @@ def test_a_run_without_upload_keeps_everything_in_the_outbox(home: Path, site: s
 def test_a_fault_is_recorded_and_what_is_pending_is_still_counted(home: Path, site: str) -> None:
     urls = home / "urls.txt"
     urls.write_text(f"{site}/fault\n")
-    settings_ = Settings(input_files=(str(urls),), no_doh=True, timeout=3)
+    settings_ = Settings(input_files=(str(urls),), **LOCAL)
     record = run_once(settings_)  # no consent on file
     assert record["status"] == "failed" and "informed consent" in record["error"]
     assert record["measurements"] == 0
@@ -464,7 +477,7 @@ def test_a_fault_is_recorded_and_what_is_pending_is_still_counted(home: Path, si
 
 def test_the_lock_keeps_two_runs_from_overlapping(home: Path, site: str) -> None:
     _consent()
-    one = Settings(urls=(f"{site}/lock",), no_doh=True, timeout=3)
+    one = Settings(urls=(f"{site}/lock",), **LOCAL)
     with runner.run_lock():
         record = run_once(one)
         with pytest.raises(runner.RunBusy), runner.run_lock():
@@ -493,7 +506,7 @@ def test_a_run_in_another_process_holds_the_lock(home: Path, site: str) -> None:
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        record = run_once(Settings(urls=(f"{site}/other",), no_doh=True, timeout=3))
+        record = run_once(Settings(urls=(f"{site}/other",), **LOCAL))
         assert record["status"] == "skipped"
     finally:
         assert holder.stdin is not None
@@ -504,7 +517,7 @@ def test_a_run_in_another_process_holds_the_lock(home: Path, site: str) -> None:
 
 def test_run_loop_repeats_the_run_and_stops_when_told(home: Path, site: str) -> None:
     _consent()
-    one = Settings(urls=(f"{site}/loop",), no_doh=True, timeout=3)
+    one = Settings(urls=(f"{site}/loop",), **LOCAL)
     seen: list[dict[str, Any]] = []
     started = time.monotonic()
     records = run_loop(one, every=0.3, count=3, jitter=0.05, on_run=seen.append)
@@ -526,7 +539,15 @@ def test_schedule_loop_on_the_command_line(
     code = main(
         [
             *("schedule", "loop", "--every", "1s", "--count", "2", "--jitter", "0"),
-            *(f"{site}/cli-loop", "--no-doh", "--timeout", "3", "--consent", "--json"),
+            *(
+                f"{site}/cli-loop",
+                "--no-doh",
+                "--no-network-check",
+                "--timeout",
+                "3",
+                "--consent",
+                "--json",
+            ),
         ]
     )
     assert code == 0

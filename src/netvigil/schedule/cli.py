@@ -55,6 +55,8 @@ _MEASUREMENT_OPTIONS = (
     "probe_asn",
     "outbox",
     "im_endpoints",
+    "references",
+    "no_network_check",
 )
 
 
@@ -131,6 +133,20 @@ def _add_measurement_options(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="messaging-app endpoints instead of the shipped ones, for --suite im or all "
         "(passed to measure; the testbed writes one)",
+    )
+    p.add_argument(
+        "--reference",
+        dest="references",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a reference target for measure's network check (repeatable; passed to measure)",
+    )
+    p.add_argument(
+        "--no-network-check",
+        action="store_true",
+        help="no network check around a run (then an offline network makes every site look "
+        "blocked)",
     )
     p.add_argument(
         "--upload-timeout",
@@ -273,6 +289,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         outbox=_absolute(args.outbox),
         upload_timeout=float(args.upload_timeout),
         im_endpoints=_absolute(args.im_endpoints),
+        network_check=not args.no_network_check,
+        references=tuple(args.references),
     )
 
 

@@ -114,9 +114,14 @@ def measure_args(settings: Settings, output: Path | None = None) -> argparse.Nam
             argv += [option, value]
     if settings.no_doh:
         argv.append("--no-doh")
+    argv += [w for url in settings.references for w in ("--reference", url)]
     parser = _measure_parser()
-    if settings.im_endpoints and "--im-endpoints" not in parser._option_string_actions:
-        raise InputError("--im-endpoints: this netvigil's 'measure' does not take it")
+    known = parser._option_string_actions
+    if not settings.network_check and "--no-network-check" in known:
+        argv.append("--no-network-check")  # (a measure without the check has nothing to stop)
+    for option in ("--im-endpoints", "--reference"):
+        if option in argv and option not in known:
+            raise InputError(f"{option}: this netvigil's 'measure' does not take it")
     try:
         return parser.parse_args(argv)
     except SystemExit:  # argparse has printed why; a run records it and goes on

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from netvigil.measure import InputError
 
 SUITES = ("web", "im", "all")
+_LISTS = ("urls", "input_files", "lists", "references")
 HISTORY_LIMIT = 200
 _MAX_CONFIG_BYTES = 1024 * 1024
 _MAX_HISTORY_BYTES = 4 * 1024 * 1024
@@ -83,6 +84,9 @@ class Settings:
     outbox: str | None = None  # None: the default outbox
     upload_timeout: float = 10.0  # per request; a run tries each measurement twice at most
     im_endpoints: str | None = None  # measure's --im-endpoints (the testbed writes one)
+    # measure's network check around a run (where measure has one): off, or its targets
+    network_check: bool = True
+    references: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,13 +95,13 @@ class Settings:
     def from_dict(cls, data: dict[str, Any]) -> Settings:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
-        for name in ("urls", "input_files", "lists"):
+        for name in _LISTS:
             raw = values.get(name, ())
             if not isinstance(raw, list | tuple) or not all(isinstance(x, str) for x in raw):
                 raise InputError(f"schedule config: {name} must be a list of strings")
             values[name] = tuple(raw)
         for item in fields(cls):
-            if item.name not in values or item.name in ("urls", "input_files", "lists"):
+            if item.name not in values or item.name in _LISTS:
                 continue
             value, default = values[item.name], item.default
             if default is None:
