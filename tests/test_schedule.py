@@ -300,15 +300,19 @@ def test_neither_systemd_nor_cron_says_to_use_the_loop(
         (["--every", "1h", "-l", "kz", "--upload"], "NETVIGIL_COLLECTOR_URL"),
         (["--every", "1h", "-l", "kz", "--probe-cc", "KAZ"], "two-letter"),
         (["--every", "1h", "-l", "kz", "--suite", "im"], None),
+        (["--every", "1h", "--suite", "all"], None),
     ],
 )
 def test_install_mistakes_are_one_line_and_nothing_is_written(
     home: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str | None
 ) -> None:
-    if message is None:  # --suite im: refused until measure has the messaging-app suite
-        if "im" in runner.supported_suites():
-            pytest.skip("this netvigil's measure has --suite: im is accepted")
-        message = "no messaging-app experiments"
+    if message is None:  # until measure has the messaging-app suite, im and all are refused
+        if "im" not in runner.supported_suites():
+            message = "no messaging-app experiments"
+        elif "im" in args:
+            message = "takes no URLs"  # a list with --suite im
+        else:
+            message = "nothing to measure"  # --suite all: the apps and URLs
     assert main(["schedule", "install", "--consent", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err

@@ -143,7 +143,11 @@ def validate(settings: Settings, *, suites_supported: tuple[str, ...]) -> None:
             f"--suite {settings.suite}: this netvigil's 'measure' has no messaging-app "
             "experiments yet — use --suite web"
         )
-    if settings.suite == "web" or settings.urls or settings.input_files or settings.lists:
+    if settings.suite == "im" and (settings.urls or settings.input_files or settings.lists):
+        raise InputError(
+            "--suite im measures the messaging apps and takes no URLs — use --suite all for both"
+        )
+    if settings.suite in ("web", "all"):
         for name in settings.input_files:
             if name == "-":
                 raise InputError("--input-file -: a schedule cannot read stdin — give a file")
