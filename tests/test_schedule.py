@@ -463,6 +463,14 @@ def test_a_run_without_upload_keeps_everything_in_the_outbox(home: Path, site: s
     assert stored["input"] == f"{site}/keep" and stored["probe_ip"] == "127.0.0.1"
 
 
+def test_an_upload_with_nothing_pending_contacts_no_collector(home: Path) -> None:
+    _consent()
+    dead = f"http://127.0.0.1:{_free_port()}/"
+    record = run_once(Settings(**LOCAL, upload=dead, outbox=str(home / "empty")))
+    assert record["status"] == "failed" and "nothing to measure" in record["error"]
+    assert record["upload"]["reachable"] is None and record["upload"]["sent"] == 0
+
+
 def test_a_fault_is_recorded_and_what_is_pending_is_still_counted(home: Path, site: str) -> None:
     urls = home / "urls.txt"
     urls.write_text(f"{site}/fault\n")

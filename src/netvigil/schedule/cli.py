@@ -422,7 +422,7 @@ def _record_line(record: dict[str, Any]) -> str:
     if isinstance(upload, dict):
         if "sent" in upload:
             line += f"; upload: sent {upload.get('sent')}, pending {upload.get('pending')}" + (
-                "" if upload.get("reachable", True) else " (collector unreachable)"
+                " (collector unreachable)" if upload.get("reachable") is False else ""
             )
         else:
             line += "; upload: not sent"

@@ -243,7 +243,8 @@ def _upload(settings: Settings) -> dict[str, Any]:
         duplicates=summary.duplicates,
         rejected=summary.rejected,
         pending=summary.pending,
-        reachable=not (summary.stopped and summary.sent == 0),
+        # None: nothing was pending, the collector was not contacted
+        reachable=None if summary.attempts == 0 else not (summary.stopped and summary.sent == 0),
     )
     if summary.errors:
         record["error"] = _one_line(summary.errors[-1])
