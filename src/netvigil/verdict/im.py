@@ -28,6 +28,34 @@ APP_OF_TEST = {
     "facebook_messenger": "facebook_messenger",
 }
 
+# The per-app keys OONI's probes write and netvigil recomputes (evidence["ooni"]).
+OONI_KEYS: dict[str, tuple[str, ...]] = {
+    "telegram": (
+        "telegram_tcp_blocking",
+        "telegram_http_blocking",
+        "telegram_web_failure",
+        "telegram_web_status",
+    ),
+    "whatsapp": (
+        "whatsapp_endpoints_status",
+        "whatsapp_endpoints_blocked",
+        "registration_server_status",
+        "registration_server_failure",
+        "whatsapp_web_status",
+        "whatsapp_web_failure",
+    ),
+    "signal": ("signal_backend_status", "signal_backend_failure"),
+    "facebook_messenger": (
+        *(
+            f"facebook_{name}_{what}"
+            for name in ("stun", "b_api", "b_graph", "edge", "external_cdn", "scontent_cdn", "star")
+            for what in ("dns_consistent", "reachable")
+        ),
+        "facebook_dns_blocking",
+        "facebook_tcp_blocking",
+    ),
+}
+
 # Bounds: real measurements hold a few hundred events; hostile ones are cut here.
 MAX_EVENTS = 1024
 MAX_ANSWERS = 64
@@ -630,7 +658,8 @@ def _facebook(m: Mapping[str, Any], tk: Mapping[str, Any], ev: _Events) -> _AppR
             dns_out = _dns_outcome(dns_fail)
         elif any(r.is_bogon(a) for a in addrs):
             consistent, dns_out = False, "dns/bogon"
-        elif asns and all(a is not None for a in asns):
+        elif asns and (gen == "go" or all(a is not None for a in asns)):
+            # probe-cli writes no "asn" for an address its database does not place: ASN 0
             consistent = all(a == FACEBOOK_ASN for a in asns)
             dns_out = "ok" if consistent else "dns/bogus"
         else:
@@ -640,7 +669,8 @@ def _facebook(m: Mapping[str, Any], tk: Mapping[str, Any], ev: _Events) -> _AppR
             consistent = probe_value if isinstance(probe_value, bool) else None
             sources[dkey] = "probe"
             if consistent is False:
-                dns_out = "dns/bogus"
+                # the legacy probe's netblock list is not in the measurement: unconfirmed
+                dns_out = "unknown"
         else:
             sources[dkey] = "events"
         keys[dkey] = consistent
@@ -658,7 +688,8 @@ def _facebook(m: Mapping[str, Any], tk: Mapping[str, Any], ev: _Events) -> _AppR
                     tcp_fail = bad.failure
                     tcp_out = _TCP.get(tcp_fail or "", "tcp/timeout")
         keys[rkey] = reachable
-        sources[rkey] = "events"
+        # reachability is measured only where the DNS was consistent: it rests on that key
+        sources[rkey] = sources[dkey]
         if reachable is False:
             tcp_blocking = True
         if not qs:
@@ -676,7 +707,8 @@ def _facebook(m: Mapping[str, Any], tk: Mapping[str, Any], ev: _Events) -> _AppR
         )
     keys["facebook_dns_blocking"] = dns_blocking
     keys["facebook_tcp_blocking"] = tcp_blocking
-    sources["facebook_dns_blocking"] = sources["facebook_tcp_blocking"] = "events"
+    read = "probe" if "probe" in sources.values() else "events"
+    sources["facebook_dns_blocking"] = sources["facebook_tcp_blocking"] = read
     probe_anomaly = dns_blocking or tcp_blocking
     # fastpath (score_measurement_facebook_messenger): 0.5 per inconsistent/unreachable key and
     # per blocking key; its workaround zeroes one all-true combination (kept as written).
@@ -790,6 +822,8 @@ def _differs_case(outcome: str, blocking: bool | None, res: _AppResult) -> str:
         return "ooni-null"
     if blocking is True and not res.endpoints:
         return "im-empty"
+    if blocking is True and "probe" in res.key_sources.values():
+        return "im-unverifiable"
     if blocking is True:
         # OONI flags an answer it did not expect, a probe-side key, or partial failures
         return "im-not-network"

@@ -97,6 +97,9 @@ OONI_DIFFERS = {
     "title) or counts a minority of failed connects; every endpoint the app needs answered",
     "im-empty": "OONI Explorer's score counts a test that measured nothing (no connect, no "
     "request) as failed (Telegram: 0.5 for no connects plus 0.5 for no requests)",
+    "im-unverifiable": "OONI's legacy probe judged the DNS answers against its own list of "
+    "the app's networks, which the measurement does not carry; the answers are no bogons, so "
+    "netvigil cannot confirm them either way",
     "probe-error": "OONI counted a failure of the probe's own software (an unknown_failure, "
     "not a network error) as blocking; nothing was measured to judge",
 }
