@@ -59,6 +59,7 @@ OONI_KEYS: dict[str, tuple[str, ...]] = {
 # Bounds: real measurements hold a few hundred events; hostile ones are cut here.
 MAX_EVENTS = 1024
 MAX_ANSWERS = 64
+MAX_ANSWERS_TOTAL = 4096  # over all queries: a hostile file cannot make the parse quadratic
 
 _NXDOMAIN = frozenset({"dns_nxdomain_error", "android_dns_cache_no_data", "dns_no_answer"})
 _TCP = {
@@ -153,15 +154,18 @@ class _Events:
     queries: list[_Query] = field(default_factory=list)
     handshakes: list[_Handshake] = field(default_factory=list)
     urlless_requests: int = 0
+    _addrs: dict[str, list[str]] | None = None
+    _by_endpoint: dict[tuple[str, int], list[tuple[int, _Connect]]] | None = None
 
     def addrs(self, host: str) -> list[str]:
         if r.is_ip_literal(host):
             return [r.ip_or_none(host) or host]
-        out: list[str] = []
-        for q in self.queries:
-            if q.hostname == host:
-                out += [a for a in q.addrs if a not in out]
-        return out
+        if self._addrs is None:  # one pass over the queries, not one per question
+            ordered: dict[str, dict[str, None]] = {}
+            for q in self.queries:
+                ordered.setdefault(q.hostname, {}).update(dict.fromkeys(q.addrs))
+            self._addrs = {name: list(found) for name, found in ordered.items()}
+        return self._addrs.get(host, [])
 
     def dns_failure(self, host: str) -> str | None:
         """The resolver's failure for host when no query for it returned an address."""
@@ -171,8 +175,13 @@ class _Events:
         return next((q.failure for q in qs if q.failure), "dns_no_answer")
 
     def connects_to(self, addrs: list[str], port: int) -> list[_Connect]:
-        wanted = set(addrs)
-        return [c for c in self.connects if c.port == port and c.ip in wanted]
+        """The connects to any of ``addrs`` on ``port``, in the order they were recorded."""
+        if self._by_endpoint is None:
+            self._by_endpoint = {}
+            for n, c in enumerate(self.connects):
+                self._by_endpoint.setdefault((c.ip, c.port), []).append((n, c))
+        found = [x for a in dict.fromkeys(addrs) for x in self._by_endpoint.get((a, port), [])]
+        return [c for _, c in sorted(found, key=lambda x: x[0])]
 
 
 def _parse(tk: Mapping[str, Any]) -> _Events:
@@ -216,6 +225,7 @@ def _parse(tk: Mapping[str, Any]) -> _Events:
         fail = r.failure(status.get("failure"))
         ok = status.get("success") is True and fail is None
         ev.connects.append(_Connect(ip, port, ok, None if ok else (fail or "unknown_failure")))
+    budget = MAX_ANSWERS_TOTAL
     for raw in r.head(tk.get("queries"), MAX_EVENTS):
         x = r.d(raw)
         host = r.s(x.get("hostname"))
@@ -223,7 +233,9 @@ def _parse(tk: Mapping[str, Any]) -> _Events:
             continue
         addrs: list[str] = []
         asns: list[int | None] = []
-        for ans in r.head(x.get("answers"), MAX_ANSWERS):
+        answers = r.head(x.get("answers"), min(MAX_ANSWERS, budget))
+        budget -= len(answers)
+        for ans in answers:
             a = r.d(ans)
             ip = r.ip_or_none(a.get("ipv4") or a.get("ipv6"))
             if ip is not None:
