@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -233,3 +234,31 @@ def test_mutated_measurements_are_one_judgement(m: dict[str, Any]) -> None:
     assert (v.blocking is None) == (v.accessible is None)
     assert v.blocked == (v.outcome_base not in ("ok", "down", "unknown", "unsupported"))
     json.dumps(v.to_dict())
+
+
+# --- netvigil analyze ----------------------------------------------------------------------------
+
+
+def test_analyze_lists_failing_endpoints_in_80_columns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from netvigil.verdict.cli import main
+
+    m = _row("signal", "0.2.5")
+    x = m["test_keys"]["requests"][0]
+    x["request"]["url"] = "https://\x1b[2Jevil\u202e" + "x" * 200 + ".signal.org/"
+    x["failure"] = "connection_reset"
+    path = tmp_path / "m.jsonl"
+    path.write_text(json.dumps(m) + "\n", "utf-8")
+    assert main([str(path), "--all"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert "(signal)" in lines[1]
+    endpoint_lines = [line for line in lines if line.startswith("    ")]
+    assert any(line.split()[0] == "tcp/reset" for line in endpoint_lines)
+    assert any("endpoint(s) ok" in line for line in endpoint_lines)
+    assert all(len(line) <= 80 for line in endpoint_lines)
+    assert "\x1b" not in out and "\u202e" not in out
+    assert main([str(path), "--json"]) == 0
+    verdict = json.loads(capsys.readouterr().out)
+    assert verdict["evidence"]["endpoints"] and verdict["test_name"] == "signal"

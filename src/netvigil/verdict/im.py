@@ -583,8 +583,10 @@ def _signal(m: Mapping[str, Any], tk: Mapping[str, Any], ev: _Events) -> _AppRes
     gen = "go-0.2.0-0.2.3 (6 backends)" if tv < (0, 2, 4) else "go-0.2.4+ (4 backends)"
     by_host: dict[str, list[_Request]] = {}
     for x in ev.requests:
-        if x.scheme == "https" and x.host != SIGNAL_DNS_ONLY:
-            by_host.setdefault(x.host, []).append(x)
+        # a URL whose host cannot be parsed still names a backend that was tried
+        https = x.scheme == "https" or x.url[:8].lower() == "https://"
+        if https and x.host != SIGNAL_DNS_ONLY:
+            by_host.setdefault(x.host or x.url[:256], []).append(x)
     endpoints: list[Endpoint] = []
     failure: str | None = None
     for host, reqs in by_host.items():
@@ -592,7 +594,8 @@ def _signal(m: Mapping[str, Any], tk: Mapping[str, Any], ev: _Events) -> _AppRes
         if term is None:
             continue
         out = _fetch_outcome(ev, term)
-        endpoints.append(Endpoint("signal", f"https://{host}/", "https", out, term.failure))
+        name = f"https://{host}/" if term.host else host
+        endpoints.append(Endpoint("signal", name, "https", out, term.failure))
         if term.failure is not None:
             failure = term.failure  # probe-cli keeps the last failure it saw
     uptime = [q for q in ev.queries if q.hostname == SIGNAL_DNS_ONLY]
