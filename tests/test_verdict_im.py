@@ -262,3 +262,21 @@ def test_analyze_lists_failing_endpoints_in_80_columns(
     assert main([str(path), "--json"]) == 0
     verdict = json.loads(capsys.readouterr().out)
     assert verdict["evidence"]["endpoints"] and verdict["test_name"] == "signal"
+
+
+def test_signal_known_breakage_is_not_blocking() -> None:
+    # Armenia, 0.2.0 on 2022-10-27: five backends fail on Signal's new root CA, which the
+    # probe's pinned CA predates (ooni/probe#2344): not a network interfering
+    ca = next(r for r in ROWS if r["test_name"] == "signal" and r["probe_cc"] == "AM")
+    v = analyze(copy.deepcopy(ca))
+    assert v.evidence["ooni"]["signal_backend_status"] == "blocked"  # what the probe said
+    assert v.outcome == "unknown" and not v.blocked and v.blocking is None
+    # the same failures before Signal changed its CA are what they look like
+    early = copy.deepcopy(ca)
+    early["measurement_start_time"] = "2022-10-01 00:03:16"
+    assert analyze(early).outcome == "tls/failure"
+    # US, 2023-05-30: api.directory.signal.org was retired (ooni/backend#679): down, not blocked
+    gone = next(r for r in ROWS if r["test_name"] == "signal" and r["probe_cc"] == "US")
+    v = analyze(copy.deepcopy(gone))
+    assert _endpoint(v, "https://api.directory.signal.org/")["outcome"] == "down"
+    assert v.outcome == "ok" and not v.blocked

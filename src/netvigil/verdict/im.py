@@ -580,7 +580,15 @@ def _whatsapp(m: Mapping[str, Any], tk: Mapping[str, Any], ev: _Events) -> _AppR
 def _signal(m: Mapping[str, Any], tk: Mapping[str, Any], ev: _Events) -> _AppResult:
     tv_text = r.s(m.get("test_version")) or ""
     tv = _version(tv_text)
-    gen = "go-0.2.0-0.2.3 (6 backends)" if tv < (0, 2, 4) else "go-0.2.4+ (4 backends)"
+    if tv < (0, 2, 3):
+        gen = "go-0.2.0-0.2.2 (6 backends)"
+    elif tv == (0, 2, 3):
+        gen = "go-0.2.3 (5 backends)"
+    elif tv == (0, 2, 4):
+        gen = "go-0.2.4 (12 backends)"
+    else:
+        gen = "go-0.2.5+ (4 backends)"
+    start = r.s(m.get("measurement_start_time")) or ""
     by_host: dict[str, list[_Request]] = {}
     for x in ev.requests:
         # a URL whose host cannot be parsed still names a backend that was tried
@@ -593,7 +601,7 @@ def _signal(m: Mapping[str, Any], tk: Mapping[str, Any], ev: _Events) -> _AppRes
         term = _terminal(reqs)
         if term is None:
             continue
-        out = _fetch_outcome(ev, term)
+        out = _signal_known_breakage(term, _fetch_outcome(ev, term), tv, start)
         name = f"https://{host}/" if term.host else host
         endpoints.append(Endpoint("signal", name, "https", out, term.failure))
         if term.failure is not None:
@@ -614,7 +622,6 @@ def _signal(m: Mapping[str, Any], tk: Mapping[str, Any], ev: _Events) -> _AppRes
         r.failure(tk.get("failed_operation")) is not None
         or r.failure(tk.get("failure")) is not None
     )
-    start = r.s(m.get("measurement_start_time")) or ""
     engine = r.s(r.d(m.get("annotations")).get("engine_version"))
     if not start:
         explorer_failure = True
@@ -639,6 +646,34 @@ def _signal(m: Mapping[str, Any], tk: Mapping[str, Any], ev: _Events) -> _AppRes
         {k: "events" for k in keys},
         [e for e in endpoints if e.kind != "dns"],
     )
+
+
+# Signal backends that Signal retired, from the day OONI's pipeline stopped trusting their
+# failures (ooni/backend#679: api.directory.signal.org, probe-cli dropped it on 2023-05-10;
+# ooni/probe#2627: textsecure-service.whispersystems.org, replaced on 2023-11-21).
+SIGNAL_RETIRED = {
+    "api.directory.signal.org": "2023-05-02",
+    "textsecure-service.whispersystems.org": "2023-11-07",
+}
+# Signal's new root CA (ooni/probe#2344): probes before 0.2.2 pinned only the old one.
+SIGNAL_NEW_CA_DAY = "2022-10-19"
+
+
+def _signal_known_breakage(req: _Request, outcome: str, tv: tuple[int, ...], start: str) -> str:
+    """``down`` for a backend Signal retired, ``unknown`` for a certificate the probe's pinned
+    CA could not know: neither is a network interfering."""
+    if outcome in NOT_BLOCKED:
+        return outcome
+    retired = SIGNAL_RETIRED.get(req.host)
+    if retired is not None and start >= retired:
+        return "down"
+    if (
+        tv < (0, 2, 2)
+        and start >= SIGNAL_NEW_CA_DAY
+        and req.failure in ("ssl_unknown_authority", "ssl_invalid_certificate")
+    ):
+        return "unknown"
+    return outcome
 
 
 def _facebook(m: Mapping[str, Any], tk: Mapping[str, Any], ev: _Events) -> _AppResult:
@@ -803,7 +838,10 @@ def analyze_im(m: Mapping[str, Any], envelope: Mapping[str, Any]) -> Verdict:
         top = _dominant(failed)
         outcome, confidence = top.outcome, 0.7 if top.outcome.startswith(("tcp/", "dns/")) else 0.6
         evidence["decided_by"] = top.endpoint
-    elif all(e.outcome == "unknown" for e in res.endpoints):
+    elif all(e.outcome == "unknown" for e in res.endpoints) or any(
+        e.outcome == "unknown" for e in res.service
+    ):
+        # an endpoint the app needs could not be judged: neither blocked nor reachable
         outcome, confidence = "unknown", 0.0
     else:
         outcome, confidence = "ok", 0.8
