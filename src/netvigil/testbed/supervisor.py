@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from netvigil.testbed import pki, topology
+from netvigil.testbed import messaging, pki, topology
 from netvigil.testbed.plan import (
     HOSTS,
     ISP_RESOLVER,
@@ -377,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         mount_private_run(state)
         (state / "plan.json").write_text(plan.to_json())
         pki.build_testbed_pki(plan)
+        messaging.write_override(plan, state)
         build_network(plan, state)
         agents = start_agents(state)
         netns_fds = {host: os.open(f"/run/netns/{host}", os.O_RDONLY) for host in HOSTS}

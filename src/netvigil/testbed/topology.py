@@ -132,8 +132,11 @@ def censor_ruleset(plan: Plan) -> str:
     diverted = [a for a in plan.live_site_addresses if a not in blocked]
     # The middlebox sees a port only when a rule may act there (a censor with no SNI rules
     # has no reason to proxy TLS): other flows go through the kernel untouched and fast.
+    # Plain HTTP on 443 (Telegram's data centres) is HTTP to the DPI too.
+    plain_443 = any(s.plain_on_443 for s in plan.sites)
     ports = sorted(
-        ({443} if plan.rules_for("tls") else set()) | ({80} if plan.rules_for("http") else set())
+        ({443} if plan.rules_for("tls") or (plain_443 and plan.rules_for("http")) else set())
+        | ({80} if plan.rules_for("http") else set())
     )
     prerouting: list[str] = []
     if diverted and ports:
