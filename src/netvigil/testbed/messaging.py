@@ -15,6 +15,7 @@ the probe cannot learn from DNS comes from the override file written here
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from pathlib import Path
 
@@ -42,12 +43,25 @@ def override_text(plan: Plan) -> str:
             lines.append(f"{json.dumps(endpoint.host)} = {json.dumps(target)}")
     signal_ca = plan.pki_dir / pki.SIGNAL_CA_FILE
     if "signal" in plan.messaging_apps:
-        lines += ["", "[signal]", f"pinned_ca_file = {json.dumps(str(signal_ca))}"]
-    facebook = [
-        f"{a}/32" for s in plan.sites if s.im_app == "facebook_messenger" for a in s.addresses
-    ]
+        # inlined when it exists: the file is then whole by itself (``testbed up`` publishes it)
+        if signal_ca.is_file():
+            pem = signal_ca.read_text(encoding="ascii").strip()
+            lines += ["", "[signal]", f"pinned_ca = {json.dumps(pem)}"]
+        else:
+            lines += ["", "[signal]", f"pinned_ca_file = {json.dumps(str(signal_ca))}"]
+    facebook = [str(net) for net in facebook_prefixes(plan)]
     lines += ["", "[facebook_messenger]", f"asn_prefixes = {json.dumps(facebook)}"]
     return "\n".join(_unique(lines)) + "\n"
+
+
+def facebook_prefixes(plan: Plan) -> tuple[ipaddress.IPv4Network, ...]:
+    """Facebook's network in the testbed: the addresses its names are served from."""
+    return tuple(
+        ipaddress.IPv4Network(f"{a}/32")
+        for s in plan.sites
+        if s.im_app == "facebook_messenger"
+        for a in s.addresses
+    )
 
 
 def _unique(lines: list[str]) -> list[str]:

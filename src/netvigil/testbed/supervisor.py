@@ -335,6 +335,7 @@ def publish(public_dir_fd: int | None, plan: Plan, state: Path, info: dict[str, 
 
     write(pki.WEBPKI_ROOT_FILE, (plan.pki_dir / pki.WEBPKI_ROOT_FILE).read_bytes())
     write("plan.json", plan.to_json().encode())
+    write(messaging.OVERRIDE_FILE, (state / messaging.OVERRIDE_FILE).read_bytes())
     for root in plan.national_roots:
         root_ca, _ = pki.national_ca(root)
         write(f"national-root-{root.id}.pem", pki.cert_pem(root_ca.cert))
