@@ -338,3 +338,44 @@ def test_overrides_never_needed_for_names_but_always_for_ip_literals() -> None:
             if endpoint.is_ip_literal:
                 ip, _ = overrides.dial(endpoint.host, endpoint.port)
                 assert ip == "127.0.0.1"
+
+
+OONIDATA = Path(__file__).resolve().parent.parent / ".venv-oonidata" / "bin" / "python"
+
+
+@pytest.mark.skipif(not OONIDATA.exists(), reason="run ./scripts/setup.sh to create .venv-oonidata")
+def test_every_app_loads_with_oonidata(tmp_path: Path) -> None:
+    """OONI's own parser reads each app's measurement as its typed model, keys included."""
+    import subprocess
+
+    world = World(dns={"chat.signal.org": "nxdomain", "b-api.facebook.com": "bogus"})
+
+    async def go() -> list[dict[str, Any]]:
+        await world.start()
+        try:
+            assert world.config is not None
+            overrides = world.overrides()
+            return [await measure_app(app, world.config, overrides) for app in APPS]
+        finally:
+            await world.stop()
+
+    measurements = asyncio.run(go())
+    path = tmp_path / "im.jsonl"
+    path.write_text("".join(json.dumps(m) + "\n" for m in measurements))
+    script = (
+        "import json, sys\n"
+        "from oonidata.dataclient import load_measurement\n"
+        "for line in open(sys.argv[1]):\n"
+        "    m = load_measurement(msmt=json.loads(line))\n"
+        "    tk = m.test_keys\n"
+        "    print(type(m).__name__, getattr(tk, 'signal_backend_status', ''),"
+        " getattr(tk, 'facebook_dns_blocking', ''), len(tk.tcp_connect or []))\n"
+    )
+    done = subprocess.run(
+        [str(OONIDATA), "-c", script, str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line.split() for line in done.stdout.splitlines()]
+    assert [r[0] for r in rows] == ["Telegram", "Whatsapp", "Signal", "FacebookMessenger"]
+    assert rows[2][1] == "blocked" and rows[3][1] == "True"
+    assert all(int(r[-1]) > 0 for r in rows)

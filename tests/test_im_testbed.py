@@ -124,3 +124,36 @@ def test_messaging_measurements_equal_the_truth(bed: RunningTestbed) -> None:
     assert truths["signal"].ooni_keys["signal_backend_failure"] == "connection_reset"
     assert truths["facebook_messenger"].ooni_keys["facebook_dns_blocking"] is True
     assert truths["facebook_messenger"].ooni_keys["facebook_tcp_blocking"] is True
+
+
+def test_measure_suite_im_inside_testbed_run(tmp_path: Path) -> None:
+    """As a user runs it: `testbed run -- netvigil measure --suite im -o FILE` finds the
+    testbed's endpoint map by itself, and the file's keys equal the truth."""
+    import json
+    import subprocess
+    import sys
+
+    profile = tmp_path / "im-test.toml"
+    profile.write_text(PROFILE)
+    out = tmp_path / "im.jsonl"
+    netvigil = str(Path(sys.executable).parent / "netvigil")
+    measure = ["netvigil", "measure", "--suite", "im", "--no-progress", "--timeout", "4"]
+    done = subprocess.run(
+        [netvigil, "testbed", "run", "-p", str(profile), "--", *measure, "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "4 messaging apps measured" in done.stdout
+    measurements = [json.loads(line) for line in out.read_text().splitlines()]
+    from netvigil.testbed.plan import make_plan
+    from netvigil.testbed.profile import load_profile
+
+    # the plan is deterministic: the same profile gives the same addresses and truth
+    truths = {t.app: t for t in messaging_truth(make_plan(load_profile(str(profile))))}
+    for m in measurements:
+        truth = truths[m["test_name"]]
+        got = {k: m["test_keys"].get(k) for k in truth.ooni_keys}
+        assert got == truth.ooni_keys, m["test_name"]
+        assert m["annotations"]["netvigil_testbed"] == "im-test"

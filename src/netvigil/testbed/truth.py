@@ -249,17 +249,14 @@ def _wrong_address(plan: Plan, address: str, port: int, kind: str) -> tuple[str 
             return "ssl_unknown_authority", "tls_handshake"  # the ISP's self-signed certificate
         return None, None  # TCP accepted; plain HTTP gets the blockpage
     site = plan.site_at(address)
-    internet = set(SERVICE_ADDRS["internet"])
-    if site is None and address not in internet:
-        return "generic_timeout_error", "connect"  # no host there: nothing ever answers
-    listening = {80, 443} | {p for s in plan.sites for p in s.extra_ports}
-    if port not in listening:
+    if address in SERVICE_ADDRS["internet"]:
+        # `internet` refuses TCP to addresses no site owns (topology.internet_ruleset)
         return "connection_refused", "connect"
     if site is None:
-        # the sites server accepts on every address of `internet`, then resets what no site owns
-        if kind == "tcp":
-            return None, None
-        return "connection_reset", ("tls_handshake" if kind == "https" else "http_round_trip")
+        return "generic_timeout_error", "connect"  # no host there: nothing ever answers
+    listening = {80, 443} | {p for s in plan.sites for p in s.extra_ports}
+    if port not in listening or site.kind == "down":
+        return "connection_refused", "connect"
     if kind == "https":
         return "ssl_invalid_hostname", "tls_handshake"  # another site's certificate
     return None, None
