@@ -38,7 +38,7 @@ from cryptography import x509
 
 from netvigil import __version__
 from netvigil.experiments.im_endpoints import AppEndpoints, Endpoint, Overrides, load_app
-from netvigil.experiments.web_connectivity import SCRUBBED_IP, ProbeConfig
+from netvigil.experiments.web_connectivity import SCRUBBED_IP, ProbeConfig, WebConnectivity
 from netvigil.net import dns as ndns
 from netvigil.net import http as nhttp
 from netvigil.net import tcp as ntcp
@@ -365,12 +365,10 @@ class MessagingExperiment:
         cfg = self.config
         fragment = trace.test_keys_fragment()
         self._annotate_answers(fragment["queries"])
-        # What OONI's probes write on these entries besides the keys the primitives render.
-        for handshake in fragment["tls_handshakes"]:
-            handshake["network"] = "tcp"
-        for request in fragment["requests"]:
-            request["network"] = "tcp"
-            request["address"] = request.get("x_address") or None
+        # What OONI's probes write besides the primitives' keys (tags, network, a request's
+        # address and ALPN, a request carrying its connection's transaction id), as for
+        # web_connectivity, so OONI's pipeline joins a request to its connect the same way.
+        WebConnectivity._ooni_tags_and_links(fragment)
         test_keys: dict[str, Any] = {
             "agent": "redirect",
             "failed_operation": None,
