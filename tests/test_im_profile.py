@@ -101,7 +101,7 @@ def test_truth_per_endpoint_and_ooni_keys() -> None:
     assert truths["telegram"].ooni_keys["telegram_tcp_blocking"] is False  # other DCs answer
     whatsapp = {e.endpoint: e for e in truths["whatsapp"].endpoints}
     web = whatsapp["web.whatsapp.com:443"]
-    assert (web.outcome, web.failure) == ("dns/blockpage", "ssl_unknown_authority")
+    assert (web.outcome, web.failure) == ("dns/blockpage", "ssl_invalid_hostname")
     assert whatsapp["e3.whatsapp.net:5222"].failure == "host_unreachable"
     assert truths["whatsapp"].ooni_keys["whatsapp_endpoints_blocked"] == ["e3.whatsapp.net"]
     assert truths["signal"].ooni_keys["signal_backend_failure"] == "generic_timeout_error"

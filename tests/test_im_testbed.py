@@ -59,6 +59,25 @@ domain = ["e1.whatsapp.net", "edge-mqtt.facebook.com"]
 [[rule]]
 action = "dns-bogus"
 domain = ["b-api.facebook.com"]
+
+# The ISP's blockpage address for WhatsApp Web (its self-signed certificate) and for e2 (which
+# then accepts on 443 but refuses 5222: one port only, e2 is not "blocked" by OONI's rule).
+[[rule]]
+action = "dns-blockpage"
+domain = ["web.whatsapp.com", "e2.whatsapp.net"]
+
+# Interception: Signal's storage (a chain the probe does not trust, whatever it pins), and a
+# TCP-only Facebook endpoint (nothing to intercept: OONI only connects).
+[[national_root]]
+id = "qaznet"
+subject = {{ C = "KZ", CN = "Qaznet Trust Network" }}
+intermediate = {{ C = "KZ", CN = "Security Certificate" }}
+root_key = "ec-p256"
+
+[[rule]]
+action = "tls-intercept"
+domain = ["storage.signal.org", "star.c10r.facebook.com"]
+root = "qaznet"
 """
 
 
@@ -121,7 +140,9 @@ def test_messaging_measurements_equal_the_truth(bed: RunningTestbed) -> None:
     assert truths["telegram"].ooni_keys["telegram_tcp_blocking"] is False
     assert truths["telegram"].ooni_keys["telegram_http_blocking"] is True
     assert truths["whatsapp"].ooni_keys["whatsapp_endpoints_blocked"] == ["e1.whatsapp.net"]
-    assert truths["signal"].ooni_keys["signal_backend_failure"] == "connection_reset"
+    assert truths["signal"].ooni_keys["signal_backend_failure"] == "ssl_invalid_certificate"
+    assert truths["whatsapp"].ooni_keys["whatsapp_web_failure"] == "ssl_invalid_hostname"
+    assert truths["facebook_messenger"].ooni_keys["facebook_star_reachable"] is True
     assert truths["facebook_messenger"].ooni_keys["facebook_dns_blocking"] is True
     assert truths["facebook_messenger"].ooni_keys["facebook_tcp_blocking"] is True
 

@@ -228,7 +228,10 @@ _REJECT_FAILURES = {
 _TLS_FAILURES = {
     "tls-reset": "connection_reset",
     "tls-timeout": "generic_timeout_error",
-    "tls-intercept": "ssl_unknown_authority",  # the probe does not trust the national root
+    # The probe does not trust the national root. Go's verifier (OONI's probes) says
+    # ssl_unknown_authority; netvigil.net.tls (cryptography's verifier) stops earlier, at the
+    # forged leaf's missing authority key identifier, and says ssl_invalid_certificate.
+    "tls-intercept": "ssl_invalid_certificate",
 }
 
 
@@ -246,7 +249,9 @@ def _wrong_address(plan: Plan, address: str, port: int, kind: str) -> tuple[str 
         if port not in (80, 443):
             return "connection_refused", "connect"
         if kind == "https":
-            return "ssl_unknown_authority", "tls_handshake"  # the ISP's self-signed certificate
+            # the ISP's self-signed certificate names blocked.isp.invalid: the name is checked
+            # first (as Go's verifier does it too)
+            return "ssl_invalid_hostname", "tls_handshake"
         return None, None  # TCP accepted; plain HTTP gets the blockpage
     site = plan.site_at(address)
     if address in SERVICE_ADDRS["internet"]:
