@@ -134,7 +134,7 @@ class World:
     dns: dict[str, str] = field(default_factory=dict)
     behaviour: dict[tuple[str, int], str] = field(default_factory=dict)
     pinned_override: bool = True
-    timeout: float = 2.0
+    timeout: float = 4.0
     # filled by start()
     config: ProbeConfig | None = None
     override_path: str = ""
