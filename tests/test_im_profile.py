@@ -8,7 +8,7 @@ import tomllib
 import pytest
 
 from netvigil.testbed.messaging import UNSERVED, override_text
-from netvigil.testbed.plan import Plan, make_plan
+from netvigil.testbed.plan import Plan, make_plan, rule_plans
 from netvigil.testbed.profile import ProfileError, parse_profile
 from netvigil.testbed.topology import censor_ruleset
 from netvigil.testbed.truth import app_truth, ground_truth, messaging_truth
@@ -111,6 +111,11 @@ def test_truth_per_endpoint_and_ooni_keys() -> None:
     assert all(t.anomaly for t in truths.values() if t.app != "telegram")
     # a rule set given (a phase's): only those rules count
     assert not app_truth(plan, "signal", rules=[]).anomaly
+    phase = parse_profile(BASE + ALL + rule("ip-reject", ["149.154.175.50"])).rules
+    only = app_truth(plan, "telegram", rules=rule_plans(phase, plan))
+    assert {e.outcome for e in only.endpoints if e.endpoint.startswith("149.154.175.50")} == {
+        "tcp/reset"
+    }
     # an app the profile does not serve is down, not blocked
     bare = plan_of(BASE + 'messaging_apps = ["signal"]\n')
     assert {e.outcome for e in app_truth(bare, "telegram").endpoints} == {"down"}

@@ -397,6 +397,13 @@ def _messaging_hosts(apps: tuple[str, ...]) -> list[tuple[str, str, tuple[int, .
     return [(h, a, tuple(sorted(p)), plain) for h, (a, p, plain) in found.items()]
 
 
+def rule_plans(rules: tuple[Rule, ...] | list[Rule], plan: Plan) -> tuple[RulePlan, ...]:
+    """Profile rules resolved against a plan's sites (e.g. a phase's rules, for its truth:
+    ``truth.app_truth(plan, app, rule_plans(phase_rules, plan))``). A rule naming a messaging
+    endpoint by its real IP literal covers that endpoint's testbed address."""
+    return tuple(_rule_plan(rule, {s.domain: s for s in plan.sites}) for rule in rules)
+
+
 def _rule_plan(rule: Rule, sites: dict[str, SitePlan]) -> RulePlan:
     ips: list[str] = []
     if rule.stage in ("tcp", "throttle"):
