@@ -401,7 +401,7 @@ def test_cluster_run_equals_local_run(
     # Several batches ran, written by distinct Dask writers.
     writers = {p.name.split("-")[1] for p in (dask_out / "verdicts").rglob("*.parquet")}
     assert len(writers) >= 2 and all(w.startswith("d") for w in writers)
-    for name in ("daily", "outcomes", "techniques", "events"):
+    for name in ("daily", "outcomes", "techniques", "events", "apps"):
         a = pq.read_table(local_out / "aggregates" / f"{name}.parquet")
         b = pq.read_table(dask_out / "aggregates" / f"{name}.parquet")
         assert a.schema.equals(b.schema)
@@ -470,3 +470,34 @@ def test_cli_runs_on_the_cluster(
     assert (out / "aggregates" / "events.parquet").exists()
     # Dask's own chatter stays out of the CLI's output.
     assert "distributed" not in captured.err
+
+
+# --- messaging apps: OUT/endpoints and the apps aggregate ----------------------------------------
+
+IM_DATA = Path(__file__).parent / "data" / "conformance_im" / "messaging.jsonl"
+
+
+def test_messaging_endpoints_and_apps_agree_between_engines(
+    tmp_path: Path, cluster_address: str
+) -> None:
+    """The messaging measurements, one copy of each in two folders (the same uid: counted
+    once) and split over several files: the endpoint rows and ``apps`` of both engines."""
+    lines = [line for line in IM_DATA.read_bytes().splitlines() if line.strip()]
+    raw = tmp_path / "in"
+    for copy_name in ("a", "b"):
+        for part in range(3):
+            folder = raw / copy_name / f"p{part}"
+            folder.mkdir(parents=True)
+            (folder / "m.jsonl").write_bytes(b"\n".join(lines[part::3]) + b"\n")
+    run_local([raw], tmp_path / "local", workers=1)
+    run_on_cluster([raw], tmp_path / "dask", cluster_address)
+    a, b = _rows(tmp_path / "local", "endpoints"), _rows(tmp_path / "dask", "endpoints")
+    assert a.num_rows > 2 * len(lines) and a.equals(b)
+    apps_local = pq.read_table(tmp_path / "local" / "aggregates" / "apps.parquet")
+    apps_dask = pq.read_table(tmp_path / "dask" / "aggregates" / "apps.parquet")
+    assert apps_local.schema.equals(apps_dask.schema) and apps_local.equals(apps_dask)
+    whole = [r for r in apps_local.to_pylist() if r["endpoint"] == "*"]
+    # every measurement once, though each came twice
+    assert sum(r["measurements"] for r in whole) == len(lines)
+    blocked_apps = {(r["probe_cc"], r["app"]) for r in whole if r["blocked"]}
+    assert ("RU", "telegram") in blocked_apps and ("JP", "whatsapp") in blocked_apps

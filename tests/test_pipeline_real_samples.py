@@ -1,8 +1,9 @@
 """The pipeline on the 109 real OONI samples, checked against tables worked out by hand.
 
 ``tests/data/ooni_samples.jsonl`` holds every real measurement of the project's sample set
-(origins in ``tests/data/README.md``). 29 are ``web_connectivity``; the other 80 are tests the
-verdict engine does not judge (``unsupported``) and stay out of the aggregates. For each
+(origins in ``tests/data/README.md``). 29 are ``web_connectivity``; the other 80 stay out of
+the site aggregates: tests the verdict engine does not judge (``unsupported``), and the
+messaging-app tests, which have no URL (their rows are per app and endpoint). For each
 ``web_connectivity`` sample the expected row below was written from the measurement itself: its
 ``probe_cc``, ``probe_asn``, input host and UTC day, and the blocking it shows (OONI's own
 ``blocking`` key, or the blockpage in its body where OONI's probe said ``false``: the Indonesian

@@ -200,8 +200,16 @@ def test_indonesian_redirect_to_blockpage_is_named() -> None:
 
 
 def test_unsupported_test_name() -> None:
-    v = analyze({"test_name": "telegram", "test_keys": {}})
+    v = analyze({"test_name": "dash", "test_keys": {}})
     assert v.outcome == "unsupported" and v.blocking is None and not v.blocked
+
+
+def test_empty_messaging_measurement_is_unknown_not_unsupported() -> None:
+    # nothing measured: no endpoint, no key; Explorer's Telegram score still flags it (0.5+0.5)
+    v = analyze({"test_name": "telegram", "test_keys": {}})
+    assert v.outcome == "unknown" and not v.blocked
+    assert v.evidence["endpoints"] == [] and v.evidence["ooni"]["telegram_tcp_blocking"] is None
+    assert v.blocking is True and v.evidence["ooni_differs"]["case"] == "im-empty"
 
 
 # ---------------------------------------------------------------------------------------------

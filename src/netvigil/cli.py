@@ -44,6 +44,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "add_parser",
         "send measurements waiting in the local outbox to a collector you choose",
     ),
+    "schedule": (
+        "netvigil.schedule.cli",
+        "add_parser",
+        "measure on a schedule: a systemd user timer or cron, results kept until sent",
+    ),
     "collector": (
         "netvigil.collector.cli",
         "add_parser",
@@ -262,6 +267,14 @@ EXAMPLES: dict[tuple[str, ...], str] = {
     ("helper",): "netvigil helper --resolver 9.9.9.9 --listen 127.0.0.1:8080",
     ("verify",): "netvigil verify m.json --tree-head head.json --log-key log.pub.pem",
     ("upload",): "netvigil upload --collector https://collector.example/ --remember",
+    ("schedule",): "netvigil schedule install --every 6h --list kz --consent\n"
+    "netvigil schedule status",
+    ("schedule", "install"): "netvigil schedule install --every 6h --suite all --list kz "
+    "--upload https://collector.example/",
+    ("schedule", "run"): "netvigil schedule run --json",
+    ("schedule", "loop"): "netvigil schedule loop --every 30s --count 10 --list kz --upload",
+    ("schedule", "status"): "netvigil schedule status --json",
+    ("schedule", "remove"): "netvigil schedule remove",
     ("collector",): "netvigil collector --data /var/lib/netvigil --listen 127.0.0.1:8480",
     ("pipeline",): "netvigil pipeline run ooni-data/raw/ -o kz\n"
     "netvigil pipeline generate -o gen --count 10000 --days 7",
@@ -545,7 +558,7 @@ def _run_command(words: list[str]) -> int:
         parser.print_help()
         return 2
     try:
-        if args.command in ("testbed", "pipeline") and (
+        if args.command in ("testbed", "pipeline", "schedule") and (
             getattr(args, f"{args.command}_command", None) is None
         ):
             # An action is missing: a usage error, like a missing argument (exit 2), with the
@@ -572,6 +585,10 @@ def _run_command(words: list[str]) -> int:
             from netvigil.upload import cli as upload_cli
 
             return upload_cli.run(args)
+        if args.command == "schedule":
+            from netvigil.schedule import cli as schedule_cli
+
+            return schedule_cli.run(args)
         if args.command == "collector":
             from netvigil.collector import cli as collector_cli
 

@@ -200,15 +200,28 @@ def make_progress(enabled: bool) -> Progress | None:
 
 def print_summary(result: RunResult, console: Console) -> None:
     by_outcome: dict[str, list[str]] = defaultdict(list)
+    apps = 0
     for verdict in result.verdicts:
-        by_outcome[str(verdict.get("outcome", "unknown"))].append(str(verdict.get("input", "")))
+        # a messaging-app measurement has no input: it is named by its test
+        label = verdict.get("input") or verdict.get("test_name") or ""
+        apps += not verdict.get("input")
+        by_outcome[str(verdict.get("outcome", "unknown"))].append(str(label))
+    url_count = len(result.verdicts) - apps
+    what = " and ".join(
+        part
+        for part in (
+            f"{url_count} URLs" if url_count else "",
+            f"{apps} messaging apps" if apps else "",
+        )
+        if part
+    )
     # Inputs and outcomes come from files and the network: plain text only (textsafe).
     table = Table(
-        title=Text(f"{len(result.verdicts)} URLs measured in {result.seconds:.1f} s"),
+        title=Text(f"{what or '0 URLs'} measured in {result.seconds:.1f} s"),
         title_justify="left",
     )
     table.add_column("outcome")
-    table.add_column("URLs", justify="right")
+    table.add_column("URLs" if not apps else "measurements", justify="right")
     table.add_column("examples", overflow="fold")
 
     def order(item: tuple[str, list[str]]) -> tuple[int, str]:
@@ -276,6 +289,19 @@ def add_parser(subparsers: Any) -> None:
         ),
     )
     p.add_argument("urls", nargs="*", metavar="URL", help="http:// or https:// URLs to measure")
+    p.add_argument(
+        "--suite",
+        choices=("web", "im", "all"),
+        default="web",
+        help="web: the URLs given (OONI web_connectivity; the default); im: the messaging apps "
+        "(OONI telegram, whatsapp, signal, facebook_messenger); all: both",
+    )
+    p.add_argument(
+        "--im-endpoints",
+        metavar="FILE",
+        help="an endpoint override file for the messaging apps (the testbed writes one; see "
+        "docs/messaging-experiments.md)",
+    )
     p.add_argument(
         "--input-file",
         "-f",
@@ -359,6 +385,7 @@ def probe_config(
     probe_cc: str | None = None,
     probe_asn: str | None = None,
     timeout: float = 10.0,
+    im_endpoints: str | None = None,
 ) -> ProbeConfig:
     """The probe's configuration: what the user gave, else the testbed's, else real-network defaults."""
     from netvigil.net.tls import TrustStore
@@ -390,6 +417,9 @@ def probe_config(
         annotations={"netvigil_testbed": env.get("NETVIGIL_TESTBED_PROFILE", "")}
         if in_testbed
         else {},
+        im_endpoints=im_endpoints
+        or (env.get("NETVIGIL_IM_ENDPOINTS") if in_testbed else None)
+        or None,
     )
 
 
@@ -409,6 +439,7 @@ def config_from_args(args: Any) -> ProbeConfig:
         probe_cc=args.probe_cc,
         probe_asn=args.probe_asn,
         timeout=args.timeout,
+        im_endpoints=getattr(args, "im_endpoints", None),
     )
 
 
@@ -474,7 +505,13 @@ def upload_measurements(
 
 
 def run(args: Any) -> int:
-    inputs = gather_inputs(list(args.urls), list(args.input_file), list(args.list))
+    suite = getattr(args, "suite", "web")
+    if suite == "im":
+        if args.urls or args.input_file or args.list:
+            raise InputError("--suite im measures the messaging apps and takes no URLs")
+        inputs = Inputs()
+    else:
+        inputs = gather_inputs(list(args.urls), list(args.input_file), list(args.list))
     upload = upload_target(args)
     for line in inputs.skipped:
         print(textsafe.visible(f"netvigil: {line}"), file=sys.stderr)
@@ -482,7 +519,15 @@ def run(args: Any) -> int:
     if not in_testbed:
         ensure_consent(args.consent, sys.stdin.isatty())
     config = config_from_args(args)
-    if config.helper_url is None:
+    overrides = None
+    if suite != "web":
+        from netvigil.measure_im import SuiteError, im_overrides
+
+        try:
+            overrides = im_overrides(config)
+        except SuiteError as exc:
+            raise InputError(str(exc)) from None
+    if config.helper_url is None and suite != "im":
         print(
             "netvigil: no control helper (--helper URL): verdicts will be less certain",
             file=sys.stderr,
@@ -491,19 +536,37 @@ def run(args: Any) -> int:
     output = open(args.output, "a", encoding="utf-8") if args.output else None  # noqa: SIM115
     progress = make_progress(not args.no_progress and not args.json and sys.stderr.isatty())
     collected: list[dict[str, Any]] | None = [] if upload is not None else None
+
+    async def measure_all() -> RunResult:
+        started = asyncio.get_running_loop().time()
+        result = RunResult([], 0.0)
+        if inputs.urls:
+            result = await run_measurements(
+                experiment,
+                inputs.urls,
+                concurrency=args.concurrency,
+                per_host=args.per_host,
+                output=output,
+                progress=progress,
+                collected=collected,
+            )
+        if overrides is not None:
+            from netvigil.measure_im import run_im
+
+            await run_im(
+                config,
+                overrides,
+                output=output,
+                progress=progress,
+                collected=collected,
+                verdicts=result.verdicts,
+            )
+        result.seconds = asyncio.get_running_loop().time() - started
+        return result
+
     try:
         with progress if progress is not None else contextlib.nullcontext():
-            result = asyncio.run(
-                run_measurements(
-                    experiment,
-                    inputs.urls,
-                    concurrency=args.concurrency,
-                    per_host=args.per_host,
-                    output=output,
-                    progress=progress,
-                    collected=collected,
-                )
-            )
+            result = asyncio.run(measure_all())
     finally:
         experiment.close()  # the verdict thread
         if output is not None:

@@ -67,6 +67,8 @@ class ProbeConfig:
     max_body: int = 512 * 1024
     max_addresses: int = 4
     annotations: dict[str, str] = field(default_factory=dict)
+    # The messaging experiments' endpoint override file (experiments/im_endpoints.py), if any.
+    im_endpoints: str | None = None
 
 
 def new_report_id(probe_cc: str, probe_asn: str, when: dt.datetime) -> str:

@@ -525,8 +525,10 @@ async def round_trip(
     max_body: int = DEFAULT_MAX_BODY,
     timeout: float = 10.0,
     trace: Trace | None = None,
+    method: str = "GET",
 ) -> HTTPResult:
-    """GET ``url`` over an established stream (plain TCP or TLS); ``address`` is "ip:port".
+    """GET (or ``method``, without a body) ``url`` over an established stream (plain TCP or
+    TLS); ``address`` is "ip:port".
 
     The writer is aborted when the exchange failed or the body was truncated (the connection
     is then unusable); otherwise the caller closes it. Cancelled from outside (a caller's
@@ -544,7 +546,7 @@ async def round_trip(
             reader,
             writer,
             state,
-            method="GET",
+            method=method,
             url=url,
             headers=headers,
             body=b"",
@@ -555,9 +557,9 @@ async def round_trip(
         state.finish(writer)
         _abort(writer)
         state.failure = state.failure or GENERIC_TIMEOUT
-        _record(state, url, address, clock, request_headers, trace)
+        _record(state, url, address, clock, request_headers, trace, method)
         raise
-    return _record(state, url, address, clock, request_headers, trace)
+    return _record(state, url, address, clock, request_headers, trace, method)
 
 
 def _record(
@@ -567,6 +569,7 @@ def _record(
     clock: Clock,
     request_headers: list[tuple[str, str]],
     trace: Trace | None,
+    method: str = "GET",
 ) -> HTTPResult:
     result = HTTPResult(
         url=url,
@@ -582,6 +585,7 @@ def _record(
         transaction_id=clock.transaction_id,
         request_headers=tuple(request_headers),
         transfer=state.transfer(),
+        method=method,
     )
     if trace is not None:
         trace.requests.append(result)
@@ -623,7 +627,13 @@ def _is_ip(host: str) -> bool:
 
 
 def failed_request(
-    url: str, address: str, failure: str, clock: Clock, headers: Headers, trace: Trace | None
+    url: str,
+    address: str,
+    failure: str,
+    clock: Clock,
+    headers: Headers,
+    trace: Trace | None,
+    method: str = "GET",
 ) -> HTTPResult:
     """The record of an HTTP exchange that could not start (OONI's request with a failure)."""
     target, host = _target(url)
@@ -641,6 +651,7 @@ def failed_request(
         t=clock.now(),
         transaction_id=clock.transaction_id,
         request_headers=(("Host", host), *headers),
+        method=method,
     )
     if trace is not None:
         trace.requests.append(result)

@@ -9,6 +9,9 @@ default engine) and computes the tables of ``schema.AGGREGATE_SCHEMAS``:
 ``techniques``  per country × network × domain × blocked outcome: first and last
                 ``measurement_start_time`` and count.
 
+``apps``        per country × network × messaging app × endpoint × day: measurements,
+                blocked, ok (from ``OUT/endpoints``; endpoint "*" is the app as a whole).
+
 ``detect_events(daily)`` flags the sudden onset of blocking (the ``events`` table);
 ``write_aggregates`` writes them all to ``OUT/aggregates/<name>.parquet`` atomically;
 ``build_aggregates`` does the three in a row (the local engine calls it after the transform).
@@ -54,6 +57,11 @@ Decisions, so that every engine computes the same thing:
 - **Order and types.** Every table is cast to its schema and sorted by ``SORT_KEYS`` with
   pyarrow (byte order of UTF-8), in ``finalize``; engines should call it too.
 
+- **Messaging apps** (``apps``). Read from ``OUT/endpoints`` (``ENDPOINT_SCHEMA``), one row per
+  endpoint of each messaging measurement. A measurement's copies are told apart as above, per
+  endpoint: of the rows sharing ``measurement_uid``, ``app`` and ``endpoint`` the first in
+  ``APP_DEDUP_ORDER`` counts. No row filter: every endpoint row is about an app.
+
 Country-wide totals (all networks of a country) are not a separate table: ``probe_asn = 0``
 already means "unknown network" in the row tables, so reusing it for "all networks" would be
 ambiguous. ``netvigil query`` sums over networks when no ``--asn`` is given.
@@ -80,8 +88,11 @@ AGGREGATED_ROWS_SQL = "domain <> '' AND outcome <> 'unsupported'"
 
 __all__ = [
     "AGGREGATED_ROWS_SQL",
+    "APP_DEDUP_ORDER",
+    "APP_KEYS",
     "DAILY_PARTS_SCHEMA",
     "DEDUP_ORDER",
+    "aggregate_apps_duckdb",
     "aggregate_duckdb",
     "build_aggregates",
     "count_duplicates",
@@ -89,6 +100,7 @@ __all__ = [
     "detect_onsets",
     "duplicate_stats",
     "empty_table",
+    "endpoint_files",
     "finalize",
     "finish_daily",
     "onset_p_value",
@@ -116,6 +128,20 @@ DEDUP_ORDER = (
     "blocked",
     "confidence",
 )
+
+# Which copy of a messaging endpoint row counts (rows sharing measurement_uid, app, endpoint):
+# the first in this order, ascending, as DEDUP_ORDER does for verdicts.
+APP_DEDUP_ORDER = (
+    "source",
+    "measurement_start_time",
+    "day",
+    "probe_cc",
+    "probe_asn",
+    "outcome",
+    "blocked",
+    "kind",
+)
+APP_KEYS = ("measurement_uid", "app", "endpoint")
 
 # What an engine computes for ``daily`` before ``finish_daily``: all sums, so partial results
 # from any split of the input merge by adding. ``confidence_nanos`` is the sum over blocked rows
@@ -218,6 +244,49 @@ def verdict_files(out_dir: Path) -> list[Path]:
     )
 
 
+def endpoint_files(out_dir: Path) -> list[Path]:
+    """The messaging endpoint Parquet files of a pipeline output (``endpoints/day=*``)."""
+    base = Path(out_dir) / "endpoints"
+    if not base.is_dir():
+        return []
+    return sorted(
+        path
+        for path in base.glob("day=*/*.parquet")
+        if path.is_file() and not path.name.startswith((".", "_"))
+    )
+
+
+def _apps_sql(files: Sequence[Path]) -> str:
+    keys = ", ".join(f'"{name}"' for name in APP_DEDUP_ORDER)
+    return f"""
+SELECT probe_cc, probe_asn, app, endpoint, day,
+       count(*) AS measurements,
+       count(*) FILTER (WHERE blocked) AS blocked,
+       count(*) FILTER (WHERE outcome = 'ok') AS ok
+FROM (
+    SELECT * FROM {partitioned_parquet_sql(files)}
+    QUALIFY row_number() OVER (PARTITION BY measurement_uid, app, endpoint ORDER BY {keys}) = 1
+)
+GROUP BY ALL
+ORDER BY probe_cc, probe_asn, app, endpoint, day
+"""
+
+
+def aggregate_apps_duckdb(out_dir: Path) -> pa.Table:
+    """``apps`` from ``OUT/endpoints`` with DuckDB (empty when there are no endpoint rows)."""
+    import duckdb
+
+    files = endpoint_files(Path(out_dir))
+    if not files:
+        return empty_table("apps")
+    con = duckdb.connect(":memory:")
+    try:
+        table = con.sql(_apps_sql(files)).to_arrow_table()
+    finally:
+        con.close()
+    return finalize("apps", table)  # pyarrow sorts: a few rows, no need to trust SQL's order
+
+
 def _sql_list(paths: Sequence[Path]) -> str:
     quoted = ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths)
     return f"[{quoted}]"
@@ -297,15 +366,19 @@ ORDER BY probe_cc, probe_asn, domain, outcome
 
 
 def aggregate_duckdb(out_dir: Path, *, threads: int | None = None) -> dict[str, pa.Table]:
-    """``daily``, ``outcomes`` and ``techniques`` from ``OUT/verdicts`` with DuckDB.
+    """``daily``, ``outcomes`` and ``techniques`` from ``OUT/verdicts``, and ``apps`` from
+    ``OUT/endpoints``, with DuckDB.
 
     Empty tables (with the right schemas) when there are no verdict files.
     """
     import duckdb
 
     files = verdict_files(Path(out_dir))
+    apps = aggregate_apps_duckdb(Path(out_dir))
     if not files:
-        return {name: empty_table(name) for name in ("daily", "outcomes", "techniques")}
+        out = {name: empty_table(name) for name in ("daily", "outcomes", "techniques")}
+        out["apps"] = apps
+        return out
     con = duckdb.connect(":memory:")
     try:
         if threads:
@@ -333,6 +406,7 @@ def aggregate_duckdb(out_dir: Path, *, threads: int | None = None) -> dict[str, 
         "daily": finish_daily(parts, presorted=True),
         "outcomes": finalize("outcomes", outcomes, presorted=True),
         "techniques": finalize("techniques", techniques, presorted=True),
+        "apps": apps,
     }
 
 

@@ -62,9 +62,12 @@ from distributed import Client, LocalCluster, as_completed
 
 import netvigil
 from netvigil.pipeline.aggregate import (
+    APP_DEDUP_ORDER,
+    APP_KEYS,
     DEDUP_ORDER,
     detect_events,
     empty_table,
+    endpoint_files,
     finalize,
     finish_daily,
     verdict_files,
@@ -95,7 +98,7 @@ __all__ = [
 
 # The aggregates an engine computes itself; ``events`` is derived from ``daily`` by one shared
 # function so that it cannot differ between engines.
-ENGINE_AGGREGATES = ("daily", "outcomes", "techniques")
+ENGINE_AGGREGATES = ("daily", "outcomes", "techniques", "apps")
 
 
 T = TypeVar("T")
@@ -381,6 +384,73 @@ def _verdict_meta() -> Frame:
     return _partition_frame(VERDICT_SCHEMA.empty_table().select(_AGG_COLUMNS), "")
 
 
+# --- messaging apps (``apps``) from OUT/endpoints ---------------------------------------------
+
+_APP_COLUMNS = [*APP_KEYS, *(name for name in APP_DEDUP_ORDER if name != "day")]
+
+
+def _first_endpoint_rows(table: pa.Table) -> pa.Table:
+    """Of each (``measurement_uid``, ``app``, ``endpoint``) the row first in
+    ``aggregate.APP_DEDUP_ORDER``; associative, like ``_first_copies``."""
+    if table.num_rows == 0:
+        return table
+    order = [*APP_KEYS, *APP_DEDUP_ORDER]
+    ordered = table.sort_by([(key, "ascending") for key in order]).combine_chunks()
+    first = np.ones(ordered.num_rows, dtype=bool)
+    if ordered.num_rows > 1:
+        differs = np.zeros(ordered.num_rows - 1, dtype=bool)
+        for key in APP_KEYS:
+            col = ordered.column(key)
+            differs |= np.asarray(
+                pc.not_equal(col.slice(1), col.slice(0, len(col) - 1)).to_numpy(
+                    zero_copy_only=False
+                ),
+                dtype=bool,
+            )
+        first[1:] = differs
+    return ordered.filter(pa.array(first))
+
+
+def _endpoint_file_rows(path: str) -> pa.Table:
+    """Runs on a worker: one endpoint file's rows with its ``day``, first copy per key."""
+    table = pq.read_table(path, columns=_APP_COLUMNS)
+    day = pa.array([_day_of(path)] * table.num_rows, pa.string())
+    return _first_endpoint_rows(table.append_column("day", day))
+
+
+def aggregate_apps_dask(out_dir: Path, client: Client) -> pa.Table:
+    """``apps`` from ``OUT/endpoints``: each file reduced on a worker to one row per
+    (measurement, app, endpoint), the union reduced again on the client (the same winners as
+    one global sort in ``APP_DEDUP_ORDER``), then counted with Arrow's group-by: written
+    independently of ``aggregate.aggregate_apps_duckdb``'s SQL, so comparing them checks both.
+    Endpoint rows are few (messaging measurements only), so they fit the client."""
+    paths = [str(path) for path in endpoint_files(Path(out_dir))]
+    if not paths:
+        return empty_table("apps")
+    parts = client.gather(client.map(_endpoint_file_rows, paths, pure=False))  # type: ignore[no-untyped-call]
+    rows = _first_endpoint_rows(pa.concat_tables(parts))
+    blocked = np.asarray(rows.column("blocked").to_numpy(zero_copy_only=False), dtype=bool)
+    is_ok = np.asarray(pc.equal(rows.column("outcome"), "ok").to_numpy(zero_copy_only=False))
+    counted = pa.table(
+        {
+            "probe_cc": rows.column("probe_cc"),
+            "probe_asn": rows.column("probe_asn").cast(pa.int64()),
+            "app": rows.column("app"),
+            "endpoint": rows.column("endpoint"),
+            "day": rows.column("day").cast(pa.date32()),
+            "one": pa.array(np.ones(rows.num_rows, dtype=np.int64)),
+            "is_blocked": pa.array(blocked.astype(np.int64)),
+            "is_ok": pa.array(is_ok.astype(np.int64)),
+        }
+    )
+    grouped = counted.group_by(["probe_cc", "probe_asn", "app", "endpoint", "day"]).aggregate(
+        [("one", "sum"), ("is_blocked", "sum"), ("is_ok", "sum")]
+    )
+    names = {"one_sum": "measurements", "is_blocked_sum": "blocked", "is_ok_sum": "ok"}
+    grouped = grouped.rename_columns([names.get(n, n) for n in grouped.column_names])
+    return finalize("apps", grouped)
+
+
 def _arrow(frame: Frame) -> pa.Table:
     return pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
 
@@ -416,7 +486,9 @@ def aggregate_dask(out_dir: Path, client: Client, *, split_out: int = 1) -> dict
     """
     files = verdict_files(Path(out_dir))
     if not files:
-        return {name: empty_table(name) for name in ENGINE_AGGREGATES}
+        out = {name: empty_table(name) for name in ENGINE_AGGREGATES}
+        out["apps"] = aggregate_apps_dask(out_dir, client)
+        return out
     paths = [str(path) for path in files]
 
     # (1) and (2): which uids repeat, and their winning copies.
@@ -491,6 +563,7 @@ def aggregate_dask(out_dir: Path, client: Client, *, split_out: int = 1) -> dict
         "daily": finish_daily(parts),
         "outcomes": finalize("outcomes", outcomes_t),
         "techniques": finalize("techniques", _arrow(techniques_df.reset_index())),
+        "apps": aggregate_apps_dask(out_dir, client),
     }
 
 

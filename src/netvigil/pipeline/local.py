@@ -22,7 +22,7 @@ import orjson
 import pyarrow as pa
 
 from netvigil.pipeline.aggregate import build_aggregates, count_duplicates
-from netvigil.pipeline.schema import OBSERVATION_SCHEMA, VERDICT_SCHEMA
+from netvigil.pipeline.schema import ENDPOINT_SCHEMA, OBSERVATION_SCHEMA, VERDICT_SCHEMA
 from netvigil.pipeline.sources import (
     FileReport,
     PipelineInputError,
@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 INGEST_FILE = "ingest.json"
-RUN_ENTRIES = ("verdicts", "observations", "aggregates", INGEST_FILE)
+RUN_ENTRIES = ("verdicts", "observations", "endpoints", "aggregates", INGEST_FILE)
 BATCH_MIN_BYTES = 8 * 1024 * 1024
 BATCH_MAX_BYTES = 256 * 1024 * 1024
 
@@ -61,20 +61,26 @@ def process_files(files: Sequence[SourceFile], out_dir: Path, writer_id: str) ->
     reports: list[FileReport] = []
     verdicts = PartitionedWriter(out, "verdicts", VERDICT_SCHEMA, writer_id)
     observations = PartitionedWriter(out, "observations", OBSERVATION_SCHEMA, writer_id)
+    endpoints = PartitionedWriter(out, "endpoints", ENDPOINT_SCHEMA, writer_id)
     try:
         for src in files:
-            reports.append(_process_file(src, verdicts, observations))
+            reports.append(_process_file(src, verdicts, observations, endpoints))
     except BaseException:
         verdicts.abort()
         observations.abort()
+        endpoints.abort()
         raise
     verdicts.close()
     observations.close()
+    endpoints.close()
     return reports
 
 
 def _process_file(
-    src: SourceFile, verdicts: PartitionedWriter, observations: PartitionedWriter
+    src: SourceFile,
+    verdicts: PartitionedWriter,
+    observations: PartitionedWriter,
+    endpoints: PartitionedWriter,
 ) -> FileReport:
     report = FileReport(source=src.name, kind=src.kind)
     loads = orjson.loads
@@ -86,7 +92,8 @@ def _process_file(
             report.bad("invalid-json", rec.line, str(exc))
             continue
         try:
-            row, obs = transform(measurement, name, raw=rec.raw, uid=rec.uid)
+            eps: list[dict[str, Any]] = []
+            row, obs = transform(measurement, name, raw=rec.raw, uid=rec.uid, endpoints=eps)
         except MeasurementError as exc:
             report.bad(exc.reason, rec.line, str(exc))
             continue
@@ -99,6 +106,8 @@ def _process_file(
         day = row["measurement_start_time"].strftime("%Y-%m-%d")
         verdicts.append(row, day)
         observations.extend(obs, day)
+        if eps:
+            endpoints.extend(eps, day)
         report.measurements += 1
         report.verdict_rows += 1
         report.observation_rows += len(obs)

@@ -9,7 +9,7 @@ from __future__ import annotations
 __all__ = ["DEFAULT_LIMIT", "DEFAULT_TOP", "MAX_LIMIT", "QUESTIONS"]
 
 # What ``netvigil query --what`` answers.
-QUESTIONS = ("blocked", "timeline", "events", "networks", "outcomes")
+QUESTIONS = ("blocked", "timeline", "events", "networks", "outcomes", "apps")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100_000
 # How many domains ``netvigil report`` draws a timeline for.

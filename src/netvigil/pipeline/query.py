@@ -7,9 +7,13 @@
 ``--what events``             onsets of blocking: start, end or ongoing, peak share, p-value
 ``--what networks``           per country and network: blocked share, blocked domains, outcomes
 ``--what outcomes``           the mix of outcomes
+``--what apps``               messaging apps (telegram, whatsapp, signal, facebook_messenger):
+                              per country, app and endpoint ("*": the app as a whole) the
+                              measurements, blocked share, and first and last blocked day
 ``--sql 'SELECT …'``          anything else, read-only, over the views ``verdicts``,
                               ``observations``, ``daily``, ``outcomes``, ``techniques``, ``events``,
-                              ``onsets`` and ``verdict_copies``
+                              ``onsets``, ``verdict_copies``, ``apps`` and ``endpoints`` (the
+                              messaging endpoint rows, every copy as written)
 
 A measurement that came more than once (same ``measurement_uid``: the same file given twice,
 OONI's file and the collector's store…) counts once. ``verdicts`` holds one row per
@@ -70,7 +74,7 @@ from .aggregate import (
     verdict_files,
 )
 from .options import DEFAULT_LIMIT, MAX_LIMIT, QUESTIONS
-from .schema import AGGREGATE_SCHEMAS, OBSERVATION_SCHEMA, VERDICT_SCHEMA
+from .schema import AGGREGATE_SCHEMAS, ENDPOINT_SCHEMA, OBSERVATION_SCHEMA, VERDICT_SCHEMA
 
 if TYPE_CHECKING:
     import duckdb
@@ -276,6 +280,7 @@ def open_pipeline(out_dir: Path) -> Iterator[duckdb.DuckDBPyConnection]:
             for table, schema in (
                 ("verdict_copies", VERDICT_SCHEMA),
                 ("observations", OBSERVATION_SCHEMA),
+                ("endpoints", ENDPOINT_SCHEMA),
             ):
                 files = _row_files(out, "verdicts" if table == "verdict_copies" else table)
                 source = (
@@ -496,12 +501,33 @@ def _outcomes(con: duckdb.DuckDBPyConnection, f: Filters, limit: int) -> Result:
     return Result("outcomes", columns, rows, truncated, f)
 
 
+def _apps(con: duckdb.DuckDBPyConnection, f: Filters, limit: int) -> Result:
+    if f.domain is not None:
+        raise QueryError("--domain does not apply to --what apps (messaging apps have no domain)")
+    where, params = f.where()
+    sql = f"""
+        SELECT probe_cc, app, endpoint,
+               sum(measurements) AS measurements, sum(blocked) AS blocked, sum(ok) AS ok,
+               round(sum(blocked) / sum(measurements), 4) AS blocked_share,
+               min(day) FILTER (WHERE blocked > 0) AS first_blocked,
+               max(day) FILTER (WHERE blocked > 0) AS last_blocked,
+               count(DISTINCT probe_asn) AS networks
+        FROM apps WHERE {where}
+        GROUP BY probe_cc, app, endpoint
+        ORDER BY probe_cc, app, endpoint <> '*', blocked_share DESC, endpoint
+        LIMIT {limit + 1}
+    """
+    columns, rows, truncated = _fetch(con, sql, params, limit)
+    return Result("apps", columns, rows, truncated, f)
+
+
 _ASK = {
     "blocked": _blocked,
     "timeline": _timeline,
     "events": _events,
     "networks": _networks,
     "outcomes": _outcomes,
+    "apps": _apps,
 }
 
 
@@ -626,6 +652,15 @@ _NARROW: dict[str, tuple[tuple[str, str], ...]] = {
         ("peak_share", "peak"),
         ("p_value", "p"),
     ),
+    "apps": (
+        ("probe_cc", "cc"),
+        ("app", "app"),
+        ("endpoint", "endpoint"),
+        ("measurements", "measured"),
+        ("blocked_share", "blocked"),
+        ("first_blocked", "first"),
+        ("last_blocked", "last"),
+    ),
     "networks": (
         ("probe_cc", "cc"),
         ("probe_asn", "asn"),
@@ -637,7 +672,16 @@ _NARROW: dict[str, tuple[tuple[str, str], ...]] = {
 }
 # Columns a narrow table may shorten (in the middle: both ends of a name say most), widest
 # first; every other cell is short by construction (dates, numbers, codes).
-_SHRINKABLE = {"domain", "how", "outcomes", "techniques", "fingerprints", "roots", "networks"}
+_SHRINKABLE = {
+    "domain",
+    "endpoint",
+    "how",
+    "outcomes",
+    "techniques",
+    "fingerprints",
+    "roots",
+    "networks",
+}
 _MIN_SHRUNK = 9
 _GAP = "  "
 

@@ -1,7 +1,8 @@
 """``netvigil report OUT --html FILE``: one self-contained HTML page about a pipeline output.
 
 The page has the headline numbers, a timeline per domain (share of blocked measurements per
-day, coloured by technique; onset days marked), a timeline per technique, the outcome mix, the
+day, coloured by technique; onset days marked), a timeline per technique, the messaging apps
+(a timeline per app, a table by country and app), the outcome mix, the
 onsets of blocking (one row each, ``aggregate.detect_onsets``), first and last seen of each
 blocking outcome per network, a per-network summary, notes on method and a footer with
 provenance. ``--cc``, ``--asn``, ``--domain``, ``--since`` and ``--until`` narrow it.
@@ -141,6 +142,7 @@ class _Data:
     events_total: int = 0
     seen: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     seen_total: int = 0
+    apps: _Apps | None = None
 
 
 def _gather(con: duckdb.DuckDBPyConnection, f: Filters, top: int) -> _Data:
@@ -279,7 +281,142 @@ def _gather(con: duckdb.DuckDBPyConnection, f: Filters, top: int) -> _Data:
     )
     cols = [d[0] for d in cur.description or []]
     data.seen = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+    data.apps = _gather_apps(con, f)
     return data
+
+
+# --- messaging apps ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Apps:
+    """The messaging section: per app and day (endpoint "*") measured and blocked, the blocked
+    measurements' techniques, and a table per country and app."""
+
+    first_day: dt.date | None = None
+    last_day: dt.date | None = None
+    measured: dict[tuple[str, dt.date], int] = dataclasses.field(default_factory=dict)
+    blocked_by: dict[tuple[str, dt.date], dict[str, int]] = dataclasses.field(default_factory=dict)
+    rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+def _gather_apps(con: duckdb.DuckDBPyConnection, f: Filters) -> _Apps | None:
+    """None when the scope has no messaging measurement (or is one domain: apps have none)."""
+    if f.domain is not None:
+        return None
+    where, params = f.where()
+    apps = _Apps()
+    for app, day, measured in con.execute(
+        f"SELECT app, day, sum(measurements) FROM apps WHERE endpoint = '*' AND {where} "
+        "GROUP BY ALL",
+        params,
+    ).fetchall():
+        apps.measured[(app, day)] = int(measured)
+    if not apps.measured:
+        return None
+    days = [day for _, day in apps.measured]
+    apps.first_day, apps.last_day = min(days), max(days)
+    # the technique of each blocked measurement of an app (its outcome's stage); copies of one
+    # measurement counted once
+    for app, day, outcome, n in con.execute(
+        f"""
+        SELECT app, CAST(day AS DATE), outcome, count(DISTINCT measurement_uid) FROM endpoints
+        WHERE endpoint = '*' AND blocked AND {where} GROUP BY ALL
+        """,
+        params,
+    ).fetchall():
+        mix = apps.blocked_by.setdefault((app, day), {})
+        technique = _technique(outcome)
+        mix[technique] = mix.get(technique, 0) + int(n)
+    cur = con.execute(
+        f"""
+        WITH whole AS (
+            SELECT probe_cc, app, sum(measurements) AS measurements, sum(blocked) AS blocked,
+                   round(sum(blocked) / sum(measurements), 4) AS blocked_share,
+                   count(DISTINCT probe_asn) AS networks,
+                   min(day) FILTER (WHERE blocked > 0) AS first_blocked,
+                   max(day) FILTER (WHERE blocked > 0) AS last_blocked
+            FROM apps WHERE endpoint = '*' AND {where} GROUP BY probe_cc, app
+        ), ends AS (
+            SELECT probe_cc, app, endpoint, sum(blocked) AS n
+            FROM apps WHERE endpoint <> '*' AND blocked > 0 AND {where}
+            GROUP BY probe_cc, app, endpoint
+        ), worst AS (
+            SELECT probe_cc, app,
+                   string_agg(endpoint || ' ' || n, ', ' ORDER BY n DESC, endpoint)
+                       FILTER (WHERE rank <= 4) AS failing_endpoints
+            FROM (SELECT *, row_number() OVER (PARTITION BY probe_cc, app
+                                               ORDER BY n DESC, endpoint) AS rank FROM ends)
+            GROUP BY probe_cc, app
+        )
+        SELECT * FROM whole LEFT JOIN worst USING (probe_cc, app)
+        ORDER BY blocked DESC, probe_cc, app LIMIT {MAX_TABLE_ROWS}
+        """,
+        params + params,
+    )
+    cols = [d[0] for d in cur.description or []]
+    apps.rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+    return apps
+
+
+def _apps_html(apps: _Apps | None, f: Filters) -> str:
+    """The "Messaging apps" section: a timeline per app and the table by country."""
+    out = ["<h2>Messaging apps</h2>"]
+    if apps is None or apps.first_day is None or apps.last_day is None:
+        out.append('<p class="note">No messaging-app measurement in this scope.</p>')
+        return "".join(out)
+    first = f.since or apps.first_day
+    last = f.until or apps.last_day
+    out.append(
+        '<p class="note">OONI\'s <code>telegram</code>, <code>whatsapp</code>, '
+        "<code>signal</code> and <code>facebook_messenger</code> tests (and netvigil's own). "
+        "An app is blocked in a measurement when the endpoints it needs failed (Telegram: "
+        "every access point, or its web client; WhatsApp: every endpoint, the registration "
+        "server or its web client; Signal: any backend; Facebook Messenger: any endpoint), "
+        "coloured by the stage that failed; the table names the endpoints that failed most. "
+        "Each bar is a day.</p>"
+    )
+    if first <= last:
+        axis = _Axis.of(first, last)
+        series: dict[str, _Series] = defaultdict(_Series)
+        for (app, day), n in apps.measured.items():
+            i = axis.index(day)
+            if i is not None:
+                series[app].measured[i] = series[app].measured.get(i, 0) + n
+        for (app, day), mix in apps.blocked_by.items():
+            i = axis.index(day)
+            if i is not None:
+                bar = series[app].blocked.setdefault(i, {})
+                for technique, n in mix.items():
+                    bar[technique] = bar.get(technique, 0) + n
+        figures = []
+        for app in sorted(series):
+            total = sum(series[app].measured.values())
+            blocked = sum(sum(mix.values()) for mix in series[app].blocked.values())
+            figures.append(
+                f'<figure><figcaption><span class="dom">{_e(app)}</span>'
+                f'<span class="n">{blocked:,}/{total:,} blocked</span></figcaption>'
+                f"{_domain_svg(app, series[app], axis)}</figure>"
+            )
+        out.append(f'<div class="charts">{"".join(figures)}</div>')
+    out.append(
+        _table(
+            apps.rows,
+            [
+                "probe_cc",
+                "app",
+                "measurements",
+                "blocked",
+                "blocked_share",
+                "networks",
+                "first_blocked",
+                "last_blocked",
+                "failing_endpoints",
+            ],
+            numeric=["measurements", "blocked", "blocked_share", "networks"],
+        )
+    )
+    return "".join(out)
 
 
 # --- charts ------------------------------------------------------------------------------------
@@ -575,6 +712,9 @@ _HEADERS = {
     "last_seen": "last seen",
     "first_day": "first day",
     "last_day": "last day",
+    "first_blocked": "first blocked",
+    "last_blocked": "last blocked",
+    "failing_endpoints": "endpoints failing most",
 }
 
 
@@ -722,6 +862,8 @@ def _render(
         out.append(f'<div class="charts">{"".join(figures)}</div>')
     else:
         out.append('<p class="note">No blocking.</p>')
+
+    out.append(_apps_html(data.apps, f))
 
     out.append("<h2>Outcome mix</h2>")
     if data.outcomes:

@@ -6,6 +6,8 @@ A pipeline run writes, under its output directory ``OUT``::
     OUT/observations/day=YYYY-MM-DD/part-<writer>-<seq>.parquet  one row per DNS answer,
                                                                  TCP connect, TLS handshake,
                                                                  HTTP response
+    OUT/endpoints/day=YYYY-MM-DD/part-<writer>-<seq>.parquet     one row per messaging-app
+                                                                 endpoint (and one per app)
     OUT/aggregates/<name>.parquet                                 see AGGREGATE_SCHEMAS
     OUT/ingest.json                                               per-file counts (read, skipped,
                                                                   corrupt with reasons)
@@ -22,6 +24,7 @@ import pyarrow as pa
 
 __all__ = [
     "AGGREGATE_SCHEMAS",
+    "ENDPOINT_SCHEMA",
     "OBSERVATION_SCHEMA",
     "OBSERVATION_TYPES",
     "ONSET_SCHEMA",
@@ -96,6 +99,25 @@ OBSERVATION_SCHEMA = pa.schema(
     ]
 )
 
+# One row per endpoint of a messaging-app measurement (test_name telegram, whatsapp, signal,
+# facebook_messenger; ``netvigil.verdict.im``), plus one row per measurement for the app as a
+# whole (``endpoint`` "*", ``kind`` "app", the measurement's outcome). ``outcome`` is the
+# verdict's precise outcome for that endpoint, ``failure`` OONI's failure string (or the
+# probe-side one such as ``http_unexpected_status_code``), ``blocked`` whether the outcome is
+# a blocking one. ``source`` as in the verdicts table.
+ENDPOINT_SCHEMA = pa.schema(
+    [
+        *_ENVELOPE,
+        pa.field("app", pa.string(), nullable=False),
+        pa.field("endpoint", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("outcome", pa.string(), nullable=False),
+        pa.field("failure", pa.string()),
+        pa.field("blocked", pa.bool_(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+    ]
+)
+
 # Aggregates: small tables, decomposable (counts, sums, minima, maxima) so any engine can
 # compute them by parts and merge them exactly.
 AGGREGATE_SCHEMAS: dict[str, pa.Schema] = {
@@ -134,6 +156,20 @@ AGGREGATE_SCHEMAS: dict[str, pa.Schema] = {
             pa.field("first_seen", pa.timestamp("us", tz="UTC"), nullable=False),
             pa.field("last_seen", pa.timestamp("us", tz="UTC"), nullable=False),
             pa.field("count", pa.int64(), nullable=False),
+        ]
+    ),
+    # Messaging apps by country × network × app × endpoint × day, from ``OUT/endpoints`` (each
+    # measurement once): ``endpoint`` "*" is the app as a whole (its measurements' outcomes).
+    "apps": pa.schema(
+        [
+            pa.field("probe_cc", pa.string(), nullable=False),
+            pa.field("probe_asn", pa.int64(), nullable=False),
+            pa.field("app", pa.string(), nullable=False),
+            pa.field("endpoint", pa.string(), nullable=False),
+            pa.field("day", pa.date32(), nullable=False),
+            pa.field("measurements", pa.int64(), nullable=False),
+            pa.field("blocked", pa.int64(), nullable=False),
+            pa.field("ok", pa.int64(), nullable=False),
         ]
     ),
     # Sudden onset of blocking (computed from ``daily`` by one shared function, not by the
@@ -181,4 +217,6 @@ SORT_KEYS: dict[str, list[str]] = {
     "outcomes": ["probe_cc", "probe_asn", "domain", "day", "outcome"],
     "techniques": ["probe_cc", "probe_asn", "domain", "outcome"],
     "events": ["probe_cc", "probe_asn", "domain", "day"],
+    "endpoints": ["measurement_uid", "app", "endpoint"],
+    "apps": ["probe_cc", "probe_asn", "app", "endpoint", "day"],
 }

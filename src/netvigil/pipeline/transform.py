@@ -30,7 +30,7 @@ import orjson
 from netvigil.pipeline.sources import OONI_TEST_NAMES
 from netvigil.verdict import analyze
 from netvigil.verdict._read import utf8_len
-from netvigil.verdict.model import Verdict
+from netvigil.verdict.model import NOT_BLOCKED, Verdict
 
 __all__ = ["MeasurementError", "Rows", "transform"]
 
@@ -58,6 +58,7 @@ def transform(
     raw: bytes | None = None,
     uid: str | None = None,
     verdict: Verdict | None = None,
+    endpoints: list[dict[str, Any]] | None = None,
 ) -> Rows:
     """The verdict row and observation rows of one measurement.
 
@@ -94,7 +95,52 @@ def transform(
     row["accessible"] = verdict.accessible if isinstance(verdict.accessible, bool) else None
     row["fingerprint"], row["root"] = _evidence_names(verdict.evidence)
     row["source"] = source
+    if endpoints is not None:
+        endpoints.extend(endpoint_rows(verdict, env, source))
     return row, obs
+
+
+MAX_ENDPOINT_ROWS = 256  # a messaging measurement has ~40 endpoints; a hostile one is cut
+
+
+def endpoint_rows(verdict: Verdict, env: Mapping[str, Any], source: str) -> list[dict[str, Any]]:
+    """The rows of ``ENDPOINT_SCHEMA`` for a messaging-app verdict (none for other tests): one
+    per endpoint of ``evidence["endpoints"]``, and one (``endpoint`` "*") for the app."""
+    found = verdict.evidence.get("endpoints") if isinstance(verdict.evidence, dict) else None
+    app = verdict.evidence.get("app") if isinstance(verdict.evidence, dict) else None
+    if not isinstance(found, list) or not isinstance(app, str):
+        return []
+    outcome = verdict.outcome.split(":", 1)[0]
+    rows = [
+        dict(
+            env,
+            app=app,
+            endpoint="*",
+            kind="app",
+            outcome=outcome,
+            failure=None,
+            blocked=bool(verdict.blocked),
+            source=source,
+        )
+    ]
+    for e in found[:MAX_ENDPOINT_ROWS]:
+        if not isinstance(e, dict):
+            continue
+        base = str(e.get("outcome") or "unknown").split(":", 1)[0]
+        failure = e.get("failure")
+        rows.append(
+            dict(
+                env,
+                app=app,
+                endpoint=_s(e.get("endpoint")) or "",
+                kind=_s(e.get("kind")) or "",
+                outcome=base,
+                failure=_s(failure) if isinstance(failure, str) else None,
+                blocked=base not in NOT_BLOCKED,
+                source=source,
+            )
+        )
+    return rows
 
 
 def day_of(row: Mapping[str, Any]) -> str:

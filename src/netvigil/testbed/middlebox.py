@@ -529,6 +529,10 @@ class Middlebox:
             log.debug("%s: closed before sending anything", flow.describe())
             return
         hello = parse_client_hello(data)
+        if hello is Verdict.NOT_TLS and isinstance(parse_http_head(data), HttpRequest):
+            # Plain HTTP on 443 (Telegram's data centres): the DPI reads it as HTTP.
+            await self._on_http(flow)
+            return
         if not isinstance(hello, ClientHello):
             reason = "not-tls" if hello is Verdict.NOT_TLS else f"incomplete-clienthello({why})"
             self._decide(flow, "sni", "", f"relay({reason})", None)
@@ -683,6 +687,10 @@ class Middlebox:
             # The testbed's web PKI plays the browsers' root store: the real middlebox only
             # intercepted sites whose genuine certificate it could verify.
             ctx = ssl.create_default_context(cafile=str(self.plan.pki_dir / pki.WEBPKI_ROOT_FILE))
+            # Signal's servers chain to Signal's own CA: a box that intercepts Signal knows it.
+            signal_ca = self.plan.pki_dir / pki.SIGNAL_CA_FILE
+            if signal_ca.is_file():
+                ctx.load_verify_locations(cafile=str(signal_ca))
             ctx.set_alpn_protocols(ALPN)
             self._upstream_ctx = ctx
         return self._upstream_ctx

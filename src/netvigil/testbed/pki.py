@@ -199,7 +199,17 @@ def build_testbed_pki(plan: Plan) -> None:
             )
         )
     (pki / WEBPKI_ROOT_FILE).write_bytes(cert_pem(root.cert))
+    signal_ca = _signal_ca(pki) if any(s.im_app == "signal" for s in plan.sites) else None
     for site in plan.sites:
+        if site.plain_on_443 or _is_ip(site.domain):
+            continue  # a Telegram data centre: plain HTTP, no certificate
+        if site.im_app == "signal" and signal_ca is not None:
+            # Signal's servers hold certificates of Signal's own CA, which the app pins.
+            cert, leaf_key = issue_leaf(signal_ca, site.domain)
+            chain_path, key_path = site_cert_paths(pki, site.domain)
+            chain_path.write_bytes(cert_pem(cert))
+            key_path.write_bytes(_key_pem(leaf_key))
+            continue
         variants = (
             [("a", intermediates[0]), ("b", intermediates[1])]
             if site.kind == "cdn"
@@ -224,6 +234,41 @@ def build_testbed_pki(plan: Plan) -> None:
     )
     (pki / "isp-blockpage.pem").write_bytes(cert_pem(isp_cert))
     (pki / "isp-blockpage.key").write_bytes(_key_pem(isp_key))
+
+
+SIGNAL_CA_FILE = "signal-ca.pem"
+
+
+def _is_ip(name: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _signal_ca(pki: Path) -> CA:
+    """The testbed's stand-in for Signal's own CA (written to SIGNAL_CA_FILE: the pinned CA of
+    the probe's endpoint override file; the web PKI root does not vouch for it)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = name_from({"C": "US", "O": "Signal Messenger, LLC (testbed)", "CN": "Signal Messenger"})
+    now = _now()
+    ca = CA(
+        _ca_cert(
+            name,
+            name,
+            key.public_key(),
+            key,
+            now - dt.timedelta(days=365),
+            now + dt.timedelta(days=3650),
+            None,
+        ),
+        key,
+    )
+    (pki / SIGNAL_CA_FILE).write_bytes(cert_pem(ca.cert))
+    return ca
 
 
 # ----------------------------------------------------------------------------------------------

@@ -90,6 +90,8 @@ def testbed_environment(
         "NETVIGIL_HELPER_URL": f"http://{CONTROL_HELPER}:{SERVICE_PORT}/",
         "NETVIGIL_COLLECTOR_URL": f"http://{COLLECTOR}:{SERVICE_PORT}/",
         "NETVIGIL_CA_BUNDLE": f"{state_dir}/pki/webpki-root.pem",
+        # the messaging apps' endpoint map (testbed/messaging.py); the probe requires it here
+        "NETVIGIL_IM_ENDPOINTS": f"{state_dir}/im-endpoints.toml",
     }
 
 
@@ -161,6 +163,12 @@ class SitePlan:
     redirect_to: str
     server_header: str
     serve_rate_bps: int = 0  # bytes/s the site sends its bodies at (0: at once)
+    # A messaging-app endpoint (profile key messaging_apps): the app, the ports it is reached on
+    # besides 80/443 (WhatsApp's 5222), and whether it speaks plain HTTP on 443 (Telegram's
+    # data centres). Its `domain` is its real name, or its real IP literal.
+    im_app: str = ""
+    extra_ports: tuple[int, ...] = ()
+    plain_on_443: bool = False
 
 
 @dataclass(frozen=True)
@@ -226,6 +234,7 @@ class Plan:
     phases: tuple[PhasePlan, ...] = ()
     phase: str = ""
     shutdown: bool = False
+    messaging_apps: tuple[str, ...] = ()
     _by_domain: dict[str, SitePlan] = field(default_factory=dict, compare=False, repr=False)
     _by_addr: dict[str, SitePlan] = field(default_factory=dict, compare=False, repr=False)
     _in_phase: dict[str, Plan] = field(default_factory=dict, compare=False, repr=False)
@@ -401,6 +410,7 @@ class Plan:
             ),
             phase=data.get("phase", ""),
             shutdown=bool(data.get("shutdown", False)),
+            messaging_apps=tuple(data.get("messaging_apps", ())),
         )
 
     @classmethod
@@ -461,6 +471,33 @@ def make_plan(profile: Profile, state_dir: str = "") -> Plan:
                 serve_rate_bps=rate_bytes_per_second(site.serve_rate) if site.serve_rate else 0,
             )
         )
+    for host, app, ports, plain in _messaging_hosts(profile.messaging_apps):
+        while True:
+            candidate = hosts[cursor]
+            cursor += 1
+            if candidate.packed[-1] not in (0, 255):
+                break
+        address = str(candidate)
+        sites.append(
+            SitePlan(
+                domain=host,
+                kind="normal",
+                title=f"{app} endpoint",
+                addresses=(address,),
+                isp_answer=(address,),
+                public_answer=(address,),
+                urls=(),  # not a website: the messaging truth (truth.im_truth) covers it
+                body_bytes=2_000 + _stable_int(host) % 4_000,
+                delay_ms=0,
+                status=200,
+                https_redirect=False,
+                redirect_to="",
+                server_header="nginx",
+                im_app=app,
+                extra_ports=ports,
+                plain_on_443=plain,
+            )
+        )
     by_domain = {s.domain: s for s in sites}
     rules = tuple(_rule_plan(rule, by_domain) for rule in profile.rules)
     roots = tuple(_root_plan(r) for r in profile.national_roots)
@@ -475,6 +512,7 @@ def make_plan(profile: Profile, state_dir: str = "") -> Plan:
         national_roots=roots,
         state_dir=state_dir,
         phases=phases,
+        messaging_apps=profile.messaging_apps,
     )
 
 
@@ -487,6 +525,28 @@ def _phase_plan(phase: Phase, sites: dict[str, SitePlan]) -> PhasePlan:
         shutdown=phase.shutdown,
         rules=tuple(_rule_plan(rule, sites) for rule in phase.rules),
     )
+
+
+def _messaging_hosts(apps: tuple[str, ...]) -> list[tuple[str, str, tuple[int, ...], bool]]:
+    """(host or IP literal, app, extra ports, plain HTTP on 443) of every endpoint host."""
+    from netvigil.experiments.im_endpoints import load_app
+
+    found: dict[str, tuple[str, set[int], bool]] = {}
+    for app in apps:
+        for endpoint in load_app(app).endpoints:
+            _, ports, _ = found.setdefault(endpoint.host, (app, set(), False))
+            if endpoint.port not in (0, 80, 443):
+                ports.add(endpoint.port)
+            if endpoint.kind == "http" and endpoint.port == 443:
+                found[endpoint.host] = (app, ports, True)
+    return [(h, a, tuple(sorted(p)), plain) for h, (a, p, plain) in found.items()]
+
+
+def rule_plans(rules: tuple[Rule, ...] | list[Rule], plan: Plan) -> tuple[RulePlan, ...]:
+    """Profile rules resolved against a plan's sites (e.g. a phase's rules, for its truth:
+    ``truth.app_truth(plan, app, rule_plans(phase_rules, plan))``). A rule naming a messaging
+    endpoint by its real IP literal covers that endpoint's testbed address."""
+    return tuple(_rule_plan(rule, {s.domain: s for s in plan.sites}) for rule in rules)
 
 
 def _rule_plan(rule: Rule, sites: dict[str, SitePlan]) -> RulePlan:

@@ -206,6 +206,8 @@ class Profile:
     isp_name: str = "Emulated ISP"
     country: str = "ZZ"
     source: str = "<memory>"
+    # Messaging apps whose endpoints the testbed serves at their real names (improbe).
+    messaging_apps: tuple[str, ...] = ()
     _site_index: dict[str, Site] = field(default_factory=dict, compare=False, repr=False)
 
     def site(self, domain: str) -> Site | None:
@@ -324,14 +326,15 @@ class _ProfileBuilder:
             "rule",
             "national_root",
             "phase",
+            "messaging_apps",
         }
         for key in data:
             if key not in known_top:
                 raise self.fail(
                     self._top_key_line(key) or self._table_line(key, 0),
                     f"unknown key '{key}'" + did_you_mean(key, sorted(known_top)),
-                    "use name, description, isp, country, domains, [[site]], [[rule]], "
-                    "[[phase]] or [[national_root]]",
+                    "use name, description, isp, country, domains, messaging_apps, [[site]], "
+                    "[[rule]], [[phase]] or [[national_root]]",
                 )
         name = data.get("name")
         if not isinstance(name, str) or not name:
@@ -344,7 +347,10 @@ class _ProfileBuilder:
             self._national_root(i, r) for i, r in enumerate(_table_list(data, "national_root"))
         )
         sites = self._sites(data)
-        site_index = {s.domain: s for s in sites}
+        apps = self._messaging_apps(data)
+        site_index: dict[str, Site | None] = {s.domain: s for s in sites}
+        # A rule may name a messaging endpoint: its host name, or its real IP literal.
+        site_index.update(dict.fromkeys(messaging_endpoint_names(apps)))
         root_ids = {r.id for r in roots}
         rules = tuple(
             self._rule(i, r, site_index, root_ids) for i, r in enumerate(_table_list(data, "rule"))
@@ -360,7 +366,28 @@ class _ProfileBuilder:
             isp_name=str(data.get("isp", "Emulated ISP")),
             country=str(data.get("country", "ZZ")),
             source=self.source,
+            messaging_apps=apps,
         )
+
+    def _messaging_apps(self, data: dict[str, Any]) -> tuple[str, ...]:
+        from netvigil.experiments.im_endpoints import APPS
+
+        raw = data.get("messaging_apps", [])
+        line = self._top_key_line("messaging_apps")
+        if not isinstance(raw, list) or not all(isinstance(a, str) for a in raw):
+            raise self.fail(
+                line,
+                "messaging_apps must be a list of app names",
+                'write messaging_apps = ["telegram", "whatsapp"]',
+            )
+        for app in raw:
+            if app not in APPS:
+                raise self.fail(
+                    line,
+                    f"unknown messaging app '{app}'" + did_you_mean(app, list(APPS)),
+                    "use one of: " + ", ".join(APPS),
+                )
+        return tuple(dict.fromkeys(raw))
 
     def _national_root(self, index: int, raw: Mapping[str, Any]) -> NationalRoot:
         line = self._table_line("national_root", index)
@@ -642,7 +669,7 @@ class _ProfileBuilder:
         return tuple(sites)
 
     def _phases(
-        self, data: dict[str, Any], sites: dict[str, Site], root_ids: set[str]
+        self, data: dict[str, Any], sites: Mapping[str, Site | None], root_ids: set[str]
     ) -> tuple[Phase, ...]:
         """The [[phase]] tables, in time order; each [[phase.rule]] checked like a [[rule]]."""
         raw_phases = data.get("phase", [])
@@ -786,7 +813,7 @@ class _ProfileBuilder:
         self,
         index: int,
         raw: Mapping[str, Any],
-        sites: dict[str, Site],
+        sites: Mapping[str, Site | None],
         root_ids: set[str],
         *,
         table: str = "rule",
@@ -873,6 +900,15 @@ class _ProfileBuilder:
                 if not value or len(value) > 200:
                     raise self.fail(
                         mline, "keyword must be 1..200 characters", "shorten the keyword"
+                    )
+                checked.append(value)
+            elif _is_ip_literal(value) and matcher == "domain":
+                # an IP-literal messaging endpoint, named by its real address
+                if value not in sites:
+                    raise self.fail(
+                        mline,
+                        f"'{value}' is no messaging endpoint of this profile's messaging_apps",
+                        "name a site, a messaging endpoint, or use ip = [...] for testbed addresses",
                     )
                 checked.append(value)
             else:
@@ -966,6 +1002,21 @@ class _ProfileBuilder:
             raise bad("location", "write an http:// URL")
         if "rate" in params and not RATE_RE.match(str(params["rate"])):
             raise bad("rate", "write a tc rate such as 128kbit or 1mbit")
+
+
+def _is_ip_literal(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def messaging_endpoint_names(apps: Sequence[str]) -> list[str]:
+    """The host names and IP literals of the apps' endpoints (what a rule may name)."""
+    from netvigil.experiments.im_endpoints import load_app
+
+    return list(dict.fromkeys(e.host for app in apps for e in load_app(app).endpoints))
 
 
 def _table_list(data: dict[str, Any], key: str) -> Sequence[Mapping[str, Any]]:

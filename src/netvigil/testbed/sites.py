@@ -132,6 +132,8 @@ class HttpServer:
     content: Content
     tls: TlsPicker | None = None
     limits: HttpLimits = field(default_factory=HttpLimits)
+    # Addresses that speak plain HTTP on a TLS listener's port (Telegram's data centres on 443).
+    plain_on_tls: Callable[[str], bool] | None = None
     _listeners: Listeners = field(default_factory=Listeners)
 
     @property
@@ -173,6 +175,8 @@ class HttpServer:
             if not self.content.accepts(local_ip):
                 _reset(writer)
                 return
+            if tls and self.plain_on_tls is not None and self.plain_on_tls(local_ip):
+                tls = False
             if tls:
                 assert self.tls is not None
                 context = self.tls(local_ip)
@@ -496,6 +500,9 @@ class SiteContent:
 
     def respond(self, request: HttpRequest) -> HttpReply:
         site, ip = self._site(request.local_ip), request.local_ip
+        if site.im_app and site.plain_on_443:
+            # a Telegram data centre: its nginx answers OONI's POST / with a 404 page
+            return self._page(site, ip, 404, _simple_page(404, "404 Not Found", "nginx/0.3.33"))
         if site.redirect_to:
             return self._redirect(site, ip, site.redirect_to)
         if site.status == 403:
@@ -565,6 +572,50 @@ class SiteTls:
             log.exception("no certificate for %s", other.domain)
 
 
+class _PortContent:
+    """The sites' content on a messaging endpoint's own port (WhatsApp's 5222): only the
+    endpoints reached on that port accept there."""
+
+    def __init__(self, content: SiteContent, port: int) -> None:
+        self.content, self.port = content, port
+
+    def accepts(self, local_ip: str) -> bool:
+        site = self.content.plan.site_at(local_ip)
+        return site is not None and self.port in site.extra_ports
+
+    def respond(self, request: HttpRequest) -> HttpReply:
+        return self.content.respond(request)
+
+    def error(self, local_ip: str, status: int) -> HttpReply:
+        return self.content.error(local_ip, status)
+
+
+def _plain_on_443(plan: Plan) -> Callable[[str], bool]:
+    def plain(local_ip: str) -> bool:
+        site = plan.site_at(local_ip)
+        return site is not None and site.plain_on_443
+
+    return plain
+
+
+async def start_extra_ports(
+    plan: Plan, hosts: str | Sequence[str] = "0.0.0.0", limits: HttpLimits | None = None
+) -> list[HttpServer]:
+    """Plain listeners on the messaging endpoints' own ports (what a TCP connect needs)."""
+    servers: list[HttpServer] = []
+    content = SiteContent(plan)
+    try:
+        for port in sorted({p for s in plan.sites for p in s.extra_ports}):
+            server = HttpServer(_PortContent(content, port), None, limits or HttpLimits())
+            servers.append(server)
+            await server.listen(hosts, port)
+    except BaseException:
+        for server in servers:
+            await server.stop()
+        raise
+    return servers
+
+
 async def start_site_server(
     plan: Plan,
     hosts: str | Sequence[str] = "0.0.0.0",
@@ -573,7 +624,9 @@ async def start_site_server(
     limits: HttpLimits | None = None,
 ) -> tuple[HttpServer, int, int]:
     """The sites server on explicit addresses: (server, http port, https port)."""
-    server = HttpServer(SiteContent(plan), SiteTls(plan), limits or HttpLimits())
+    server = HttpServer(
+        SiteContent(plan), SiteTls(plan), limits or HttpLimits(), plain_on_tls=_plain_on_443(plan)
+    )
     try:
         http_port = await server.listen(hosts, http_port)
         https_port = await server.listen(hosts, https_port, tls=True)
@@ -589,7 +642,13 @@ async def start_sites(plan: Plan) -> Stop:
     if down:
         log.info("not serving down site addresses: %s", ", ".join(down))
     server, _, _ = await start_site_server(plan)
-    return server.stop
+    extra = await start_extra_ports(plan)
+
+    async def stop() -> None:
+        for one in (server, *extra):
+            await one.stop()
+
+    return stop
 
 
 # --------------------------------------------------------------------------------------------

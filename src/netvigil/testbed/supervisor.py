@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from netvigil.testbed import pki, topology
+from netvigil.testbed import messaging, pki, topology
 from netvigil.testbed.plan import (
     CLOCK_FILE,
     HOSTS,
@@ -383,6 +383,7 @@ def publish(public_dir_fd: int | None, plan: Plan, state: Path, info: dict[str, 
 
     write(pki.WEBPKI_ROOT_FILE, (plan.pki_dir / pki.WEBPKI_ROOT_FILE).read_bytes())
     write("plan.json", plan.to_json().encode())
+    write(messaging.OVERRIDE_FILE, (state / messaging.OVERRIDE_FILE).read_bytes())
     for root in plan.national_roots:
         root_ca, _ = pki.national_ca(root)
         write(f"national-root-{root.id}.pem", pki.cert_pem(root_ca.cert))
@@ -425,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         mount_private_run(state)
         (state / "plan.json").write_text(plan.to_json())
         pki.build_testbed_pki(plan)
+        messaging.write_override(plan, state)
         # The network starts with the censor of the first phase (the plan itself without phases).
         build_network(plan.at(0.0), state)
         agents = start_agents(state)

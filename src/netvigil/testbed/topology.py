@@ -8,12 +8,15 @@ emulated ISP does.
 from __future__ import annotations
 
 from netvigil.testbed.plan import (
+    BOGUS_DEFAULT,
     CENSOR_CLIENT_IF,
     HOSTS,
+    INJECT_DEFAULT,
     LINKS,
     ROUTERS,
     ROUTES,
     SERVICE_ADDRS,
+    SERVICE_PORT,
     Plan,
 )
 
@@ -145,8 +148,11 @@ def censor_ruleset(plan: Plan) -> str:
     diverted = [a for a in plan.live_site_addresses if a not in blocked]
     # The middlebox sees a port only when a rule may act there (a censor with no SNI rules
     # has no reason to proxy TLS): other flows go through the kernel untouched and fast.
+    # Plain HTTP on 443 (Telegram's data centres) is HTTP to the DPI too.
+    plain_443 = any(s.plain_on_443 for s in plan.sites)
     ports = sorted(
-        ({443} if plan.rules_for("tls") else set()) | ({80} if plan.rules_for("http") else set())
+        ({443} if plan.rules_for("tls") or (plain_443 and plan.rules_for("http")) else set())
+        | ({80} if plan.rules_for("http") else set())
     )
     prerouting: list[str] = []
     if diverted and ports:
@@ -218,7 +224,11 @@ def _in_any(address: str, cidrs: list[str]) -> bool:
 
 
 def internet_ruleset(plan: Plan) -> str:
-    """A down site: its address exists but the kernel refuses every connection (RST)."""
+    """A down site: its address exists but the kernel refuses every connection (RST). So do the
+    addresses no site owns (the bogus and injected answers', the services' on other ports than
+    their own): the sites server listens on every address, and accepting there only to reset
+    would race the client's connect (refused or reset, by timing) — a wrong answer's port is
+    closed, deterministically."""
     down = [a for s in plan.sites if s.kind == "down" for a in s.addresses]
     lines = [
         "table inet netvigil_internet {",
@@ -226,6 +236,12 @@ def internet_ruleset(plan: Plan) -> str:
     ]
     if down:
         lines.append(f"    ip daddr {_set(down)} meta l4proto tcp reject with tcp reset")
+    nowhere = [a for a in SERVICE_ADDRS["internet"] if a in (BOGUS_DEFAULT, INJECT_DEFAULT)]
+    services = [a for a in SERVICE_ADDRS["internet"] if a not in nowhere]
+    lines.append(f"    ip daddr {_set(nowhere)} meta l4proto tcp reject with tcp reset")
+    lines.append(
+        f"    ip daddr {_set(services)} tcp dport != {{ 53, {SERVICE_PORT} }} reject with tcp reset"
+    )
     lines += ["  }", "}"]
     return "\n".join(lines) + "\n"
 

@@ -21,7 +21,9 @@ them. A row names its phase.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 from urllib.parse import urlsplit
 
 from netvigil.testbed.plan import Plan, RulePlan
@@ -211,3 +213,245 @@ def phase_truth(plan: Plan) -> list[tuple[str, float, list[TruthRow]]]:
 def truth_at(plan: Plan, url: str, offset: float) -> TruthRow:
     """The truth of `url` for a measurement made `offset` seconds after the testbed's start."""
     return url_truth(plan.at(offset), url)
+
+
+# ------------------------------------------------------------------------------------------------
+# Messaging apps (profile key messaging_apps): what the censor does to each endpoint, and the
+# OONI keys a faithful probe must then write.
+
+
+@dataclass(frozen=True)
+class EndpointTruth:
+    """One endpoint of a messaging app: how the plan treats it, and what the probe must see.
+
+    ``outcome`` is in the verdict vocabulary above (``ok``, ``down`` for an app the testbed
+    does not serve); ``failure`` / ``failed_operation`` are what OONI's urlgetter records
+    (None when the target succeeds: a blockpage served over plain HTTP is a success to OONI,
+    as is a TCP connect to a wrong address that accepts)."""
+
+    app: str
+    endpoint: str  # host:port (host for a DNS lookup), with the real name or IP literal
+    target: str  # OONI's input: tcpconnect://…, dnslookup://…, or the URL
+    kind: str
+    address: str  # where the testbed serves it ("" when it is not served)
+    outcome: str
+    blocked: bool
+    failure: str | None
+    failed_operation: str | None
+    rule: str
+    answer: str = ""  # the address the probe's resolver answers ("" when it fails)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class AppTruth:
+    app: str
+    test_name: str
+    endpoints: tuple[EndpointTruth, ...]
+    ooni_keys: dict[str, object]  # OONI's per-app keys a faithful probe writes
+    anomaly: bool  # OONI's summary: is any of the app's blocking keys set
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "app": self.app,
+            "test_name": self.test_name,
+            "anomaly": self.anomaly,
+            "ooni_keys": self.ooni_keys,
+            "endpoints": [e.to_dict() for e in self.endpoints],
+        }
+
+
+_REJECT_FAILURES = {
+    "tcp-reset": "connection_refused",
+    "icmp-admin-prohibited": "host_unreachable",
+    "icmp-host-unreachable": "host_unreachable",
+}
+_TLS_FAILURES = {
+    "tls-reset": "connection_reset",
+    "tls-timeout": "generic_timeout_error",
+    # The probe does not trust the national root. Go's verifier (OONI's probes) says
+    # ssl_unknown_authority; netvigil.net.tls (cryptography's verifier) stops earlier, at the
+    # forged leaf's missing authority key identifier, and says ssl_invalid_certificate.
+    "tls-intercept": "ssl_invalid_certificate",
+}
+
+
+def _wrong_address(plan: Plan, address: str, port: int, kind: str) -> tuple[str | None, str | None]:
+    """(failure, failed_operation) of a target sent to a wrong address by a DNS rule, as the
+    testbed behaves there (see topology.py and sites.py)."""
+    import ipaddress
+
+    from netvigil.testbed.plan import ISP_BLOCKPAGE, SERVICE_ADDRS
+
+    ip = ipaddress.ip_address(address)
+    if ip.is_loopback or ip.is_unspecified:
+        return "connection_refused", "connect"  # nothing listens in the client's namespace
+    if address == ISP_BLOCKPAGE:
+        if port not in (80, 443):
+            return "connection_refused", "connect"
+        if kind == "https":
+            # the ISP's self-signed certificate names blocked.isp.invalid: the name is checked
+            # first (as Go's verifier does it too)
+            return "ssl_invalid_hostname", "tls_handshake"
+        return None, None  # TCP accepted; plain HTTP gets the blockpage
+    site = plan.site_at(address)
+    if address in SERVICE_ADDRS["internet"]:
+        # `internet` refuses TCP to addresses no site owns (topology.internet_ruleset)
+        return "connection_refused", "connect"
+    if site is None:
+        return "generic_timeout_error", "connect"  # no host there: nothing ever answers
+    listening = {80, 443} | {p for s in plan.sites for p in s.extra_ports}
+    if port not in listening or site.kind == "down":
+        return "connection_refused", "connect"
+    if kind == "https":
+        return "ssl_invalid_hostname", "tls_handshake"  # another site's certificate
+    return None, None
+
+
+def _endpoint_truth(plan: Plan, app: str, endpoint: Any) -> EndpointTruth:
+    from netvigil.testbed.messaging import UNSERVED
+
+    site = plan.site(endpoint.host)
+    served = site is not None and site.im_app != "" and app in plan.messaging_apps
+    address = site.addresses[0] if served and site is not None else ""
+
+    def row(
+        outcome: str,
+        failure: str | None,
+        operation: str | None,
+        rule: str = "",
+        answer: str = "",
+    ) -> EndpointTruth:
+        return EndpointTruth(
+            app,
+            endpoint.name,
+            endpoint.target,
+            endpoint.kind,
+            address,
+            outcome,
+            _blocked(outcome),
+            failure,
+            operation,
+            rule,
+            answer,
+        )
+
+    if not served:
+        if endpoint.is_ip_literal:
+            failure, operation = _wrong_address(plan, UNSERVED, endpoint.port, endpoint.kind)
+            return row("down", failure, operation)
+        return row("down", "dns_nxdomain_error", "resolve")
+    answer = address
+    if not endpoint.is_ip_literal:
+        dns = _dns_rule(plan, endpoint.host)
+        if dns is not None:
+            outcome = DNS_OUTCOMES[dns.action]
+            if dns.action == "dns-nxdomain":
+                return row(outcome, "dns_nxdomain_error", "resolve", dns.id)
+            if dns.action == "dns-timeout":
+                return row(outcome, "generic_timeout_error", "resolve", dns.id)
+            wrong = _dns_answer(dns)
+            if endpoint.kind == "dns":
+                return row(outcome, None, None, dns.id, wrong)
+            failure, operation = _wrong_address(plan, wrong, endpoint.port, endpoint.kind)
+            return row(outcome, failure, operation, dns.id, wrong)
+    if endpoint.kind == "dns":
+        return row("ok", None, None, answer=answer)
+    ip_rule = plan.ip_rule(("ip-drop", "ip-reject"), address)
+    if ip_rule is not None:
+        if ip_rule.action == "ip-drop":
+            return row("tcp/timeout", "generic_timeout_error", "connect", ip_rule.id, answer)
+        how = str(ip_rule.params.get("reject_with", "tcp-reset"))
+        return row(REJECT_OUTCOMES[how], _REJECT_FAILURES[how], "connect", ip_rule.id, answer)
+    throttle = plan.ip_rule(("throttle",), address)
+    if endpoint.kind == "https":
+        tls = plan.first_rule(tuple(TLS_OUTCOMES), endpoint.host)
+        if tls is not None:
+            failure = _TLS_FAILURES[tls.action]
+            return row(TLS_OUTCOMES[tls.action], failure, "tls_handshake", tls.id, answer)
+    elif endpoint.kind == "http":
+        # the middlebox reads plain HTTP on 80 and on 443 (Telegram's data centres)
+        http = _http_rule(plan, endpoint.host, urlsplit(endpoint.url).path or "/")
+        if http is not None:
+            if http.action == "http-reset":
+                return row("http/reset", "connection_reset", "http_round_trip", http.id, answer)
+            return row(HTTP_OUTCOMES[http.action], None, None, http.id, answer)
+    if throttle is not None and endpoint.kind != "tcp":
+        return row("http/throttled", None, None, throttle.id, answer)
+    return row("ok", None, None, answer=answer)
+
+
+def _dns_answer(rule: RulePlan) -> str:
+    from netvigil.testbed.plan import (
+        BOGON_DEFAULT,
+        BOGUS_DEFAULT,
+        INJECT_DEFAULT,
+        ISP_BLOCKPAGE,
+    )
+
+    defaults = {
+        "dns-bogon": BOGON_DEFAULT,
+        "dns-bogus": BOGUS_DEFAULT,
+        "dns-inject": INJECT_DEFAULT,
+        "dns-blockpage": ISP_BLOCKPAGE,
+    }
+    return str(rule.params.get("answer", defaults[rule.action]))
+
+
+def app_truth(plan: Plan, app: str, rules: Sequence[RulePlan] | None = None) -> AppTruth:
+    """What the censor of ``plan`` (or of ``rules``, a phase's rule set, on the plan's
+    network) does to ``app``'s endpoints, and the OONI keys a faithful probe then writes."""
+    from netvigil.experiments.facebook_messenger import facebook_keys
+    from netvigil.experiments.im import TargetResult
+    from netvigil.experiments.im_endpoints import load_app
+    from netvigil.experiments.signal import signal_keys
+    from netvigil.experiments.telegram import telegram_keys
+    from netvigil.experiments.whatsapp import whatsapp_keys
+    from netvigil.net.dns import DNSResult
+
+    if rules is not None:
+        plan = replace(plan, rules=tuple(rules))
+    endpoints = load_app(app)
+    rows = tuple(_endpoint_truth(plan, app, e) for e in endpoints.endpoints)
+    results: list[TargetResult] = []
+    for endpoint, truth in zip(endpoints.endpoints, rows, strict=True):
+        result = TargetResult(endpoint, truth.failure, truth.failed_operation)
+        if truth.answer:
+            result.queries.append(
+                DNSResult(
+                    endpoint.host, "", "udp", "A", None, (truth.answer,), (), "NOERROR", (), 0, 0
+                )
+            )
+        results.append(result)
+    if app == "telegram":
+        keys = telegram_keys(results)
+        anomaly = bool(
+            keys["telegram_tcp_blocking"]
+            or keys["telegram_http_blocking"]
+            or keys["telegram_web_failure"] is not None
+        )
+    elif app == "whatsapp":
+        keys = whatsapp_keys(results)
+        anomaly = "blocked" in (
+            keys["registration_server_status"],
+            keys["whatsapp_web_status"],
+            keys["whatsapp_endpoints_status"],
+        )
+    elif app == "signal":
+        keys = signal_keys(results)
+        anomaly = keys["signal_backend_status"] == "blocked"
+    else:
+        from netvigil.experiments.im_endpoints import Overrides
+        from netvigil.testbed.messaging import facebook_prefixes
+
+        overrides = Overrides(asn_prefixes={app: facebook_prefixes(plan)})
+        keys = facebook_keys(results, load_app(app, overrides))
+        anomaly = bool(keys["facebook_dns_blocking"] or keys["facebook_tcp_blocking"])
+    return AppTruth(app, endpoints.test_name, rows, keys, anomaly)
+
+
+def messaging_truth(plan: Plan, rules: Sequence[RulePlan] | None = None) -> list[AppTruth]:
+    """``app_truth`` for every app of the profile's ``messaging_apps``."""
+    return [app_truth(plan, app, rules) for app in plan.messaging_apps]

@@ -299,6 +299,39 @@ class _Row(NamedTuple):
     probe: str
     test_name: str
     blocked: bool
+    # messaging-app tests: one (endpoint, kind, outcome, failure) per endpoint measured
+    endpoints: tuple[tuple[str, str, str, str], ...] = ()
+
+
+MAX_ENDPOINT_LINES = 40  # a messaging measurement lists at most this many endpoints
+ENDPOINT_LINE_WIDTH = 80
+
+
+def _endpoint_rows(verdict: Any) -> tuple[tuple[str, str, str, str], ...]:
+    found = verdict.evidence.get("endpoints") if isinstance(verdict.evidence, dict) else None
+    if not isinstance(found, list):
+        return ()
+    out = []
+    for e in found[:MAX_ENDPOINT_LINES]:
+        if isinstance(e, dict):
+            out.append(
+                (
+                    str(e.get("endpoint") or ""),
+                    str(e.get("kind") or ""),
+                    str(e.get("outcome") or ""),
+                    str(e.get("failure") or ""),
+                )
+            )
+    return tuple(out)
+
+
+def _endpoint_line(endpoint: tuple[str, str, str, str]) -> str:
+    """One endpoint under its measurement, at most 80 columns (untrusted text made visible)."""
+    name, kind, outcome, failure = (textsafe.visible(x, limit=60) for x in endpoint)
+    line = f"    {outcome:<16} {kind:<5} {name}"
+    if failure:
+        line += f"  ({failure})"
+    return line if len(line) <= ENDPOINT_LINE_WIDTH else line[: ENDPOINT_LINE_WIDTH - 1] + "…"
 
 
 def _decode(raw: bytes) -> tuple[Any, str, str]:
@@ -343,13 +376,15 @@ def _judge(item: Any, as_json: bool) -> _Result:
             _OK,
             _Row(
                 verdict.outcome,
-                verdict.input or "",
+                verdict.input
+                or (f"({verdict.test_name})" if "endpoints" in verdict.evidence else ""),
                 str(verdict.blocking),
                 str(verdict.accessible),
                 verdict.confidence,
                 f"{verdict.probe_cc or '?'} {verdict.probe_asn or ''}".strip(),
                 verdict.test_name or "?",
                 verdict.blocked,
+                _endpoint_rows(verdict),
             ),
         )
     except Exception as exc:  # a bug must cost one measurement, not the rest
@@ -594,6 +629,13 @@ class _Output:
             f"{textsafe.visible(row.probe):<12} {textsafe.visible(row.input, limit=None)}"
         )
         self.out.write(line + "\n")
+        if row.endpoints:
+            # the endpoints that did not answer, one line each; the rest counted (--json: all)
+            fine = sum(1 for e in row.endpoints if e[2] == "ok")
+            for endpoint in row.endpoints:
+                if endpoint[2] != "ok":
+                    self.out.write(_endpoint_line(endpoint) + "\n")
+            self.out.write(f"    {fine} of {len(row.endpoints)} endpoint(s) ok\n")
 
     def _totals_by_test(self, write: Any) -> None:
         """Counts by test and outcome, the most frequent first; the tests netvigil does not

@@ -14,8 +14,15 @@ from netvigil.verdict import _read as r
 from netvigil.verdict._view import Control, Exchange, Handshake, View, late_addrs, parse
 from netvigil.verdict.certs import describe_chain
 from netvigil.verdict.fingerprints import Fingerprints, Match, load_fingerprints
+from netvigil.verdict.im import analyze_im
 from netvigil.verdict.interception import MAX_CHAIN, describe_interception
-from netvigil.verdict.model import NOT_BLOCKED, OONI_DIFFERS, Verdict, pair_allowed
+from netvigil.verdict.model import (
+    IM_TEST_NAMES,
+    NOT_BLOCKED,
+    OONI_DIFFERS,
+    Verdict,
+    pair_allowed,
+)
 from netvigil.verdict.ooni import (
     CERT_FAILURES,
     NXDOMAIN_FAILURES,
@@ -63,16 +70,19 @@ def analyze(measurement: Mapping[str, Any], fingerprints: Fingerprints | None = 
     """The verdict for one OONI-format measurement (any web_connectivity version, or ours)."""
     m = measurement if isinstance(measurement, Mapping) else {}
     fps = fingerprints if fingerprints is not None else load_fingerprints()
-    view = parse(m)
+    test_name = r.s(m.get("test_name"))
     envelope = {
         "input": r.s(m.get("input")),
         "report_id": r.s(m.get("report_id")),
         "measurement_uid": r.s(m.get("measurement_uid")),
-        "test_name": view.test_name,
+        "test_name": test_name,
         "probe_cc": r.s(m.get("probe_cc")),
         "probe_asn": r.s(m.get("probe_asn")),
         "measurement_start_time": r.s(m.get("measurement_start_time")),
     }
+    if test_name in IM_TEST_NAMES:
+        return analyze_im(m, envelope)
+    view = parse(m)
     if view.test_name != "web_connectivity":
         return Verdict(
             **envelope,

@@ -56,6 +56,19 @@ ALLOWED_PAIRS: dict[str, frozenset[Blocking]] = {
     "http/": frozenset({"http-failure"}),  # reset, timeout, failure, throttled
 }
 
+# Messaging-app tests (telegram, whatsapp, signal, facebook_messenger): OONI's verdict is one
+# anomaly flag, so ``blocking`` is that flag as OONI Explorer sets it (True/False; None where
+# Explorer marks the measurement failed). docs/verdict.md, "Messaging apps".
+IM_TEST_NAMES = frozenset({"telegram", "whatsapp", "signal", "facebook_messenger"})
+ALLOWED_IM_PAIRS: dict[str, frozenset[Blocking]] = {
+    "ok": frozenset({False}),
+    "unknown": frozenset({None}),
+    "dns/": frozenset({True}),
+    "tcp/": frozenset({True}),
+    "tls/": frozenset({True}),
+    "http/": frozenset({True}),
+}
+
 # Where OONI's own logic forces another pair, the verdict keeps its outcome and says why in
 # ``evidence["ooni_differs"]`` = {"case": <one of these>, "reason": ..., "ooni_rule": ...}.
 OONI_DIFFERS = {
@@ -77,25 +90,37 @@ OONI_DIFFERS = {
     "slow-for-everyone": "OONI counts the probe's timed-out fetch as http-failure; the "
     "control's fetch was as slow (or timed out too) while bytes kept flowing: the site is slow "
     "for everyone, not throttled on this network",
+    "im-threshold": "OONI Explorer's score for this app stays under its anomaly threshold "
+    "(e.g. one Facebook indicator, or a minority of Telegram's connects failed); netvigil names "
+    "the endpoints the app needs that failed",
+    "im-not-network": "OONI flags an answer it did not expect (status code, redirect, page "
+    "title) or counts a minority of failed connects; every endpoint the app needs answered",
+    "im-empty": "OONI Explorer's score counts a test that measured nothing (no connect, no "
+    "request) as failed (Telegram: 0.5 for no connects plus 0.5 for no requests)",
+    "im-unverifiable": "OONI's legacy probe judged the DNS answers against its own list of "
+    "the app's networks, which the measurement does not carry; the answers are no bogons, so "
+    "netvigil cannot confirm them either way",
     "probe-error": "OONI counted a failure of the probe's own software (an unknown_failure, "
     "not a network error) as blocking; nothing was measured to judge",
 }
 
 
-def allowed_blockings(outcome: str) -> frozenset[Blocking]:
-    """The ``blocking`` values the outcome allows (ALLOWED_PAIRS; the longest key wins)."""
+def allowed_blockings(outcome: str, test_name: str | None = None) -> frozenset[Blocking]:
+    """The ``blocking`` values the outcome allows (ALLOWED_PAIRS, or ALLOWED_IM_PAIRS for a
+    messaging-app test; the longest key wins)."""
+    table = ALLOWED_IM_PAIRS if test_name in IM_TEST_NAMES else ALLOWED_PAIRS
     base = outcome.split(":", 1)[0]
-    found = ALLOWED_PAIRS.get(base)
+    found = table.get(base)
     if found is not None:
         return found
     stage = base.split("/", 1)[0] + "/" if "/" in base else ""
-    return ALLOWED_PAIRS.get(stage, frozenset())
+    return table.get(stage, frozenset())
 
 
-def pair_allowed(outcome: str, blocking: Blocking) -> bool:
+def pair_allowed(outcome: str, blocking: Blocking, test_name: str | None = None) -> bool:
     if blocking is not None and type(blocking) is not bool and type(blocking) is not str:
         return False  # 0 == False: only the very values OONI writes
-    return blocking in allowed_blockings(outcome)
+    return blocking in allowed_blockings(outcome, test_name)
 
 
 @dataclass(frozen=True)
