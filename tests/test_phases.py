@@ -17,7 +17,7 @@ from netvigil.testbed.dns_servers import injection_for, isp_answers
 from netvigil.testbed.middlebox import HttpRequest, http_rule, tls_rule
 from netvigil.testbed.plan import CLOCK_FILE, Plan, make_plan
 from netvigil.testbed.profile import ProfileError, load_profile, offset_seconds, parse_profile
-from netvigil.testbed.truth import ground_truth, phase_truth, truth_at
+from netvigil.testbed.truth import ground_truth, messaging_truth, phase_truth, truth_at
 
 PHASED = """
 name = "phased"
@@ -302,13 +302,20 @@ def test_kz_2022_january_tells_the_story() -> None:
     assert story[0][1] == {"ok"}
     messaging = kz.at(kz.phases[1].start_seconds)
     blocked = {r.domain for r in ground_truth(messaging) if r.blocked}
-    assert blocked == {
-        "web.whatsapp.com",
-        "www.whatsapp.com",
-        "web.telegram.org",
-        "telegram.org",
-        "signal.org",
+    # the apps' websites (the web suite)...
+    assert blocked == {"www.whatsapp.com", "telegram.org", "signal.org"}
+    # ...and the apps themselves (their endpoints, the messaging suite): all but Messenger
+    apps = {t.app: t.anomaly for t in messaging_truth(messaging)}
+    assert apps == {
+        "whatsapp": True,
+        "telegram": True,
+        "signal": True,
+        "facebook_messenger": False,
     }
+    assert not any(messaging_truth(kz.at(0)) and t.anomaly for t in messaging_truth(kz.at(0)))
+    off = messaging_truth(kz.at(kz.phases[2].start_seconds))
+    assert {e.outcome for t in off for e in t.endpoints} == {"network/offline"}
+    assert not any(e.blocked for t in off for e in t.endpoints)
     assert story[2][1] == {"network/offline"} and kz.phases[2].shutdown
     windows = [p for p in kz.phases if p.name.startswith("window")]
     assert windows and all(

@@ -338,6 +338,12 @@ def _endpoint_truth(plan: Plan, app: str, endpoint: Any) -> EndpointTruth:
             answer,
         )
 
+    if plan.shutdown:
+        # A shutdown phase: the subscriber reaches nothing, the resolver included. What the
+        # probe records is a timeout at its first step; no endpoint is singled out.
+        if endpoint.is_ip_literal:
+            return row(OFFLINE, "generic_timeout_error", "connect")
+        return row(OFFLINE, "generic_timeout_error", "resolve")
     if not served:
         if endpoint.is_ip_literal:
             failure, operation = _wrong_address(plan, UNSERVED, endpoint.port, endpoint.kind)
