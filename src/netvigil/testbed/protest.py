@@ -54,20 +54,56 @@ def round_urls(plan: Plan) -> list[str]:
     return [row.url for row in ground_truth(plan)]
 
 
-async def measure_round(urls: list[str], timeout: float) -> tuple[str, list[dict[str, Any]]]:
-    """One round of the web suite (its own report id); (report id, measurements)."""
+def suite_inputs(plan: Plan, suite: str) -> tuple[list[str], tuple[str, ...]]:
+    """(URLs, messaging apps) a round of `suite` measures: the profile's URLs for web, the
+    apps its testbed serves (messaging_apps) for im, both for all."""
+    urls = round_urls(plan) if suite in ("web", "all") else []
+    apps = tuple(plan.messaging_apps) if suite in ("im", "all") else ()
+    return urls, apps
+
+
+async def measure_round(
+    urls: list[str], timeout: float, apps: tuple[str, ...] = ()
+) -> tuple[str, list[dict[str, Any]]]:
+    """One round: the URLs (web_connectivity) and the messaging `apps` (``measure --suite
+    all``), at once and under one report id; (report id, measurements)."""
     from netvigil.experiments.web_connectivity import WebConnectivity
     from netvigil.measure import run_measurements, testbed_config
 
-    experiment = WebConnectivity(testbed_config(timeout=timeout))
+    config = testbed_config(timeout=timeout)
+    experiment = WebConnectivity(config)
     collected: list[dict[str, Any]] = []
+
+    async def web() -> None:
+        if urls:
+            # Both URLs of a site at once: in a shutdown every URL waits for its timeouts, and
+            # a round must fit its slot for the outbox to be tried while the network is off.
+            await run_measurements(
+                experiment, urls, concurrency=100, per_host=2, collected=collected
+            )
+
+    async def im() -> None:
+        if apps:
+            collected.extend(await measure_apps(config, experiment.report_id, apps))
+
     try:
-        # Both URLs of a site at once: in a shutdown every URL waits for its timeouts, and a
-        # round must fit its slot for the outbox to be tried while the network is still off.
-        await run_measurements(experiment, urls, concurrency=100, per_host=2, collected=collected)
+        await asyncio.gather(web(), im())  # at once: in a shutdown each waits its timeouts
     finally:
         experiment.close()  # its verdict thread
     return experiment.report_id, collected
+
+
+async def measure_apps(config: Any, report_id: str, apps: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Every messaging app the testbed serves (the testbed's endpoint map is mandatory)."""
+    from netvigil.experiments.im_suite import measure_app
+    from netvigil.measure_im import im_overrides
+
+    overrides = im_overrides(config)
+    return list(
+        await asyncio.gather(
+            *(measure_app(app, config, overrides, report_id=report_id) for app in apps)
+        )
+    )
 
 
 async def upload_pending(outbox_dir: Path, collector: str, budget: float) -> tuple[int, int]:
@@ -97,12 +133,13 @@ async def run_rounds(
     until: float,
     timeout: float,
     say: Any,
+    suite: str = "all",
 ) -> list[RoundResult]:
     """Rounds at offsets 0, every, 2·every, … until `until` seconds after the testbed's start;
     a round that overruns its slot skips to the next free one."""
     from netvigil.upload.cli import queue_measurements
 
-    urls = round_urls(plan)
+    urls, apps = suite_inputs(plan, suite)
     results: list[RoundResult] = []
     slot = 0
     while True:
@@ -115,7 +152,7 @@ async def run_rounds(
         began = time.monotonic()
         offset = plan.offset()
         phase = plan.at(offset).phase
-        report_id, measurements = await measure_round(urls, timeout)
+        report_id, measurements = await measure_round(urls, timeout, apps)
         queue_measurements(measurements, outbox_dir)
         left = max(1.0, (slot + 1) * every - plan.offset() - 0.5)
         sent, pending = await upload_pending(outbox_dir, collector, left)
@@ -158,6 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tail", type=float, default=DEFAULT_TAIL)
     parser.add_argument("--timeout", type=float, default=PROBE_TIMEOUT)
     parser.add_argument(
+        "--suite",
+        choices=("web", "im", "all"),
+        default="all",
+        help="what each round measures (as measure --suite): web, im (the messaging apps), all",
+    )
+    parser.add_argument(
         "--once",
         metavar="FILE",
         help="measure one round now and write its measurements (OONI JSONL) to FILE (tests)",
@@ -174,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"profile {plan.profile} has no phases: use netvigil testbed demo", file=sys.stderr)
         return 2
     if args.once:
-        _rid, measurements = asyncio.run(measure_round(round_urls(plan), args.timeout))
+        urls, apps = suite_inputs(plan, args.suite)
+        _rid, measurements = asyncio.run(measure_round(urls, args.timeout, apps))
         with open(args.once, "w", encoding="utf-8") as handle:
             for measurement in measurements:
                 handle.write(json.dumps(measurement, separators=(",", ":")) + "\n")
@@ -211,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             until=until,
             timeout=args.timeout,
             say=lambda r: console.print(textsafe.text("  " + round_line(r))),
+            suite=args.suite,
         )
     )
     # Whatever is still waiting goes now that the network is back.
