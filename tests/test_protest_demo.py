@@ -1,4 +1,4 @@
-"""The protest-day demo end to end, on a short phased profile (about 80 s): a probe every few
+"""The protest-day demo end to end, on a short phased profile (about 100 s): a probe every few
 seconds inside `client`, its measurements through the outbox to the collector (waiting there
 during the shutdown), the pipeline over the collector's log, and a report whose timeline has the
 messaging onset first, then the shutdown, then restoration."""
@@ -47,7 +47,7 @@ shutdown = true
 
 [[phase]]
 name = "restored"
-start = "52s"
+start = "77s"
 """
 
 

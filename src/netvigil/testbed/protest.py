@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -177,6 +178,66 @@ async def run_rounds(
     return results
 
 
+def run_scheduled(
+    plan: Plan,
+    outbox_dir: Path,
+    collector: str,
+    *,
+    every: float,
+    until: float,
+    timeout: float,
+    say: Any,
+    suite: str = "all",
+    state: Path | None = None,
+    note: Callable[[str], None] | None = None,
+) -> list[RoundResult]:
+    """The same rounds through ``netvigil schedule``'s own loop (``schedule.run_loop``): each
+    run measures the suite with ``netvigil measure`` (its network checks included), queues the
+    measurements in the outbox and uploads what is pending when the collector answers; its
+    history record becomes the round's line."""
+    from netvigil.schedule import Settings, run_loop
+
+    urls, apps = suite_inputs(plan, suite)
+    settings = Settings(
+        # measure --suite im|all measures every app: only where the testbed serves them
+        suite=suite if apps else "web",
+        urls=tuple(urls),
+        upload=collector,
+        outbox=str(outbox_dir),
+        upload_timeout=UPLOAD_TIMEOUT,
+        timeout=timeout,
+        concurrency=100,
+    )
+    results: list[RoundResult] = []
+
+    def on_run(record: dict[str, Any]) -> None:
+        seconds = float(record.get("seconds") or 0.0)
+        offset = max(0.0, plan.offset() - seconds)  # the run began `seconds` ago
+        upload = record.get("upload") if isinstance(record.get("upload"), dict) else {}
+        assert isinstance(upload, dict)
+        outcomes = record.get("outcomes") if isinstance(record.get("outcomes"), dict) else {}
+        assert isinstance(outcomes, dict)
+        result = RoundResult(
+            len(results),
+            round(offset, 3),
+            plan.at(offset).phase,
+            "",  # measure makes one report id per run; the report places rows by time
+            int(record.get("measurements") or 0),
+            {str(k).split(":", 1)[0]: int(v) for k, v in outcomes.items()},
+            int(upload.get("sent") or 0) + int(upload.get("duplicates") or 0),
+            int(record.get("outbox_pending") or 0),
+            round(seconds, 3),
+        )
+        if record.get("error") and note is not None:
+            note(f"round {result.index + 1}: {str(record['error'])[:200]}")
+        results.append(result)
+        say(result)
+
+    count = int(max(0.0, until - plan.offset()) // every) + 1
+    run_loop(settings, every=every, count=count, on_run=on_run, state=state)
+    return results
+
+
 def round_line(result: RoundResult) -> str:
     shown = ", ".join(
         f"{k} {v}" for k, v in sorted(result.outcomes.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -199,6 +260,13 @@ def main(argv: list[str] | None = None) -> int:
         choices=("web", "im", "all"),
         default="all",
         help="what each round measures (as measure --suite): web, im (the messaging apps), all",
+    )
+    parser.add_argument(
+        "--scheduler",
+        choices=("schedule", "rounds"),
+        default="schedule",
+        help="schedule: netvigil schedule's loop (run_loop), as a user's timer runs it; "
+        "rounds: this module's own rounds (both URLs of a site at once, apps alongside)",
     )
     parser.add_argument(
         "--once",
@@ -246,18 +314,36 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     outbox_dir = Path(state) / "outbox"
-    results = asyncio.run(
-        run_rounds(
+
+    def say(result: RoundResult) -> None:
+        console.print(textsafe.text("  " + round_line(result)))
+
+    if args.scheduler == "schedule":
+        results = run_scheduled(
             plan,
             outbox_dir,
             collector,
             every=every,
             until=until,
             timeout=args.timeout,
-            say=lambda r: console.print(textsafe.text("  " + round_line(r))),
+            say=say,
             suite=args.suite,
+            state=Path(state) / "schedule",
+            note=lambda line: console.print(textsafe.text("  " + line, "yellow")),
         )
-    )
+    else:
+        results = asyncio.run(
+            run_rounds(
+                plan,
+                outbox_dir,
+                collector,
+                every=every,
+                until=until,
+                timeout=args.timeout,
+                say=say,
+                suite=args.suite,
+            )
+        )
     # Whatever is still waiting goes now that the network is back.
     sent, pending = asyncio.run(upload_pending(outbox_dir, collector, 30.0))
     console.print(
