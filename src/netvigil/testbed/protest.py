@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -233,8 +234,16 @@ def run_scheduled(
         results.append(result)
         say(result)
 
-    count = int(max(0.0, until - plan.offset()) // every) + 1
-    run_loop(settings, every=every, count=count, on_run=on_run, state=state)
+    # Runs until the clock passes `until` (a run in a shutdown waits out its timeouts, so a
+    # count of runs would not say when the loop ends).
+    stop = threading.Event()
+
+    def on_run_until(record: dict[str, Any]) -> None:
+        on_run(record)
+        if plan.offset() + every > until:
+            stop.set()
+
+    run_loop(settings, every=every, count=None, stop=stop, on_run=on_run_until, state=state)
     return results
 
 
