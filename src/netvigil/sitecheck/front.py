@@ -17,14 +17,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import datetime
 import socket
 import ssl
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from netvigil.sitecheck.clienthello import ClientHello, ParseFailure, parse_client_hello
+from netvigil.sitecheck.logs import truncate_address
 from netvigil.sitecheck.reference import ReferenceDB
 from netvigil.sitecheck.verdict import Verdict, judge
 
@@ -126,6 +129,26 @@ def verdict_headers(hello: ClientHello, verdict: Verdict, raw_hello: bytes) -> l
     return [f"X-Netvigil-TLS-{name}: {clean(value)}".encode() for name, value in lines if value]
 
 
+def log_record(
+    hello: ClientHello, verdict: Verdict, raw_hello: bytes, user_agent: str, peer: str
+) -> dict[str, object]:
+    """One connection as the front's ``--log`` keeps it: a JSON object that ``netvigil
+    sitecheck logs`` reads back (``client_hello`` hex, ``user_agent``, ``time``, ``client_ip``).
+
+    The client's address is kept only as its network: ``client_ip`` is the first address of
+    its /24 (IPv4) or /48 (IPv6), so the log mode finds the same prefix and nothing more.
+    """
+    prefix = truncate_address(peer)
+    return {
+        "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "client_ip": prefix.split("/", 1)[0] if prefix else "",
+        "sni": hello.sni or "",
+        "user_agent": user_agent,
+        "client_hello": raw_hello[: hello.length].hex(),
+        **verdict.to_json(),
+    }
+
+
 def _split_head(head: bytes) -> tuple[bytes, list[bytes]]:
     lines = head.split(b"\r\n")
     return lines[0], [line for line in lines[1:] if line]
@@ -142,8 +165,10 @@ class Front:
         db: ReferenceDB | None = None,
         limits: Limits | None = None,
         fingerprint: bool = True,
+        on_record: Callable[[dict[str, object]], None] | None = None,
     ) -> None:
-        """``fingerprint=False`` makes a plain TLS-terminating proxy (the benchmark's baseline)."""
+        """``fingerprint=False`` makes a plain TLS-terminating proxy (the benchmark's baseline);
+        ``on_record`` is given each judged connection's ``log_record`` (``--log``)."""
         target = urlsplit(upstream)
         if target.scheme != "http" or not target.hostname:
             raise ValueError("upstream must be http://HOST:PORT")
@@ -154,6 +179,7 @@ class Front:
         self.limits = limits or Limits()
         self.stats = FrontStats()
         self.fingerprint = fingerprint
+        self.on_record = on_record
         self._sock: socket.socket | None = None
         self._task: asyncio.Task[None] | None = None
         self._slots = asyncio.Semaphore(self.limits.max_connections)
@@ -186,8 +212,10 @@ class Front:
         if self._sock is not None:
             self._sock.close()
 
-    async def serve(self) -> None:
+    async def serve(self, on_listening: Callable[[], None] | None = None) -> None:
         await self.start()
+        if on_listening is not None:
+            on_listening()
         assert self._task is not None
         await self._task
 
@@ -283,6 +311,10 @@ class Front:
             added = verdict_headers(hello, verdict, raw)
             self.stats.judge_seconds += time.perf_counter() - started
             self.stats.verdicts[verdict.verdict] += 1
+            if self.on_record is not None:
+                peer = writer.get_extra_info("peername")
+                address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+                self.on_record(log_record(hello, verdict, raw, user_agent, address))
         upstream_head = b"\r\n".join([request_line, *kept, *added, b"Connection: close"])
         up_reader, up_writer = await asyncio.wait_for(
             asyncio.open_connection(*self.upstream), self.limits.head_timeout
