@@ -85,6 +85,7 @@ class Visit:
     status: str = "ok"  # ok, timeout, not-installed, error: ...
     page_title: str = ""
     records: list[dict[str, Any]] = field(default_factory=list)
+    tls: dict[str, Any] = field(default_factory=dict)  # what Chromium negotiated (NetLog)
 
     @property
     def verdicts(self) -> list[str]:
@@ -118,6 +119,8 @@ class Visit:
             "best_match": matches,
             "user_agents": sorted({str(r.get("user_agent", "")) for r in self.records}),
             "ja4": sorted({str(r.get("ja4", "")) for r in self.records}),
+            "front_client_hellos": [str(r.get("client_hello", "")) for r in self.records],
+            "tls": self.tls,
         }
 
 
@@ -480,10 +483,50 @@ def visit(
     result.status = status
     if browser == "chromium":
         result.page_title = page_title(out)
+        if netlog is not None:
+            result.tls = netlog_summary(netlog)
     if front is not None:
         time.sleep(SETTLE)
         result.records = front.records()[before:]
     return result
+
+
+NETLOG_LIMIT = 64 << 20
+
+
+def netlog_summary(path: Path) -> dict[str, Any]:
+    """What Chromium's NetLog says it sent and negotiated: every ClientHello (the handshake
+    message, hex), each connection's version, cipher suite, key-exchange group, ALPN and the
+    server's signature algorithm, and the SHA-256 of every certificate chain received."""
+    import base64
+    import hashlib
+    import ssl
+
+    try:
+        with path.open("rb") as handle:
+            data = json.loads(handle.read(NETLOG_LIMIT))
+    except (OSError, ValueError) as exc:
+        return {"error": f"NetLog unreadable: {exc}"}
+    names = {v: k for k, v in data.get("constants", {}).get("logEventTypes", {}).items()}
+    hellos: list[str] = []
+    sessions: list[dict[str, Any]] = []
+    chains: list[list[str]] = []
+    for event in data.get("events", []):
+        kind = names.get(event.get("type"))
+        params = event.get("params") or {}
+        if kind == "SSL_HANDSHAKE_MESSAGE_SENT" and params.get("type") == 1:
+            hellos.append(base64.b64decode(params.get("bytes", "")).hex())
+        elif kind == "SSL_CONNECT" and "cipher_suite" in params:
+            keys = ("version", "cipher_suite", "key_exchange_group", "next_proto")
+            sessions.append({k: params.get(k) for k in (*keys, "peer_signature_algorithm")})
+        elif kind == "SSL_CERTIFICATES_RECEIVED":
+            chains.append(
+                [
+                    hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
+                    for pem in params.get("certificates", [])
+                ]
+            )
+    return {"client_hellos": hellos, "sessions": sessions, "certificate_chains": chains}
 
 
 # -- the report -------------------------------------------------------------------------------
