@@ -1,5 +1,5 @@
 # The two commands of the README: `make demo` and `make test`. Both set up a fresh machine first.
-.PHONY: setup demo test lint bench explore
+.PHONY: setup demo demo-sitecheck test lint bench explore
 
 setup:
 	./scripts/setup.sh
@@ -26,6 +26,13 @@ demo: setup
 	.venv/bin/netvigil report $(DEMO)/pipeline --cc KZ --until 2022-01-16 --html $(DEMO)/report.html \
 	  --title "Kazakhstan, 27 December 2021 - 16 January 2022 (generated from real and testbed measurements)"
 	@echo "Browse it: make explore  (netvigil explorer $(DEMO)/pipeline, at http://127.0.0.1:8080/)"
+
+# Site-side detection with real browsers: headless Chromium and Firefox ESR in the testbed's
+# client visit sites served behind `netvigil sitecheck front`, on the intercepting network and on
+# a clean one; each visit's verdict is printed next to what the censor did (~1 min).
+demo-sitecheck: setup
+	.venv/bin/netvigil testbed browse -p kz-2019-interception --browser chromium,firefox
+	.venv/bin/netvigil testbed browse -p clean --browser chromium,firefox
 
 # The explorer on the demo's output (run `make demo` first): http://127.0.0.1:8080/
 explore: setup

@@ -590,6 +590,57 @@ def print_report(visits: Sequence[Visit], summary: dict[str, Any]) -> None:
     )
 
 
+def run_visits(
+    plan: Plan,
+    urls: Sequence[str],
+    browsers: Sequence[str],
+    front: bool = True,
+    netlog_dir: Path | None = None,
+) -> list[Visit]:
+    """Each browser visits each URL, one site at a time behind its front (a few processes
+    whatever the number of sites). Run inside `client`. ValueError: a URL the profile does
+    not serve over https."""
+    sites: list[SitePlan] = []
+    for url in urls:
+        host = (urlsplit(url).hostname or "").lower()
+        site = plan.site(host)
+        if site is None or urlsplit(url).scheme != "https":
+            raise ValueError(f"not an https URL of a site of this profile: {url}")
+        if site not in sites:
+            sites.append(site)
+    write_national_roots(plan)
+    roots = trusted_roots(plan)
+    programs: dict[str, tuple[str, str]] = {}
+    for browser in browsers:
+        program = browser_program(browser)
+        if program is None:
+            print(f"{browser}: not installed, skipped", file=sys.stderr)
+            continue
+        programs[browser] = (program, browser_version(program))
+    visits: list[Visit] = []
+    work = Path(tempfile.mkdtemp(prefix="nv-browse-"))
+    try:
+        for site in sites:
+            with fronted(plan, [site] if front else [], work) as fronts:
+                for browser, (program, version) in programs.items():
+                    for url in urls:
+                        host = (urlsplit(url).hostname or "").lower()
+                        if host != site.domain:
+                            continue
+                        netlog = None
+                        if netlog_dir is not None and browser == "chromium":
+                            netlog_dir.mkdir(parents=True, exist_ok=True)
+                            netlog = netlog_dir / f"{len(visits)}-{host}.json"
+                        home = work / "home"
+                        found = fronts.get(host)
+                        visits.append(
+                            visit(browser, program, version, url, plan, found, home, roots, netlog)
+                        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return visits
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="netvigil.testbed.browse")
     parser.add_argument("--browser", default="chromium,firefox")
@@ -612,57 +663,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     urls = args.urls or (all_urls(plan) if args.all else default_urls(plan))
-    sites: list[SitePlan] = []
-    for url in urls:
-        host = (urlsplit(url).hostname or "").lower()
-        site = plan.site(host)
-        if site is None or urlsplit(url).scheme != "https":
-            print(
-                textsafe.visible(f"not an https URL of a site of this profile: {url}"),
-                file=sys.stderr,
-            )
-            return 2
-        if site not in sites:
-            sites.append(site)
-    write_national_roots(plan)
-    roots = trusted_roots(plan)
-    programs: dict[str, tuple[str, str]] = {}
-    for browser in browsers:
-        program = browser_program(browser)
-        if program is None:
-            print(f"{browser}: not installed, skipped", file=sys.stderr)
-            continue
-        programs[browser] = (program, browser_version(program))
-    visits: list[Visit] = []
-    work = Path(tempfile.mkdtemp(prefix="nv-browse-"))
     try:
-        # One site at a time behind its front: a few processes, whatever the number of sites.
-        for site in sites:
-            with fronted(plan, [] if args.no_front else [site], work) as fronts:
-                for browser, (program, version) in programs.items():
-                    for url in urls:
-                        host = (urlsplit(url).hostname or "").lower()
-                        if host != site.domain:
-                            continue
-                        netlog = None
-                        if args.netlog_dir is not None and browser == "chromium":
-                            args.netlog_dir.mkdir(parents=True, exist_ok=True)
-                            netlog = args.netlog_dir / f"{len(visits)}-{host}.json"
-                        visits.append(
-                            visit(
-                                browser,
-                                program,
-                                version,
-                                url,
-                                plan,
-                                fronts.get(host),
-                                work / "home",
-                                roots,
-                                netlog,
-                            )
-                        )
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        visits = run_visits(
+            plan, urls, browsers, front=not args.no_front, netlog_dir=args.netlog_dir
+        )
+    except ValueError as exc:
+        print(textsafe.visible(str(exc)), file=sys.stderr)
+        return 2
     summary = score(visits)
     if args.json:
         for v in visits:
