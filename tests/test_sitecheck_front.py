@@ -156,10 +156,15 @@ def test_front_peeks_without_altering_and_adds_headers(certificate: tuple[str, s
     _run(scenario)
 
 
-def test_front_survives_garbage_and_silence(certificate: tuple[str, str]) -> None:
+@pytest.mark.parametrize("defer_accept", [0, 5])
+def test_front_survives_garbage_and_silence(
+    certificate: tuple[str, str], defer_accept: int
+) -> None:
     async def scenario() -> None:
         upstream, upstream_port = await _echo_upstream()
-        limits = Limits(hello_timeout=0.5, handshake_timeout=1.0, head_timeout=1.0)
+        limits = Limits(
+            hello_timeout=0.5, handshake_timeout=1.0, head_timeout=1.0, defer_accept=defer_accept
+        )
         front = Front(
             ("127.0.0.1", 0),
             server_context(*certificate),
@@ -182,9 +187,12 @@ def test_front_survives_garbage_and_silence(certificate: tuple[str, str]) -> Non
         finally:
             await front.close()
             upstream.close()
-        assert front.stats.connections == 3
+        # The silent client is held by the kernel (TCP_DEFER_ACCEPT) until it sends or the
+        # defer period ends; if it was handed over, it timed out like the truncated hello.
+        assert front.stats.connections in ((2, 3) if defer_accept else (3,))
         assert front.stats.failures["not a TLS handshake record"] == 1
-        assert front.stats.failures["timed out waiting for the ClientHello"] == 2
+        timed_out = front.stats.failures["timed out waiting for the ClientHello"]
+        assert timed_out == front.stats.connections - 1
 
     _run(scenario)
 
