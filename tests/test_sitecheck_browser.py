@@ -82,6 +82,17 @@ def test_dnat_puts_the_front_on_the_sites_address() -> None:
     assert "type nat hook prerouting" in text
 
 
+def test_browse_refuses_urls_the_profile_does_not_serve(monkeypatch: pytest.MonkeyPatch) -> None:
+    from netvigil.testbed import browse as role
+
+    plan = make_plan(load_profile("clean"))
+    for url in ("https://not-a-site.example/", "http://www.bbc.com/"):
+        with pytest.raises(ValueError, match="not an https URL of a site"):
+            role.run_visits(plan, [url], ["chromium"])
+    monkeypatch.delenv("NETVIGIL_TESTBED_STATE", raising=False)
+    assert role.main(["https://www.bbc.com/"]) == 2  # outside a testbed: a usage error
+
+
 # -- in the testbed -------------------------------------------------------------------------
 
 

@@ -670,6 +670,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(textsafe.visible(str(exc)), file=sys.stderr)
         return 2
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        # A front that would not start, a certificate store certutil refused: one line.
+        print(textsafe.visible(f"netvigil testbed browse: {exc}"), file=sys.stderr)
+        return 1
     summary = score(visits)
     if args.json:
         for v in visits:
