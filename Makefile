@@ -58,3 +58,5 @@ bench: setup
 	.venv/bin/python benchmarks/bench_collector_crash.py
 	.venv/bin/python benchmarks/bench_pipeline.py
 	.venv/bin/python benchmarks/bench_explorer.py
+	.venv/bin/python benchmarks/bench_sitecheck.py
+	.venv/bin/python benchmarks/bench_sitecheck_front.py
