@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -237,13 +238,14 @@ def start_front(plan: Plan, site: SitePlan, port: int, work: Path) -> Front:
         "--log",
         str(log),
     ]
-    process = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
-    )
+    # Its errors go to a file: a pipe nobody reads could fill and stall the front.
+    errors = work / f"front-{site.domain}.err"
+    with errors.open("wb") as sink:
+        process = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=sink, start_new_session=True
+        )
     front = Front(site, port, log, process)
     assert process.stdout is not None
-    import select
-
     deadline = time.monotonic() + FRONT_START_TIMEOUT
     line = b""
     while time.monotonic() < deadline and not line.endswith(b"\n"):
@@ -257,8 +259,7 @@ def start_front(plan: Plan, site: SitePlan, port: int, work: Path) -> Front:
             break
     if not line.startswith(b"netvigil sitecheck front:"):
         stop_front(front)
-        error = process.stderr.read(2000) if process.stderr else b""
-        detail = error.decode(errors="replace").strip() or "no output"
+        detail = errors.read_text(errors="replace").strip()[-2000:] or "no output"
         raise RuntimeError(f"the front for {site.domain} did not start: {detail}")
     return front
 
