@@ -1,4 +1,4 @@
-# The two commands of the README: `make demo` and `make test`. Both set up a fresh machine first.
+# The commands of the README: `make demo` (and `make demo-sitecheck`) and `make test`. All set up a fresh machine first.
 .PHONY: setup demo demo-sitecheck test lint bench explore
 
 setup:
@@ -29,7 +29,7 @@ demo: setup
 
 # Site-side detection with real browsers: headless Chromium and Firefox ESR in the testbed's
 # client visit sites served behind `netvigil sitecheck front`, on the intercepting network and on
-# a clean one; each visit's verdict is printed next to what the censor did (~1 min).
+# a clean one; each visit's verdict is printed next to what the censor did (~40 s).
 demo-sitecheck: setup
 	.venv/bin/netvigil testbed browse -p kz-2019-interception --browser chromium,firefox
 	.venv/bin/netvigil testbed browse -p clean --browser chromium,firefox
