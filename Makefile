@@ -1,5 +1,5 @@
-# The two commands of the README: `make demo` and `make test`. Both set up a fresh machine first.
-.PHONY: setup demo test lint bench explore
+# The commands of the README: `make demo` (and `make demo-sitecheck`) and `make test`. All set up a fresh machine first.
+.PHONY: setup demo demo-sitecheck test lint bench explore
 
 setup:
 	./scripts/setup.sh
@@ -27,6 +27,13 @@ demo: setup
 	  --title "Kazakhstan, 27 December 2021 - 16 January 2022 (generated from real and testbed measurements)"
 	@echo "Browse it: make explore  (netvigil explorer $(DEMO)/pipeline, at http://127.0.0.1:8080/)"
 
+# Site-side detection with real browsers: headless Chromium and Firefox ESR in the testbed's
+# client visit sites served behind `netvigil sitecheck front`, on the intercepting network and on
+# a clean one; each visit's verdict is printed next to what the censor did (~40 s).
+demo-sitecheck: setup
+	.venv/bin/netvigil testbed browse -p kz-2019-interception --browser chromium,firefox
+	.venv/bin/netvigil testbed browse -p clean --browser chromium,firefox
+
 # The explorer on the demo's output (run `make demo` first): http://127.0.0.1:8080/
 explore: setup
 	@test -d $(DEMO)/pipeline || { echo "no $(DEMO)/pipeline: run 'make demo' first" >&2; exit 1; }
@@ -51,3 +58,5 @@ bench: setup
 	.venv/bin/python benchmarks/bench_collector_crash.py
 	.venv/bin/python benchmarks/bench_pipeline.py
 	.venv/bin/python benchmarks/bench_explorer.py
+	.venv/bin/python benchmarks/bench_sitecheck.py
+	.venv/bin/python benchmarks/bench_sitecheck_front.py
