@@ -1,5 +1,5 @@
-# The two commands of the README: `make demo` and `make test`. Both set up a fresh machine first.
-.PHONY: setup demo demo-protest test lint bench explore
+# The commands of the README: `make demo` (and `make demo-sitecheck`, `make demo-protest`) and `make test`. All set up a fresh machine first.
+.PHONY: setup demo demo-sitecheck demo-protest test lint bench explore
 
 setup:
 	./scripts/setup.sh
@@ -28,13 +28,20 @@ demo: setup
 	@echo "Browse it: make explore  (netvigil explorer $(DEMO)/pipeline, at http://127.0.0.1:8080/)"
 
 # The protest-day demo: Kazakhstan, January 2022, compressed to about five minutes. A probe
-# scheduled every 10 s from 'client' (netvigil schedule's loop, web and messaging apps) while the censor restricts the messaging apps, shuts the
-# network down, opens filtered windows and restores it; the outbox keeps what the shutdown
-# stops; then the pipeline over the collector's log and a report of the timeline with the
+# scheduled every 10 s from 'client' (netvigil schedule's loop, web and messaging apps) while
+# the censor restricts the messaging apps, shuts the network down, opens filtered windows and
+# restores it; the outbox keeps what the shutdown stops; then the pipeline over the collector's log and a report of the timeline with the
 # onsets found by the event rule (demo-output/protest/report.html).
 demo-protest: setup
 	rm -rf $(DEMO)/protest
 	.venv/bin/netvigil testbed demo --profile kz-2022-january --save $(DEMO)/protest
+
+# Site-side detection with real browsers: headless Chromium and Firefox ESR in the testbed's
+# client visit sites served behind `netvigil sitecheck front`, on the intercepting network and on
+# a clean one; each visit's verdict is printed next to what the censor did (~40 s).
+demo-sitecheck: setup
+	.venv/bin/netvigil testbed browse -p kz-2019-interception --browser chromium,firefox
+	.venv/bin/netvigil testbed browse -p clean --browser chromium,firefox
 
 # The explorer on the demo's output (run `make demo` first): http://127.0.0.1:8080/
 explore: setup
@@ -60,3 +67,5 @@ bench: setup
 	.venv/bin/python benchmarks/bench_collector_crash.py
 	.venv/bin/python benchmarks/bench_pipeline.py
 	.venv/bin/python benchmarks/bench_explorer.py
+	.venv/bin/python benchmarks/bench_sitecheck.py
+	.venv/bin/python benchmarks/bench_sitecheck_front.py

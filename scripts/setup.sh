@@ -16,8 +16,10 @@ command -v certutil >/dev/null 2>&1 || need_apt+=(libnss3-tools)
 # PostgreSQL: the collector's second backend; its tests start a throwaway cluster (scripts/pg-test-cluster.sh).
 command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 # Chromium: the explorer's browser tests drive Debian's chromium with Playwright (PyPI, dev group);
-# Playwright's own browser download is not used.
+# Playwright's own browser download is not used. The testbed's browser role runs it headless.
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+# Firefox ESR: the testbed's browser role (netvigil testbed browse) visits sites with it too.
+[ -x /usr/bin/firefox-esr ] || need_apt+=(firefox-esr)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup: missing ${need_apt[*]}; run as root (sudo make ...) or install them yourself" >&2

@@ -85,7 +85,11 @@ def run_command(command: str, cwd: Path, timeout: float) -> subprocess.Completed
 
 
 COMMANDS = readme_commands()
-TESTBED_COMMANDS = [c for c in COMMANDS if " testbed run " in c and skip_reason(c) is None]
+TESTBED_COMMANDS = [
+    c
+    for c in COMMANDS
+    if (" testbed run " in c or " testbed browse " in c) and skip_reason(c) is None
+]
 PIPELINE_COMMANDS = [
     c
     for c in COMMANDS

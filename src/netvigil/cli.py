@@ -216,6 +216,37 @@ def build_parser(needed: Collection[str] | None = None) -> argparse.ArgumentPars
         "--json", action="store_true", help="one JSON object per URL: truth, verdict, agreement"
     )
 
+    p = tb.add_parser(
+        "browse",
+        help="headless browsers in 'client' visit sites behind 'netvigil sitecheck front'",
+        description="Bring a testbed up; serve each site visited behind 'netvigil sitecheck "
+        "front' (in 'internet', where the site is) and visit it with headless Chromium and "
+        "Firefox ESR from 'client', whose certificate store trusts the testbed's web PKI and "
+        "the profile's national root (as a visitor who installed it). Prints what the site "
+        "concluded about each visit next to what the censor did. Without URLs: three names the "
+        "censor intercepts and two it does not. Exit status: 0 when every visit reached the "
+        "site and was flagged exactly when the censor intercepted it, 1 otherwise, 2 usage.",
+    )
+    _add_profile(p)
+    p.add_argument(
+        "--browser",
+        default="chromium,firefox",
+        help="comma-separated: chromium, firefox (default: both; a missing one is skipped)",
+    )
+    p.add_argument("--all", action="store_true", help="visit every plain site of the profile")
+    p.add_argument("--json", action="store_true", help="one JSON object per visit, then a summary")
+    p.add_argument(
+        "--netlog-dir",
+        metavar="DIR",
+        help="keep Chromium's NetLog of each visit in DIR (what the browser negotiated)",
+    )
+    p.add_argument(
+        "--no-front",
+        action="store_true",
+        help="visit the sites directly, without the front (a baseline: no verdicts)",
+    )
+    p.add_argument("urls", nargs="*", metavar="URL", help="https:// URLs of the profile's sites")
+
     p = tb.add_parser("profiles", help="list the shipped profiles")
     p.add_argument("--json", action="store_true", help="one JSON object per profile")
 
@@ -259,6 +290,7 @@ EXAMPLES: dict[tuple[str, ...], str] = {
     ("testbed", "demo"): "netvigil testbed demo -p kz-2019-interception --save kz.jsonl",
     ("testbed", "score"): "netvigil testbed score -p kz-2024 --json",
     ("testbed", "profiles"): "netvigil testbed profiles --json",
+    ("testbed", "browse"): "netvigil testbed browse -p kz-2019-interception --browser chromium",
     ("measure",): "netvigil measure https://www.example.org/ --helper https://helper.example/\n"
     "netvigil measure -f urls.txt -o out.jsonl --helper https://helper.example/",
     ("check",): "netvigil check --helper https://helper.example/ --list kz\n"
@@ -486,6 +518,14 @@ def _testbed(args: argparse.Namespace) -> int:
     if action == "score":
         cmd = [sys.executable, "-m", "netvigil.testbed.score"] + (["--json"] if args.json else [])
         return control.run(args.profile, cmd, name=f"score-{os.getpid()}")
+    if action == "browse":
+        cmd = [sys.executable, "-m", "netvigil.testbed.browse", "--browser", args.browser]
+        cmd += ["--all"] if args.all else []
+        cmd += ["--json"] if args.json else []
+        cmd += ["--no-front"] if args.no_front else []
+        if args.netlog_dir:
+            cmd += ["--netlog-dir", str(Path(args.netlog_dir).resolve())]
+        return control.run(args.profile, [*cmd, "--", *args.urls], name=f"browse-{os.getpid()}")
     if action == "demo":
         from collections import Counter
 
@@ -518,7 +558,7 @@ def _testbed(args: argparse.Namespace) -> int:
         return control.run(args.profile, cmd, name=f"demo-{os.getpid()}")
     raise control.TestbedError(
         "choose an action: up, down, status, phase, truth, run, exec, selftest, score, demo, "
-        "profiles"
+        "browse, profiles"
     )
 
 

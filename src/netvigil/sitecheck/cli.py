@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from netvigil import textsafe
 
@@ -95,6 +96,14 @@ def add_parser(subparsers: Any) -> None:
     front.add_argument("--cert", required=True, help="PEM certificate chain of the site")
     front.add_argument("--key", required=True, help="PEM private key of the site")
     front.add_argument("--upstream", required=True, help="http://HOST:PORT of the site itself")
+    front.add_argument(
+        "--log",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="append one JSON line per judged connection (verdict, fingerprints, ClientHello, "
+        "User-Agent, the client's /24 or /48 only); 'netvigil sitecheck logs FILE' reads it",
+    )
 
 
 def _print_verdict(verdict: dict[str, Any]) -> None:
@@ -205,19 +214,46 @@ def _front(args: argparse.Namespace) -> int:
     if not host or not port.isdigit():
         print("netvigil sitecheck: --listen must be HOST:PORT", file=sys.stderr)
         return 2
+    log: IO[str] | None = None
     try:
         context = server_context(args.cert, args.key)
-        front = Front((host.strip("[]"), int(port)), context, args.upstream)
+        if args.log is not None:
+            log = args.log.open("a", encoding="utf-8")
+        front = Front(
+            (host.strip("[]"), int(port)),
+            context,
+            args.upstream,
+            on_record=None if log is None else _line_writer(log),
+        )
     except (OSError, ssl.SSLError, ValueError) as exc:
         print(f"netvigil sitecheck: {_visible(exc)}", file=sys.stderr)
         return 2
-    print(f"netvigil sitecheck front: {_visible(args.listen)} -> {_visible(args.upstream)}")
+
+    def listening() -> None:
+        # Said once the socket listens: a script (the testbed's browse) waits for this line.
+        print(
+            f"netvigil sitecheck front: {_visible(args.listen)} -> {_visible(args.upstream)}",
+            flush=True,
+        )
+
     try:
-        asyncio.run(front.serve())
+        asyncio.run(front.serve(listening))
     except OSError as exc:
         print(f"netvigil sitecheck: {_visible(exc)}", file=sys.stderr)
         return 2
+    finally:
+        if log is not None:
+            log.close()
     return 0
+
+
+def _line_writer(log: IO[str]) -> Callable[[dict[str, object]], None]:
+    def write(record: dict[str, object]) -> None:
+        # One line per connection, flushed: a reader (or a crash) never sees half a record.
+        log.write(json.dumps(record, sort_keys=True) + "\n")
+        log.flush()
+
+    return write
 
 
 def run(args: argparse.Namespace) -> int:

@@ -180,7 +180,38 @@ def main(argv: list[str] | None = None) -> int:
             + " (netvigil check --json for the chains)"
         )
     )
-    return 0 if all(s.agrees for s in scores) else 1
+    browsed = site_side_view(plan, console)
+    return 0 if all(s.agrees for s in scores) and browsed else 1
+
+
+def site_side_view(plan: Plan, console: Any) -> bool:
+    """The same interception seen by the site: headless Chromium, trusting the national root
+    as an obedient citizen's browser does, visits one intercepted and one untouched site served
+    behind ``netvigil sitecheck front``. False only when a verdict disagrees with the truth."""
+    import shutil
+
+    from netvigil.testbed import browse
+
+    console.rule(Text("What the site sees (netvigil sitecheck front, headless Chromium)", "bold"))
+    if shutil.which("chromium") is None:
+        console.print(Text("  chromium is not installed (scripts/setup.sh installs it): skipped."))
+        return True
+    candidates = browse.visitable(plan)
+    urls = [
+        next((u for u, t in candidates if t), ""),
+        next((u for u, t in candidates if not t), ""),
+    ]
+    visits = browse.run_visits(plan, [u for u in urls if u], ["chromium"])
+    with contextlib.redirect_stdout(io.StringIO()) as text:
+        browse.print_report(visits, browse.score(visits))
+    console.print(textsafe.text(text.getvalue().rstrip(), multiline=True))
+    console.print(
+        Text(
+            "  More browsers and names: netvigil testbed browse -p "
+            f"{plan.profile} --browser chromium,firefox --all"
+        )
+    )
+    return all(browse.agrees(v) for v in visits)
 
 
 if __name__ == "__main__":
