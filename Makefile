@@ -30,8 +30,9 @@ demo: setup
 # The protest-day demo: Kazakhstan, January 2022, compressed to about five minutes. A probe
 # scheduled every 10 s from 'client' (netvigil schedule's loop, web and messaging apps) while
 # the censor restricts the messaging apps, shuts the network down, opens filtered windows and
-# restores it; the outbox keeps what the shutdown stops; then the pipeline over the collector's log and a report of the timeline with the
-# onsets found by the event rule (demo-output/protest/report.html).
+# restores it; the outbox keeps what the shutdown stops; then the pipeline over the collector's
+# log and a report of the timeline with the onsets found by the event rule
+# (demo-output/protest/report.html).
 demo-protest: setup
 	rm -rf $(DEMO)/protest
 	.venv/bin/netvigil testbed demo --profile kz-2022-january --save $(DEMO)/protest
