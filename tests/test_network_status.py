@@ -282,3 +282,83 @@ def test_status_rule() -> None:
     for bad_ref in ("ftp://a/", "dns://name.example", "nothing"):
         with pytest.raises(ValueError):
             parse_references([bad_ref])
+
+
+# -- in the testbed: a profile whose rules cut the subscriber off ---------------------------------
+
+CUT_OFF_PROFILE = """
+name = "cut-off-by-rules"
+description = "Every address of the Internet dropped and every name left unanswered"
+country = "ZZ"
+domains = ["tengrinews.kz", "www.wikipedia.org", "www.bbc.com", "example.com"]
+
+[[rule]]
+action = "ip-drop"
+ip = ["198.18.20.0/24", "198.19.0.0/16"]
+
+[[rule]]
+action = "dns-timeout"
+domain = ["tengrinews.kz", "www.wikipedia.org", "www.bbc.com", "example.com"]
+"""
+
+
+def _testbed_run(bed: Any, urls: list[str] | None = None) -> list[dict[str, Any]]:
+    from netvigil.measure import probe_config
+    from netvigil.testbed.plan import (
+        CONTROL_HELPER,
+        ISP_RESOLVER,
+        REFERENCE_URLS,
+        SERVICE_PORT,
+        Plan,
+    )
+    from netvigil.testbed.truth import ground_truth
+
+    urls = urls or [row.url for row in ground_truth(Plan.load(bed.info.public_dir))]
+    cfg = probe_config(
+        ca_bundle=str(bed.info.trust_anchor),
+        resolver=ISP_RESOLVER,
+        helper=f"http://{CONTROL_HELPER}:{SERVICE_PORT}/",
+        no_doh=True,
+        timeout=2.0,
+        network_check=True,
+        references=list(REFERENCE_URLS),  # what `testbed run` puts in NETVIGIL_REFERENCE_URLS
+    )
+    sink = io.StringIO()
+
+    def job() -> int:
+        async def main() -> RunResult:
+            with WebConnectivity(cfg) as probe:
+                return await run_measurements(probe, urls, concurrency=20, output=sink)
+
+        return len(asyncio.run(main()).verdicts)
+
+    assert bed.in_client(job, timeout=120) == len(urls)
+    measurements = [json.loads(line) for line in sink.getvalue().splitlines()]
+    assert len(measurements) == len(urls)
+    return measurements
+
+
+def test_testbed_profile_that_drops_everything_yields_no_site_verdict(
+    testbed: Any, tmp_path: Path
+) -> None:
+    profile = tmp_path / "cut-off.toml"
+    profile.write_text(CUT_OFF_PROFILE)
+    measurements = _testbed_run(testbed(str(profile)))
+    assert len(measurements) >= 8
+    for m in measurements:
+        assert m["test_keys"]["x_network_status"]["status"] == "offline"
+        verdict = m["test_keys"]["x_netvigil_verdict"]
+        assert verdict["outcome"] == "network/offline" and verdict["blocked"] is False
+
+
+def test_testbed_references_answer_on_an_open_network(testbed: Any) -> None:
+    from netvigil.testbed.plan import REFERENCE_URLS, testbed_environment
+
+    assert testbed_environment()["NETVIGIL_REFERENCE_URLS"] == ",".join(REFERENCE_URLS)
+    bed = testbed("clean")
+    measurements = _testbed_run(bed, ["https://www.wikipedia.org/", "http://forum.vesti.kz/"])
+    for m in measurements:
+        status = m["test_keys"]["x_network_status"]
+        assert status["status"] == "online", status
+        assert {c["check"] for c in status["evidence"]} == {"resolver", "control", "reference"}
+        assert not m["test_keys"]["x_netvigil_verdict"]["outcome"].startswith("network/")
