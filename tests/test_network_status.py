@@ -362,3 +362,51 @@ def test_testbed_references_answer_on_an_open_network(testbed: Any) -> None:
         assert status["status"] == "online", status
         assert {c["check"] for c in status["evidence"]} == {"resolver", "control", "reference"}
         assert not m["test_keys"]["x_netvigil_verdict"]["outcome"].startswith("network/")
+
+
+def test_cli_summary_and_json_say_the_network_was_offline(tmp_path: Path) -> None:
+    """`netvigil measure` where nothing answers: the summary blames no site, --json and the
+    output file carry the status."""
+    import os
+    import subprocess
+    import sys
+
+    dead = closed_port()
+    common = [
+        "measure",
+        "http://news.test/",
+        "https://video.test/",
+        *("--resolver", "127.0.0.9", "--no-doh", "--consent", "--no-progress"),
+        *("--helper", f"http://{LOOPBACK}:{dead}/", "--reference", f"http://{LOOPBACK}:{dead}/"),
+        *("--timeout", "1"),
+    ]
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")}
+
+    def cli(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "netvigil.cli", *common, *extra],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+
+    table = cli("-o", str(tmp_path / "m.jsonl"))
+    assert table.returncode == 0, table.stderr
+    assert "the network was offline: no site is blamed" in table.stdout
+    assert "dns/" not in table.stdout and "tcp/" not in table.stdout
+    stored = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert [m["test_keys"]["x_network_status"]["status"] for m in stored] == ["offline"] * 2
+    as_json = cli("--json")
+    assert as_json.returncode == 0, as_json.stderr
+    verdicts = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert len(verdicts) == 2
+    for verdict in verdicts:
+        assert verdict["outcome"] == "network/offline" and verdict["blocked"] is False
+        assert verdict["network_status"]["status"] == "offline"
+        assert {c["check"] for c in verdict["network_status"]["evidence"]} == {
+            "resolver",
+            "control",
+            "reference",
+        }
