@@ -172,6 +172,19 @@ def network_checker(config: ProbeConfig) -> NetworkChecker:
     )
 
 
+async def _reverdict(experiment: Any, measurement: dict[str, Any]) -> None:
+    """The verdict again, now that the measurement has its network status: the experiment's
+    own ``reverdict`` (it also refreshes OONI's keys), else the engine in a thread."""
+    again = getattr(experiment, "reverdict", None)
+    if again is not None:
+        await again(measurement)
+        return
+    from netvigil.verdict import analyze
+
+    verdict = await asyncio.to_thread(analyze, measurement)
+    measurement["test_keys"]["x_netvigil_verdict"] = verdict.to_dict()
+
+
 def reached_site(measurement: dict[str, Any]) -> bool:
     """The network carried this measurement: its verdict is ok, or a request got a response
     (without a control the verdict of a fetched page is only "unknown")."""
@@ -220,7 +233,7 @@ async def run_measurements(
         if status is not None:
             measurement["test_keys"]["x_network_status"] = status.to_dict()
             if status.status != ONLINE:
-                await experiment.reverdict(measurement)
+                await _reverdict(experiment, measurement)
         verdict = measurement["test_keys"]["x_netvigil_verdict"]
         verdicts.append(verdict)
         network.append(status.to_dict() if status is not None else None)
@@ -242,7 +255,7 @@ async def run_measurements(
             progress.update(task_id, advance=1, outcomes=summary)
 
     watch: NetworkWatch | None = None
-    if experiment.config.network_check:
+    if getattr(getattr(experiment, "config", None), "network_check", False):
         watch = NetworkWatch(network_checker(experiment.config), release=emit)
         await watch.start()
 
