@@ -410,3 +410,40 @@ def test_cli_summary_and_json_say_the_network_was_offline(tmp_path: Path) -> Non
             "control",
             "reference",
         }
+
+
+def test_an_interrupted_check_loses_no_measurement() -> None:
+    """Measurements taken by a check that is cancelled (Ctrl-C during a run) are still written,
+    with the latest status, when the run flushes."""
+    from netvigil.netstatus import NetworkChecker, NetworkWatch
+
+    class Stuck(NetworkChecker):
+        rounds = 0
+
+        async def check(self) -> NetworkStatus:
+            Stuck.rounds += 1
+            if Stuck.rounds > 1:
+                await asyncio.sleep(3600)  # the second round never ends
+            return NetworkStatus.of([Check("resolver", "r", None, None, T)])
+
+    released: list[tuple[str, str]] = []
+
+    async def release(m: dict[str, Any], status: NetworkStatus) -> None:
+        released.append((m["input"], status.status))
+
+    async def main() -> None:
+        checker = Stuck(resolve=None, resolver_name="r", trust=None)  # type: ignore[arg-type]
+        watch = NetworkWatch(checker, release=release)
+        await watch.start()
+        before = watch.begin()
+        await watch.done({"input": "ok"}, before, True)
+        await watch.done({"input": "failed"}, before, False)
+        check = asyncio.create_task(watch.recheck())
+        await asyncio.sleep(0.05)
+        check.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await check
+        await watch.flush()
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+    assert released == [("ok", "online"), ("failed", "online")]

@@ -289,6 +289,7 @@ class NetworkWatch:
     latest: NetworkStatus = field(default_factory=lambda: NetworkStatus(ONLINE))
     history: list[NetworkStatus] = field(default_factory=list)
     _held: list[tuple[float, _Held]] = field(default_factory=list)
+    _checking: list[tuple[float, _Held]] = field(default_factory=list)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -326,13 +327,15 @@ class NetworkWatch:
     async def recheck(self) -> None:
         """One check; releases every measurement that ended before it started."""
         async with self._lock:
-            waiting, self._held = self._held, []
-            if not waiting:
+            if not self._held:
                 return
+            # kept on the watch, not in a local: an interrupted check leaves them to flush()
+            self._checking, self._held = self._held, []
             after = await self.checker.check()
             self.latest = after
             self.history.append(after)
-            for _, held in waiting:
+            while self._checking:
+                _, held = self._checking.pop(0)
                 await self.release(held.measurement, status_between(held, after))
 
     async def finish(self) -> None:
@@ -341,7 +344,8 @@ class NetworkWatch:
 
     async def flush(self) -> None:
         """Interrupted: release what waits with the latest status, without a new check."""
-        waiting, self._held = self._held, []
+        waiting = self._checking + self._held
+        self._checking, self._held = [], []
         for _, held in waiting:
             await self.release(held.measurement, status_between(held, self.latest))
 
