@@ -138,11 +138,11 @@ def test_some_checks_fail_the_run_is_degraded_with_evidence(world: Any) -> None:
     for m in measurements:
         status = m["test_keys"]["x_network_status"]
         assert status["status"] == "degraded"
+        # a held failure carries the checks of the rounds before and after it (maybe two)
         failed = [c for c in status["evidence"] if c["failure"]]
-        assert [(c["check"], c["target"], c["stage"]) for c in failed] == [
-            ("reference", f"http://{LOOPBACK}:{dead}/", "tcp")
-        ]
-        assert failed[0]["failure"] == "connection_refused"
+        assert {(c["check"], c["target"], c["stage"], c["failure"]) for c in failed} == {
+            ("reference", f"http://{LOOPBACK}:{dead}/", "tcp", "connection_refused")
+        }
     # The names resolve to 127.0.0.1 (a bogon for the engine): a DNS verdict, which no failing
     # check matches (the reference failed at TCP), so the sites' own verdicts stand.
     for m in measurements:

@@ -484,7 +484,8 @@ def add_parser(subparsers: Any) -> None:
         "--no-network-check",
         action="store_true",
         help="do not check the resolver, the helper and the reference targets around the run "
-        "(then an offline network makes every site look blocked)",
+        "(then an offline network makes every site look blocked); NETVIGIL_NETWORK_CHECK=0 "
+        "does the same outside the testbed unless --reference is given",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
@@ -581,6 +582,21 @@ def testbed_config(timeout: float = 10.0) -> ProbeConfig:
     return probe_config(timeout=timeout, network_check=True)
 
 
+NETWORK_CHECK_ENV = "NETVIGIL_NETWORK_CHECK"
+
+
+def network_check_wanted(args: Any) -> bool:
+    """The network check (netvigil.netstatus) unless --no-network-check; on a real network
+    without --reference, NETVIGIL_NETWORK_CHECK=0 also turns the default off (scripts, tests
+    on loopback: no contact with the default reference targets). Inside the testbed it uses
+    the testbed's own targets and is always on by default."""
+    if args.no_network_check:
+        return False
+    if os.environ.get("NETVIGIL_TESTBED") == "1" or args.reference:
+        return True
+    return os.environ.get(NETWORK_CHECK_ENV, "1") != "0"
+
+
 def config_from_args(args: Any) -> ProbeConfig:
     return probe_config(
         ca_bundle=args.ca_bundle,
@@ -592,7 +608,7 @@ def config_from_args(args: Any) -> ProbeConfig:
         probe_cc=args.probe_cc,
         probe_asn=args.probe_asn,
         timeout=args.timeout,
-        network_check=not args.no_network_check,
+        network_check=network_check_wanted(args),
         references=list(args.reference),
     )
 
