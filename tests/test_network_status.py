@@ -447,3 +447,33 @@ def test_an_interrupted_check_loses_no_measurement() -> None:
 
     asyncio.run(asyncio.wait_for(main(), 10))
     assert released == [("ok", "online"), ("failed", "online")]
+
+
+OONIDATA = Path(__file__).resolve().parent.parent / ".venv-oonidata" / "bin" / "python"
+
+
+@pytest.mark.skipif(not OONIDATA.exists(), reason="run ./scripts/setup.sh to create .venv-oonidata")
+def test_offline_measurements_load_with_oonidata(tmp_path: Path) -> None:
+    import subprocess
+
+    dead = closed_port()
+    cfg = config(dead, (f"http://{LOOPBACK}:{dead}/",), helper=f"http://{LOOPBACK}:{dead}/")
+    _, measurements = run(cfg, ["http://site.test/", "https://other.test/"])
+    assert all(m["test_keys"]["x_network_status"]["status"] == "offline" for m in measurements)
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(json.dumps(m) + "\n" for m in measurements))
+    script = (
+        "import json, sys\n"
+        "from oonidata.dataclient import load_measurement\n"
+        "n = 0\n"
+        "for line in open(sys.argv[1]):\n"
+        "    m = load_measurement(msmt=json.loads(line))\n"
+        "    assert type(m).__name__ == 'WebConnectivity', type(m)\n"
+        "    n += 1\n"
+        "print(n)\n"
+    )
+    out = subprocess.run(
+        [str(OONIDATA), "-c", script, str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert int(out.stdout.strip()) == 2
