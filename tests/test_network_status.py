@@ -477,3 +477,48 @@ def test_offline_measurements_load_with_oonidata(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert int(out.stdout.strip()) == 2
+
+
+def test_a_shutdown_blames_no_messaging_app(tmp_path: Path) -> None:
+    """`measure --suite im` goes through the same network watch: with nothing answering, every
+    app is network/offline (never telegram or whatsapp "blocked"), and each verdict has its
+    status beside it, as `--json` prints them."""
+    from netvigil.experiments.im_endpoints import APPS, load_app, load_overrides
+    from netvigil.measure_im import run_im
+
+    dead = closed_port()
+    lines = ["[addresses]"]
+    for app in APPS:
+        for endpoint in load_app(app).endpoints:
+            if endpoint.is_ip_literal:  # the real address is never dialled: a dead loopback port
+                lines.append(f'"{endpoint.host}:{endpoint.port}" = "{LOOPBACK}:{dead}"')
+    override = tmp_path / "im-endpoints.toml"
+    override.write_text("\n".join(dict.fromkeys(lines)) + "\n")
+    cfg = config(dead, (f"http://{LOOPBACK}:{dead}/",), helper=f"http://{LOOPBACK}:{dead}/")
+    sink = io.StringIO()
+    verdicts: list[dict[str, Any]] = []
+    statuses: list[dict[str, Any] | None] = []
+
+    async def main() -> None:
+        await asyncio.wait_for(
+            run_im(
+                cfg,
+                load_overrides(str(override)),
+                output=sink,
+                verdicts=verdicts,
+                network=statuses,
+            ),
+            120,
+        )
+
+    asyncio.run(main())
+    measurements = [json.loads(line) for line in sink.getvalue().splitlines()]
+    assert sorted(m["test_name"] for m in measurements) == sorted(APPS)
+    assert len(verdicts) == len(statuses) == len(APPS)
+    for m in measurements:
+        assert m["test_keys"]["x_network_status"]["status"] == "offline"
+        verdict = m["test_keys"]["x_netvigil_verdict"]
+        assert verdict["outcome"] == "network/offline", (m["test_name"], verdict["outcome"])
+        assert verdict["blocked"] is False
+        assert analyze(m).outcome == "network/offline"
+    assert all(s is not None and s["status"] == "offline" for s in statuses)

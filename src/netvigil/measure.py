@@ -172,7 +172,7 @@ def network_checker(config: ProbeConfig) -> NetworkChecker:
     )
 
 
-async def _reverdict(experiment: Any, measurement: dict[str, Any]) -> None:
+async def reverdict_after_check(experiment: Any, measurement: dict[str, Any]) -> None:
     """The verdict again, now that the measurement has its network status: the experiment's
     own ``reverdict`` (it also refreshes OONI's keys), else the engine in a thread."""
     again = getattr(experiment, "reverdict", None)
@@ -233,7 +233,7 @@ async def run_measurements(
         if status is not None:
             measurement["test_keys"]["x_network_status"] = status.to_dict()
             if status.status != ONLINE:
-                await _reverdict(experiment, measurement)
+                await reverdict_after_check(experiment, measurement)
         verdict = measurement["test_keys"]["x_netvigil_verdict"]
         verdicts.append(verdict)
         network.append(status.to_dict() if status is not None else None)
@@ -761,6 +761,7 @@ def run(args: Any) -> int:
                 progress=progress,
                 collected=collected,
                 verdicts=result.verdicts,
+                network=result.network,
             )
         result.seconds = asyncio.get_running_loop().time() - started
         return result
