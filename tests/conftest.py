@@ -39,6 +39,22 @@ def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Non
         os.environ["XDG_CACHE_HOME"] = saved
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _no_real_network_check() -> Iterator[None]:
+    """`netvigil measure` outside the testbed checks the network against real reference
+    targets (Apple's, Microsoft's, 1.1.1.1) and the system resolver by default: a test that
+    measures a loopback server must not contact them. NETVIGIL_NETWORK_CHECK=0 turns that
+    default off, for the commands the tests start too; a test that gives --reference, or runs
+    in the testbed (its own references), still checks."""
+    saved = os.environ.get("NETVIGIL_NETWORK_CHECK")
+    os.environ["NETVIGIL_NETWORK_CHECK"] = "0"
+    yield
+    if saved is None:
+        os.environ.pop("NETVIGIL_NETWORK_CHECK", None)
+    else:
+        os.environ["NETVIGIL_NETWORK_CHECK"] = saved
+
+
 SKIP_REASON = _can_run_testbed()
 needs_testbed = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
 

@@ -142,6 +142,7 @@ def test_daily_outcomes_techniques_exact(tmp_path: Path) -> None:
                 "measurements": 3,
                 "blocked": 0,
                 "ok": 3,
+                "offline": 0,
                 "confidence_mean": 0.0,
             }
             for i in range(1, 8)
@@ -154,6 +155,7 @@ def test_daily_outcomes_techniques_exact(tmp_path: Path) -> None:
             "measurements": 4,
             "blocked": 4,
             "ok": 0,
+            "offline": 0,
             "confidence_mean": 0.9,
         },
         {
@@ -164,6 +166,7 @@ def test_daily_outcomes_techniques_exact(tmp_path: Path) -> None:
             "measurements": 3,
             "blocked": 3,
             "ok": 0,
+            "offline": 0,
             "confidence_mean": 0.9,
         },
         {
@@ -174,6 +177,7 @@ def test_daily_outcomes_techniques_exact(tmp_path: Path) -> None:
             "measurements": 4,
             "blocked": 2,
             "ok": 1,
+            "offline": 0,
             "confidence_mean": 0.875,
         },
         {
@@ -184,6 +188,7 @@ def test_daily_outcomes_techniques_exact(tmp_path: Path) -> None:
             "measurements": 1,
             "blocked": 0,
             "ok": 1,
+            "offline": 0,
             "confidence_mean": 0.0,
         },
     ]
@@ -337,6 +342,7 @@ def test_finish_daily_rounds_exactly_half_to_even() -> None:
             "measurements": [1, 1, 2, 5],
             "blocked": [1, 1, 0, 3],
             "ok": [0, 0, 2, 0],
+            "offline": [0, 0, 0, 0],
             # 1.5 and 2.5 millionths: ties go to the even neighbour; 3 × 0.9 = 0.9
             "confidence_nanos": [1500, 2500, 0, 2_700_000_000],
         },
@@ -565,6 +571,7 @@ def test_detect_events_matches_the_rule(seed: int) -> None:
                         "measurements": m,
                         "blocked": rnd.choice([0, 0, 0, m, rnd.randint(0, m)]),
                         "ok": 0,
+                        "offline": 0,
                         "confidence_mean": 0.0,
                     }
                 )

@@ -28,8 +28,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from netvigil import textsafe
+from netvigil import netstatus, textsafe
 from netvigil.experiments.web_connectivity import ProbeConfig, WebConnectivity
+from netvigil.net.trace import Trace
+from netvigil.netstatus import ONLINE, NetworkChecker, NetworkStatus, NetworkWatch
 from netvigil.upload import cli as _upload_cli
 
 MAX_URL_LENGTH = 2048
@@ -138,6 +140,64 @@ def gather_inputs(urls: list[str], files: list[str], lists: list[str]) -> Inputs
 class RunResult:
     verdicts: list[dict[str, Any]]
     seconds: float
+    # test_keys.x_network_status of each verdict, in the same order (None: no network check)
+    network: list[dict[str, Any] | None] = field(default_factory=list)
+
+
+def network_checker(config: ProbeConfig) -> NetworkChecker:
+    """The checks of a run: the probe's own resolver, its helper, its reference targets."""
+    from netvigil.net import dns as ndns
+
+    async def resolve(name: str, trace: Trace) -> ndns.DNSResult:
+        if config.resolver is None:
+            return await ndns.resolve_system(name, timeout=config.dns_timeout, trace=trace)
+        return await ndns.resolve(
+            name,
+            config.resolver,
+            port=config.resolver_port,
+            timeout=config.dns_timeout,
+            late_window=0.0,
+            trace=trace,
+        )
+
+    step = min(5.0, config.connect_timeout)
+    return NetworkChecker(
+        resolve=resolve,
+        resolver_name=config.resolver or "system",
+        trust=config.trust,
+        helper_url=config.helper_url,
+        references=config.reference_urls,
+        step_timeout=step,
+        budget=max(step * 2, config.dns_timeout + step),
+    )
+
+
+async def reverdict_after_check(experiment: Any, measurement: dict[str, Any]) -> None:
+    """The verdict again, now that the measurement has its network status: the experiment's
+    own ``reverdict`` (it also refreshes OONI's keys), else the engine in a thread."""
+    again = getattr(experiment, "reverdict", None)
+    if again is not None:
+        await again(measurement)
+        return
+    from netvigil.verdict import analyze
+
+    verdict = await asyncio.to_thread(analyze, measurement)
+    measurement["test_keys"]["x_netvigil_verdict"] = verdict.to_dict()
+
+
+def reached_site(measurement: dict[str, Any]) -> bool:
+    """The network carried this measurement: its verdict is ok, or a request got a response
+    (without a control the verdict of a fetched page is only "unknown")."""
+    test_keys = measurement.get("test_keys") or {}
+    if (test_keys.get("x_netvigil_verdict") or {}).get("outcome") == "ok":
+        return True
+    for request in test_keys.get("requests") or []:
+        if not isinstance(request, dict):
+            continue
+        response = request.get("response")
+        if not request.get("failure") and isinstance(response, dict) and response.get("code"):
+            return True
+    return False
 
 
 async def run_measurements(
@@ -152,7 +212,11 @@ async def run_measurements(
 ) -> RunResult:
     """Measure every URL with at most `concurrency` in flight and `per_host` per host name.
 
-    `collected`: also append every measurement there (for `--upload`)."""
+    `collected`: also append every measurement there (for `--upload`). With the config's
+    `network_check`, the network is checked around the measurements (netvigil.netstatus) and
+    a measurement is written once its network status is known: at once for a site that
+    answered, after the next check for a failure (a cut in the middle of a run blames no site).
+    """
     loop = asyncio.get_running_loop()
     started = loop.time()
     overall = asyncio.Semaphore(max(1, concurrency))
@@ -160,28 +224,68 @@ async def run_measurements(
         lambda: asyncio.Semaphore(max(1, per_host))
     )
     verdicts: list[dict[str, Any]] = []
+    network: list[dict[str, Any] | None] = []
     counts: Counter[str] = Counter()
     task_id = progress.add_task("measuring", total=len(urls), outcomes="") if progress else None
     await experiment.prepare()  # the verdict engine loads before any reply can be kept waiting
 
-    async def one(url: str) -> None:
-        host = (urlsplit(url).hostname or "").lower()
-        async with hosts[host], overall:
-            measurement = await experiment.measure(url)
+    async def emit(measurement: dict[str, Any], status: NetworkStatus | None) -> None:
+        if status is not None:
+            measurement["test_keys"]["x_network_status"] = status.to_dict()
+            if status.status != ONLINE:
+                await reverdict_after_check(experiment, measurement)
         verdict = measurement["test_keys"]["x_netvigil_verdict"]
         verdicts.append(verdict)
+        network.append(status.to_dict() if status is not None else None)
         if output is not None:
             output.write(json.dumps(measurement, separators=(",", ":")) + "\n")
             output.flush()
         if collected is not None:
             collected.append(measurement)
-        counts["blocked" if verdict.get("blocked") else "ok"] += 1
+        outcome = str(verdict.get("outcome", ""))
+        counts[
+            "offline"
+            if outcome.startswith("network/")
+            else "blocked"
+            if verdict.get("blocked")
+            else "ok"
+        ] += 1
         if progress is not None and task_id is not None:
             summary = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
             progress.update(task_id, advance=1, outcomes=summary)
 
-    await asyncio.gather(*(one(u) for u in urls))
-    return RunResult(verdicts, loop.time() - started)
+    watch: NetworkWatch | None = None
+    if getattr(getattr(experiment, "config", None), "network_check", False):
+        watch = NetworkWatch(network_checker(experiment.config), release=emit)
+        await watch.start()
+
+    async def one(url: str) -> None:
+        host = (urlsplit(url).hostname or "").lower()
+        async with hosts[host], overall:
+            before = watch.begin() if watch is not None else None
+            measurement = await experiment.measure(url)
+        if watch is None or before is None:
+            await emit(measurement, None)
+            return
+        await watch.done(measurement, before, reached_site(measurement))
+
+    finished = asyncio.Event()
+    watcher = asyncio.create_task(watch.run(finished)) if watch is not None else None
+    try:
+        await asyncio.gather(*(one(u) for u in urls))
+        if watch is not None:
+            await watch.finish()
+    except BaseException:
+        if watch is not None:
+            await watch.flush()  # an interruption loses nothing already measured
+        raise
+    finally:
+        finished.set()
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+    return RunResult(verdicts, loop.time() - started, network)
 
 
 def make_progress(enabled: bool) -> Progress | None:
@@ -198,7 +302,52 @@ def make_progress(enabled: bool) -> Progress | None:
     )
 
 
+def network_lines(result: RunResult) -> list[str]:
+    """What the network checks found, in plain words (empty when it was online throughout)."""
+    statuses = [n for n in result.network if n is not None]
+    offline = sum(1 for v in result.verdicts if v.get("outcome") == "network/offline")
+    degraded = sum(1 for v in result.verdicts if v.get("outcome") == "network/degraded")
+    lines: list[str] = []
+    if result.verdicts and offline == len(result.verdicts):
+        lines.append("the network was offline: no site is blamed")
+    elif offline:
+        lines.append(
+            f"the network was offline during {offline} of {len(result.verdicts)} measurements: "
+            "those sites are not blamed"
+        )
+    if degraded:
+        lines.append(
+            f"the network was degraded: {degraded} failure(s) matched its failing checks and "
+            "are not blamed on their sites"
+        )
+    failed: dict[tuple[str, str], str] = {}
+    for status in statuses:
+        if status.get("status") == ONLINE:
+            continue
+        for check in status.get("evidence") or []:
+            if check.get("failure"):
+                key = (str(check.get("check")), str(check.get("target")))
+                failed[key] = f"{check.get('stage')}: {check.get('failure')} at {check.get('t')}"
+    lines += [f"  {kind} {target}: {how}" for (kind, target), how in sorted(failed.items())]
+    return lines
+
+
 def print_summary(result: RunResult, console: Console) -> None:
+    lines = network_lines(result)
+    if result.verdicts and lines and lines[0].startswith("the network was offline: "):
+        console.print(
+            Text(f"{len(result.verdicts)} URLs measured in {result.seconds:.1f} s; ")
+            + textsafe.text(lines[0], "bold yellow")
+        )
+        for line in lines[1:]:
+            console.print(textsafe.text(line))
+        return
+    _print_outcomes(result, console)
+    for line in lines:
+        console.print(textsafe.text(line, "yellow"))
+
+
+def _print_outcomes(result: RunResult, console: Console) -> None:
     by_outcome: dict[str, list[str]] = defaultdict(list)
     apps = 0
     for verdict in result.verdicts:
@@ -226,14 +375,15 @@ def print_summary(result: RunResult, console: Console) -> None:
 
     def order(item: tuple[str, list[str]]) -> tuple[int, str]:
         name = item[0]
-        return (0 if name == "ok" else 1 if name in ("down", "unknown") else 2, name)
+        quiet = ("down", "unknown", "network/offline", "network/degraded")
+        return (0 if name == "ok" else 1 if name in quiet else 2, name)
 
     for outcome, urls in sorted(by_outcome.items(), key=order):
         style = (
             "green"
             if outcome == "ok"
             else "yellow"
-            if outcome in ("down", "unknown")
+            if outcome in ("down", "unknown", "network/offline", "network/degraded")
             else "bold red"
         )
         examples = ", ".join(urls[:3]) + (f" … (+{len(urls) - 3})" if len(urls) > 3 else "")
@@ -347,6 +497,22 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--timeout", type=float, default=10.0, help="seconds per network step (default 10)"
     )
+    p.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a reference target for the network check: http(s)://host/ or dns://IP "
+        "(repeatable; default: the testbed's, or Apple's, Microsoft's and Cloudflare's "
+        "connectivity-check addresses)",
+    )
+    p.add_argument(
+        "--no-network-check",
+        action="store_true",
+        help="do not check the resolver, the helper and the reference targets around the run "
+        "(then an offline network makes every site look blocked); NETVIGIL_NETWORK_CHECK=0 "
+        "does the same outside the testbed unless --reference is given",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--consent",
@@ -386,8 +552,14 @@ def probe_config(
     probe_asn: str | None = None,
     timeout: float = 10.0,
     im_endpoints: str | None = None,
+    network_check: bool = False,
+    references: list[str] | None = None,
 ) -> ProbeConfig:
-    """The probe's configuration: what the user gave, else the testbed's, else real-network defaults."""
+    """The probe's configuration: what the user gave, else the testbed's, else real-network defaults.
+
+    `network_check`: check the network around the run (netvigil.netstatus) against
+    `references` (reference targets), else the testbed's ($NETVIGIL_REFERENCE_URLS), else,
+    on a real network, netstatus.DEFAULT_REFERENCES."""
     from netvigil.net.tls import TrustStore
 
     env = os.environ
@@ -400,6 +572,16 @@ def probe_config(
     except ValueError as exc:
         raise InputError(f"{bundle}: not a PEM certificate bundle ({exc})") from None
     timeout = max(1.0, float(timeout))
+    try:
+        reference_urls = netstatus.parse_references(
+            references
+            if references
+            else [env.get(netstatus.REFERENCES_ENV, "")]
+            if in_testbed
+            else list(netstatus.DEFAULT_REFERENCES)
+        )
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
     return ProbeConfig(
         trust=trust,
         resolver=resolver or (env.get("NETVIGIL_RESOLVER") if in_testbed else None),
@@ -420,12 +602,29 @@ def probe_config(
         im_endpoints=im_endpoints
         or (env.get("NETVIGIL_IM_ENDPOINTS") if in_testbed else None)
         or None,
+        network_check=network_check,
+        reference_urls=reference_urls if network_check else (),
     )
 
 
 def testbed_config(timeout: float = 10.0) -> ProbeConfig:
     """Inside `netvigil testbed run`: everything from the testbed's environment."""
-    return probe_config(timeout=timeout)
+    return probe_config(timeout=timeout, network_check=True)
+
+
+NETWORK_CHECK_ENV = "NETVIGIL_NETWORK_CHECK"
+
+
+def network_check_wanted(args: Any) -> bool:
+    """The network check (netvigil.netstatus) unless --no-network-check; on a real network
+    without --reference, NETVIGIL_NETWORK_CHECK=0 also turns the default off (scripts, tests
+    on loopback: no contact with the default reference targets). Inside the testbed it uses
+    the testbed's own targets and is always on by default."""
+    if args.no_network_check:
+        return False
+    if os.environ.get("NETVIGIL_TESTBED") == "1" or args.reference:
+        return True
+    return os.environ.get(NETWORK_CHECK_ENV, "1") != "0"
 
 
 def config_from_args(args: Any) -> ProbeConfig:
@@ -440,6 +639,8 @@ def config_from_args(args: Any) -> ProbeConfig:
         probe_asn=args.probe_asn,
         timeout=args.timeout,
         im_endpoints=getattr(args, "im_endpoints", None),
+        network_check=network_check_wanted(args),
+        references=list(args.reference),
     )
 
 
@@ -560,6 +761,7 @@ def run(args: Any) -> int:
                 progress=progress,
                 collected=collected,
                 verdicts=result.verdicts,
+                network=result.network,
             )
         result.seconds = asyncio.get_running_loop().time() - started
         return result
@@ -572,8 +774,8 @@ def run(args: Any) -> int:
         if output is not None:
             output.close()
     if args.json:
-        for verdict in result.verdicts:
-            print(json.dumps(verdict))
+        for verdict, status in zip(result.verdicts, result.network, strict=True):
+            print(json.dumps({**verdict, "network_status": status} if status else verdict))
     else:
         from netvigil.testbed.report import make_console
 

@@ -9,6 +9,7 @@ real addresses, and the probe must never dial them from there.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from typing import IO, Any
@@ -54,27 +55,67 @@ async def run_im(
     progress: Progress | None = None,
     collected: list[dict[str, Any]] | None = None,
     verdicts: list[dict[str, Any]] | None = None,
+    network: list[dict[str, Any] | None] | None = None,
 ) -> list[dict[str, Any]]:
     """Measure every app (concurrently), writing each measurement when it is done; returns the
-    verdicts (``x_netvigil_verdict``), also appended to ``verdicts`` when given."""
+    verdicts (``x_netvigil_verdict``), also appended to ``verdicts`` when given, and each
+    one's ``x_network_status`` (None: not checked) to ``network``.
+
+    With the config's ``network_check`` the apps go through the same network watch as the
+    websites (``measure.run_measurements``): an app that failed is written only once a check
+    after it says whether the network itself was up, so a shutdown blames no app."""
     from netvigil.experiments.im_suite import measure_app
+    from netvigil.measure import network_checker, reached_site, reverdict_after_check
+    from netvigil.netstatus import ONLINE, NetworkStatus, NetworkWatch
 
     found: list[dict[str, Any]] = [] if verdicts is None else verdicts
     task_id = (
         progress.add_task("messaging apps", total=len(apps), outcomes="") if progress else None
     )
 
-    async def one(app: str) -> None:
-        measurement = await measure_app(app, config, overrides)
-        verdict = measurement["test_keys"]["x_netvigil_verdict"]
-        found.append(verdict)
+    async def emit(measurement: dict[str, Any], status: NetworkStatus | None) -> None:
+        if status is not None:
+            measurement["test_keys"]["x_network_status"] = status.to_dict()
+            if status.status != ONLINE:
+                await reverdict_after_check(None, measurement)
+        found.append(measurement["test_keys"]["x_netvigil_verdict"])
+        if network is not None:
+            network.append(status.to_dict() if status is not None else None)
         if output is not None:
             output.write(json.dumps(measurement, separators=(",", ":")) + "\n")
             output.flush()
         if collected is not None:
             collected.append(measurement)
         if progress is not None and task_id is not None:
-            progress.update(task_id, advance=1, outcomes=app)
+            progress.update(task_id, advance=1, outcomes=measurement.get("test_name", ""))
 
-    await asyncio.gather(*(one(app) for app in apps))
+    watch: NetworkWatch | None = None
+    if config.network_check:
+        watch = NetworkWatch(network_checker(config), release=emit)
+        await watch.start()
+
+    async def one(app: str) -> None:
+        before = watch.begin() if watch is not None else None
+        measurement = await measure_app(app, config, overrides)
+        if watch is None or before is None:
+            await emit(measurement, None)
+            return
+        await watch.done(measurement, before, reached_site(measurement))
+
+    finished = asyncio.Event()
+    watcher = asyncio.create_task(watch.run(finished)) if watch is not None else None
+    try:
+        await asyncio.gather(*(one(app) for app in apps))
+        if watch is not None:
+            await watch.finish()
+    except BaseException:
+        if watch is not None:
+            await watch.flush()  # an interruption loses nothing already measured
+        raise
+    finally:
+        finished.set()
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
     return found

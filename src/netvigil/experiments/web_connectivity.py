@@ -69,6 +69,9 @@ class ProbeConfig:
     annotations: dict[str, str] = field(default_factory=dict)
     # The messaging experiments' endpoint override file (experiments/im_endpoints.py), if any.
     im_endpoints: str | None = None
+    # Check the network around a run (netvigil.netstatus): the resolver, the helper, these.
+    network_check: bool = False
+    reference_urls: tuple[str, ...] = ()
 
 
 def new_report_id(probe_cc: str, probe_asn: str, when: dt.datetime) -> str:
@@ -504,6 +507,10 @@ class WebConnectivity:
             "test_keys": test_keys,
         }
         return measurement
+
+    async def reverdict(self, measurement: dict[str, Any]) -> None:
+        """Judge ``measurement`` again (its ``x_network_status`` was set after it was measured)."""
+        self._add_verdict(measurement, await self._analyze(measurement))
 
     @staticmethod
     def _add_verdict(measurement: dict[str, Any], verdict: Verdict) -> None:

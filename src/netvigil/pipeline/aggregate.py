@@ -3,7 +3,7 @@
 ``aggregate_duckdb(OUT)`` reads ``OUT/verdicts/day=*/*.parquet`` with DuckDB (embedded, the
 default engine) and computes the tables of ``schema.AGGREGATE_SCHEMAS``:
 
-``daily``       per country × network × domain × day: measurements, blocked, ok, and the mean
+``daily``       per country × network × domain × day: measurements, blocked, ok, offline, and the mean
                 confidence of the blocked measurements (0.0 when none), rounded to 6 places.
 ``outcomes``    per country × network × domain × day × outcome: count.
 ``techniques``  per country × network × domain × blocked outcome: first and last
@@ -45,8 +45,10 @@ Decisions, so that every engine computes the same thing:
   derives from ``measurement_start_time`` in UTC; DuckDB may infer it as DATE or VARCHAR, so it
   is cast to DATE explicitly.
 - **Blocked.** A row is blocked when the verdict's ``blocked`` column is true (the verdict engine
-  decides; ``ok`` counts the rows whose outcome is exactly ``ok``, so ``measurements - blocked
-  - ok`` is the rest: down, unknown, unsupported, captive-portal).
+  decides; ``ok`` counts the rows whose outcome is exactly ``ok``, ``offline`` those whose
+  outcome is ``network/offline`` or ``network/degraded`` — the probe's own network failed,
+  never a block — so ``measurements - blocked - ok - offline`` is the rest: down, unknown,
+  captive-portal). The event rule leaves ``offline`` out (``judged_measurements``).
 - **Exact confidence mean.** A float sum depends on the order of addition (DuckDB sums in
   parallel; Dask by partitions), and rounding to 6 places turns a last-bit difference into a
   different value at a tie. So each confidence is first made an integer number of nano-units
@@ -103,6 +105,7 @@ __all__ = [
     "endpoint_files",
     "finalize",
     "finish_daily",
+    "judged_measurements",
     "onset_p_value",
     "partitioned_parquet_sql",
     "unique_verdicts_sql",
@@ -343,6 +346,7 @@ SELECT probe_cc, probe_asn, domain, day,
        count(*) AS measurements,
        count(*) FILTER (WHERE blocked) AS blocked,
        count(*) FILTER (WHERE outcome = 'ok') AS ok,
+       count(*) FILTER (WHERE outcome LIKE 'network/%') AS offline,
        coalesce(sum(CAST(round_even(confidence * 1e9, 0) AS BIGINT)) FILTER (WHERE blocked), 0)
            AS confidence_nanos
 FROM v GROUP BY ALL
@@ -478,6 +482,18 @@ def count_duplicates(out_dir: Path) -> int:
     return int(row[0]) if row else 0
 
 
+def judged_measurements(daily: pa.Table) -> list[int]:
+    """Per ``daily`` row, the measurements that judged the site: all but those the network's
+    own failure decided (``offline``; a table without the column, from an older run, has
+    none). An offline day is then a day without measurements: it neither fires an onset nor
+    breaks one, nor dilutes a baseline."""
+    measured = daily.column("measurements").to_pylist()
+    if "offline" not in daily.column_names:
+        return [int(m) for m in measured]
+    offline = daily.column("offline").to_pylist()
+    return [int(m) - int(o or 0) for m, o in zip(measured, offline, strict=True)]
+
+
 def detect_events(
     daily: pa.Table,
     *,
@@ -489,6 +505,7 @@ def detect_events(
 ) -> pa.Table:
     """Flag days of sudden onset of blocking per country × network × domain (``events``).
 
+    Measurements are those that judged the site (``judged_measurements``: not ``offline``).
     Day D is flagged when: D has at least ``min_measurements`` measurements; among the
     ``baseline_days`` calendar days before D (D-baseline_days … D-1) at least
     ``min_baseline_days`` have measurements; blocked/measurements on D is at least the
@@ -516,7 +533,7 @@ def detect_events(
     threshold = Fraction(repr(float(jump)))
     jump_num, jump_den = threshold.numerator, threshold.denominator
     # Days as integers (days since 1970-01-01): cheaper than date objects, exact calendar math.
-    cols = daily.select(["probe_cc", "probe_asn", "domain", "day", "measurements", "blocked"])
+    cols = daily.select(["probe_cc", "probe_asn", "domain", "day", "blocked"])
     day_numbers = cols.column("day").cast(pa.int32()).to_pylist()
     series: dict[tuple[str, int, str], dict[int, list[int]]] = defaultdict(dict)
     for cc, asn, domain, day, measured, blocked in zip(
@@ -524,7 +541,7 @@ def detect_events(
         cols.column("probe_asn").to_pylist(),
         cols.column("domain").to_pylist(),
         day_numbers,
-        cols.column("measurements").to_pylist(),
+        judged_measurements(daily),
         cols.column("blocked").to_pylist(),
         strict=True,
     ):
@@ -630,13 +647,13 @@ def detect_onsets(events: pa.Table, daily: pa.Table, *, jump: float = DEFAULT_JU
         flagged[(cc, asn, domain)][day] = (Fraction(repr(float(base))), float(p_value))
     series: dict[tuple[str, int, str], dict[int, list[int]]] = defaultdict(dict)
     if flagged:
-        cols = daily.select(["probe_cc", "probe_asn", "domain", "day", "measurements", "blocked"])
+        cols = daily.select(["probe_cc", "probe_asn", "domain", "day", "blocked"])
         for cc, asn, domain, day, measured, blocked in zip(
             cols.column("probe_cc").to_pylist(),
             cols.column("probe_asn").to_pylist(),
             cols.column("domain").to_pylist(),
             cols.column("day").cast(pa.int32()).to_pylist(),
-            cols.column("measurements").to_pylist(),
+            judged_measurements(daily),
             cols.column("blocked").to_pylist(),
             strict=True,
         ):

@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from netvigil.pipeline.options import DEFAULT_LIMIT, DEFAULT_TOP, QUESTIONS
+from netvigil.pipeline.options import DEFAULT_LIMIT, DEFAULT_TOP, NETWORK_STATUSES, QUESTIONS
 from netvigil.pipeline.sources import PipelineInputError
 
 __all__ = ["add_parser", "add_query_parser", "add_report_parser", "run"]
@@ -76,6 +76,12 @@ def add_query_parser(commands: Any) -> None:
     p.add_argument("--domain", help="one domain, e.g. www.example.org")
     _add_days(p)
     p.add_argument("--what", choices=QUESTIONS, default="blocked", help="which question")
+    p.add_argument(
+        "--network",
+        choices=NETWORK_STATUSES,
+        help="only measurements whose probe found its network so (--what blocked, outcomes, "
+        "network)",
+    )
     p.add_argument(
         "--sql", metavar="QUERY", help="one read-only SELECT over the views (ignores --what)"
     )

@@ -364,6 +364,9 @@ def _partition_frame(table: pa.Table, day: str | pa.Array) -> Frame:
     confidence = np.asarray(table.column("confidence").to_numpy(), dtype=np.float64)
     nanos = np.rint(confidence * _NANOS).astype(np.int64)
     is_ok = np.asarray(pc.equal(table.column("outcome"), "ok").to_numpy(), dtype=bool)
+    is_offline = np.asarray(
+        pc.starts_with(table.column("outcome"), "network/").to_numpy(), dtype=bool
+    )
     columns = {
         "probe_cc": table.column("probe_cc"),
         "probe_asn": table.column("probe_asn").cast(pa.int64()),
@@ -374,6 +377,7 @@ def _partition_frame(table: pa.Table, day: str | pa.Array) -> Frame:
         "blocked": pa.array(blocked, pa.bool_()),
         "is_blocked": pa.array(blocked.astype(np.int64), pa.int64()),
         "is_ok": pa.array(is_ok.astype(np.int64), pa.int64()),
+        "is_offline": pa.array(is_offline.astype(np.int64), pa.int64()),
         "confidence_nanos": pa.array(np.where(blocked, nanos, 0), pa.int64()),
     }
     return pa.table(columns).to_pandas()
@@ -529,6 +533,7 @@ def aggregate_dask(out_dir: Path, client: Client, *, split_out: int = 1) -> dict
         measurements=("is_blocked", "count"),
         blocked=("is_blocked", "sum"),
         ok=("is_ok", "sum"),
+        offline=("is_offline", "sum"),
         confidence_nanos=("confidence_nanos", "sum"),
         split_out=split_out,
     )

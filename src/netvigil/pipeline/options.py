@@ -6,10 +6,12 @@ start): the commands' modules import these from here, and so does ``pipeline/cli
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_LIMIT", "DEFAULT_TOP", "MAX_LIMIT", "QUESTIONS"]
+__all__ = ["DEFAULT_LIMIT", "DEFAULT_TOP", "MAX_LIMIT", "NETWORK_STATUSES", "QUESTIONS"]
 
 # What ``netvigil query --what`` answers.
-QUESTIONS = ("blocked", "timeline", "events", "networks", "outcomes", "apps")
+QUESTIONS = ("blocked", "timeline", "events", "networks", "outcomes", "apps", "network")
+# What ``--network`` filters on: the probe's own network status (``unchecked``: none recorded).
+NETWORK_STATUSES = ("online", "degraded", "offline", "unchecked")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100_000
 # How many domains ``netvigil report`` draws a timeline for.

@@ -10,10 +10,13 @@
 ``--what apps``               messaging apps (telegram, whatsapp, signal, facebook_messenger):
                               per country, app and endpoint ("*": the app as a whole) the
                               measurements, blocked share, and first and last blocked day
+``--what network``            periods when a probe found its own network offline or degraded
+                              (``test_keys.x_network_status``), per country and network: from,
+                              to, how many measurements; these measurements are never blocked
 ``--sql 'SELECT …'``          anything else, read-only, over the views ``verdicts``,
                               ``observations``, ``daily``, ``outcomes``, ``techniques``, ``events``,
-                              ``onsets``, ``verdict_copies``, ``apps`` and ``endpoints`` (the
-                              messaging endpoint rows, every copy as written)
+                              ``onsets``, ``network_periods``, ``verdict_copies``, ``apps`` and
+                              ``endpoints`` (the messaging endpoint rows, every copy as written)
 
 A measurement that came more than once (same ``measurement_uid``: the same file given twice,
 OONI's file and the collector's store…) counts once. ``verdicts`` holds one row per
@@ -24,7 +27,9 @@ which copy they came from, so a measurement given twice has its observations twi
 (none of the questions reads it; in ``--sql``, count ``DISTINCT measurement_uid``).
 
 Filters: ``--cc KZ --asn 9198 --domain example.org --since 2024-03-01 --until 2024-03-31``
-(dates are UTC days, inclusive). At most ``--limit`` rows are printed, and the output says when
+(dates are UTC days, inclusive); ``--network offline`` (or ``online``, ``degraded``,
+``unchecked``) keeps the measurements whose probe found its network so (questions read from
+the verdicts: ``blocked``, ``outcomes``, ``network``). At most ``--limit`` rows are printed, and the output says when
 there were more. On a terminal the table fits its width: each question's usual columns, days
 without the time, long names shortened in the middle (``inje…t.kz``), one line per row;
 ``--wide`` shows every column in full. ``--json`` (one JSON document) and ``--csv`` print every
@@ -73,7 +78,7 @@ from .aggregate import (
     unique_verdicts_sql,
     verdict_files,
 )
-from .options import DEFAULT_LIMIT, MAX_LIMIT, QUESTIONS
+from .options import DEFAULT_LIMIT, MAX_LIMIT, NETWORK_STATUSES, QUESTIONS
 from .schema import AGGREGATE_SCHEMAS, ENDPOINT_SCHEMA, OBSERVATION_SCHEMA, VERDICT_SCHEMA
 
 if TYPE_CHECKING:
@@ -100,8 +105,29 @@ VIEWS = (
     "techniques",
     "events",
     "onsets",
+    "network_periods",
     "verdict_copies",
 )
+
+# Periods of a network's own status (``--what network``, the report's band): in each country
+# and network, the measurements in time order (ties by status), cut into runs of one status;
+# online runs are left out. A period is from its first measurement's start to its last's.
+NETWORK_PERIODS_SQL = """
+WITH s AS (
+    SELECT probe_cc, probe_asn, measurement_start_time AS t, network_status AS status
+    FROM verdicts WHERE network_status IS NOT NULL
+), g AS (
+    SELECT *,
+           row_number() OVER (PARTITION BY probe_cc, probe_asn ORDER BY t, status)
+           - row_number() OVER (PARTITION BY probe_cc, probe_asn, status ORDER BY t, status)
+           AS run
+    FROM s
+)
+SELECT probe_cc, probe_asn, status, min(t) AS start, max(t) AS "end",
+       count(*) AS measurements, CAST(min(t) AS DATE) AS first_day, CAST(max(t) AS DATE) AS last_day
+FROM g WHERE status <> 'online'
+GROUP BY probe_cc, probe_asn, status, run
+"""
 
 # The winning copy of a measurement in the ``verdicts`` view: ``aggregate``'s order (so the
 # view and the aggregates count the same copy), then every other column, so that even copies
@@ -120,6 +146,7 @@ class Filters:
     domain: str | None = None
     since: dt.date | None = None
     until: dt.date | None = None
+    network: str | None = None  # a network status (options.NETWORK_STATUSES)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -128,7 +155,16 @@ class Filters:
             "domain": self.domain,
             "since": self.since.isoformat() if self.since else None,
             "until": self.until.isoformat() if self.until else None,
+            "network": self.network,
         }
+
+    def network_where(self) -> tuple[str, list[Any]]:
+        """The ``--network`` condition on verdict rows (``TRUE`` without it)."""
+        if self.network is None:
+            return "TRUE", []
+        if self.network == "unchecked":
+            return "network_status IS NULL", []
+        return "network_status = ?", [self.network]
 
     def where(self, *, day: str = "day", with_cc_asn: bool = True) -> tuple[str, list[Any]]:
         """A SQL condition (``TRUE`` when nothing is filtered) and its parameters."""
@@ -190,6 +226,7 @@ def make_filters(
     domain: str | None = None,
     since: str | dt.date | None = None,
     until: str | dt.date | None = None,
+    network: str | None = None,
 ) -> Filters:
     if cc is not None and not (len(cc) == 2 and cc.isascii() and cc.isalpha()):
         raise QueryError(f"bad country code {cc!r}: expected two letters like KZ")
@@ -197,12 +234,15 @@ def make_filters(
     until_d = parse_day(until, "--until") if isinstance(until, str) else until
     if since_d and until_d and since_d > until_d:
         raise QueryError(f"--since {since_d} is after --until {until_d}")
+    if network is not None and network not in NETWORK_STATUSES:
+        raise QueryError(f"bad --network {network!r}: one of {', '.join(NETWORK_STATUSES)}")
     return Filters(
         cc=cc.upper() if cc else None,
         asn=parse_asn(asn) if isinstance(asn, str) else asn,
         domain=domain.strip().lower().rstrip(".") if domain else None,
         since=since_d,
         until=until_d,
+        network=network,
     )
 
 
@@ -320,6 +360,7 @@ def open_pipeline(out_dir: Path) -> Iterator[duckdb.DuckDBPyConnection]:
                     "USING (probe_cc, probe_asn, domain)"
                 ).to_arrow_table(),
             )
+            con.execute(f"CREATE VIEW network_periods AS {NETWORK_PERIODS_SQL}")
             onsets_path = Path(scratch).resolve() / "onsets.parquet"
             pq.write_table(onsets, onsets_path)
             _parquet_view(con, "onsets", onsets_path)
@@ -359,9 +400,11 @@ def _fetch(
 
 def _blocked(con: duckdb.DuckDBPyConnection, f: Filters, limit: int) -> Result:
     where, params = f.where()
+    network, network_params = f.network_where()
+    params = params + network_params
     sql = f"""
         WITH v AS (
-            SELECT * FROM verdicts WHERE {AGGREGATED_ROWS_SQL} AND {where}
+            SELECT * FROM verdicts WHERE {AGGREGATED_ROWS_SQL} AND {where} AND {network}
         ), top AS (
             SELECT probe_cc, domain,
                    count(*) FILTER (WHERE blocked) AS blocked,
@@ -489,6 +532,18 @@ def _networks(con: duckdb.DuckDBPyConnection, f: Filters, limit: int) -> Result:
 
 def _outcomes(con: duckdb.DuckDBPyConnection, f: Filters, limit: int) -> Result:
     where, params = f.where()
+    if f.network is not None:  # the aggregates do not keep the status: count the verdicts
+        network, network_params = f.network_where()
+        sql = f"""
+            SELECT outcome, count(*) AS count,
+                   round(count(*) / sum(count(*)) OVER (), 4) AS share,
+                   outcome NOT IN {_not_blocked_sql()} AS blocking
+            FROM verdicts WHERE {AGGREGATED_ROWS_SQL} AND {where} AND {network}
+            GROUP BY outcome ORDER BY count DESC, outcome
+            LIMIT {limit + 1}
+        """
+        columns, rows, truncated = _fetch(con, sql, params + network_params, limit)
+        return Result("outcomes", columns, rows, truncated, f)
     sql = f"""
         SELECT outcome, sum(count) AS count,
                round(sum(count) / sum(sum(count)) OVER (), 4) AS share,
@@ -521,6 +576,29 @@ def _apps(con: duckdb.DuckDBPyConnection, f: Filters, limit: int) -> Result:
     return Result("apps", columns, rows, truncated, f)
 
 
+def _network(con: duckdb.DuckDBPyConnection, f: Filters, limit: int) -> Result:
+    """Periods of offline or degraded networks (``network_periods``), oldest first; with
+    ``--since``/``--until``, those that overlap the range."""
+    where, params = dataclasses.replace(f, domain=None, since=None, until=None).where()
+    if f.since is not None:
+        where += " AND last_day >= ?"
+        params.append(f.since)
+    if f.until is not None:
+        where += " AND first_day <= ?"
+        params.append(f.until)
+    if f.network is not None:
+        where += " AND status = ?"
+        params.append(f.network)
+    sql = f"""
+        SELECT probe_cc, probe_asn, status, start AS from_time, "end" AS to_time, measurements
+        FROM network_periods WHERE {where}
+        ORDER BY start, probe_cc, probe_asn, status
+        LIMIT {limit + 1}
+    """
+    columns, rows, truncated = _fetch(con, sql, params, limit)
+    return Result("network", columns, rows, truncated, f)
+
+
 _ASK = {
     "blocked": _blocked,
     "timeline": _timeline,
@@ -528,7 +606,10 @@ _ASK = {
     "networks": _networks,
     "outcomes": _outcomes,
     "apps": _apps,
+    "network": _network,
 }
+# The questions that read verdict rows, where the network status is kept.
+_NETWORK_FILTERED = ("blocked", "outcomes", "network")
 
 
 def _check_limit(limit: int) -> int:
@@ -555,6 +636,10 @@ def answer(
 
     if what not in _ASK:
         raise QueryError(f"unknown question {what!r}: choose one of {', '.join(QUESTIONS)}")
+    if filters.network is not None and what not in _NETWORK_FILTERED:
+        raise QueryError(
+            f"--network applies to --what {', '.join(_NETWORK_FILTERED)}, not to --what {what}"
+        )
     try:
         return _ASK[what](con, filters, _check_limit(limit))
     except duckdb.Error as exc:
@@ -661,6 +746,14 @@ _NARROW: dict[str, tuple[tuple[str, str], ...]] = {
         ("first_blocked", "first"),
         ("last_blocked", "last"),
     ),
+    "network": (
+        ("probe_cc", "cc"),
+        ("probe_asn", "asn"),
+        ("status", "status"),
+        ("from_time", "from"),
+        ("to_time", "to"),
+        ("measurements", "measured"),
+    ),
     "networks": (
         ("probe_cc", "cc"),
         ("probe_asn", "asn"),
@@ -700,8 +793,10 @@ def _cell(value: Any, column: str = "", *, wide: bool = True) -> str:
         return shown + ((f", … {more} more" if wide else f" +{more}") if more > 0 else "")
     if isinstance(value, dt.datetime):
         when: dt.datetime = value.astimezone(dt.UTC)
-        # a day is what a reader compares; the time is in --wide, --json and --csv
-        return when.strftime("%Y-%m-%d %H:%M:%SZ") if wide else when.strftime("%Y-%m-%d")
+        # a day is what a reader compares; the time is in --wide, --json and --csv (and in
+        # the network periods' *_time columns: a shutdown may last minutes)
+        full = wide or column.endswith("_time")
+        return when.strftime("%Y-%m-%d %H:%M:%SZ") if full else when.strftime("%Y-%m-%d")
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
@@ -847,11 +942,19 @@ def run(args: argparse.Namespace) -> int:
             raise QueryError("choose one of --json and --csv")
         out = Path(args.out)
         if args.sql is not None:
-            if any(getattr(args, k) is not None for k in ("cc", "asn", "domain", "since", "until")):
+            keys = ("cc", "asn", "domain", "since", "until", "network")
+            if any(getattr(args, k, None) is not None for k in keys):
                 raise QueryError("--sql cannot be combined with filters: put them in the query")
             result = run_sql(out, args.sql, limit=args.limit)
         else:
-            filters = make_filters(args.cc, args.asn, args.domain, args.since, args.until)
+            filters = make_filters(
+                args.cc,
+                args.asn,
+                args.domain,
+                args.since,
+                args.until,
+                getattr(args, "network", None),
+            )
             result = ask(out, args.what, filters, limit=args.limit)
     except QueryError as exc:
         print(_printable(f"netvigil query: {exc}"), file=sys.stderr)

@@ -56,6 +56,7 @@ __all__ = ["ReportSummary", "run", "write_report"]
 
 MAX_BARS = 366
 MAX_TABLE_ROWS = 200
+MAX_NETWORK_BANDS = 30
 
 # Okabe & Ito's palette ("Color Universal Design", 2002): the four techniques stay distinct for
 # readers with any common colour-vision deficiency, and differ in lightness too (blue and
@@ -70,6 +71,9 @@ OTHER_COLOUR = "#CC79A7"  # reddish purple
 OK_COLOUR = "#009E73"  # bluish green
 NO_BLOCK_COLOUR = "#e4e7eb"
 ONSET_COLOUR = "#000000"
+# The network's own status (the band of "Network status"): offline dark, degraded yellow
+# (Okabe & Ito), online the grey of "not blocked".
+NETWORK_COLOURS = {"offline": "#3c4650", "degraded": "#F0E442", "online": NO_BLOCK_COLOUR}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +147,13 @@ class _Data:
     seen: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     seen_total: int = 0
     apps: _Apps | None = None
+    offline: int = 0  # measurements the network's own failure decided (outcome network/*)
+    # (cc, asn) → day → {network status: measurements}, for networks not always online
+    network_days: dict[tuple[str, int], dict[dt.date, dict[str, int]]] = dataclasses.field(
+        default_factory=dict
+    )
+    network_periods: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    network_periods_total: int = 0
 
 
 def _gather(con: duckdb.DuckDBPyConnection, f: Filters, top: int) -> _Data:
@@ -151,7 +162,7 @@ def _gather(con: duckdb.DuckDBPyConnection, f: Filters, top: int) -> _Data:
     row = con.execute(
         f"""
         SELECT min(day), max(day), coalesce(sum(measurements), 0), coalesce(sum(blocked), 0),
-               coalesce(sum(ok), 0), count(DISTINCT domain),
+               coalesce(sum(ok), 0), coalesce(sum(offline), 0), count(DISTINCT domain),
                count(DISTINCT domain) FILTER (WHERE blocked > 0),
                count(DISTINCT (probe_cc, probe_asn)),
                list(DISTINCT probe_cc ORDER BY probe_cc)
@@ -166,16 +177,18 @@ def _gather(con: duckdb.DuckDBPyConnection, f: Filters, top: int) -> _Data:
         data.measurements,
         data.blocked,
         data.ok,
+        data.offline,
         data.domains,
         data.blocked_domains,
         data.networks,
         countries,
     ) = row
     data.countries = list(countries or [])
-    data.measurements, data.blocked, data.ok = (
+    data.measurements, data.blocked, data.ok, data.offline = (
         int(data.measurements),
         int(data.blocked),
         int(data.ok),
+        int(data.offline),
     )
 
     tops = con.execute(
@@ -195,8 +208,9 @@ def _gather(con: duckdb.DuckDBPyConnection, f: Filters, top: int) -> _Data:
     if names:
         for domain, day, measured in con.execute(
             f"""
-            SELECT domain, day, sum(measurements) FROM daily
+            SELECT domain, day, sum(measurements - offline) FROM daily
             WHERE {where} AND list_contains(?, domain) GROUP BY ALL
+            HAVING sum(measurements - offline) > 0
             """,
             [*params, names],
         ).fetchall():
@@ -282,6 +296,7 @@ def _gather(con: duckdb.DuckDBPyConnection, f: Filters, top: int) -> _Data:
     cols = [d[0] for d in cur.description or []]
     data.seen = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
     data.apps = _gather_apps(con, f)
+    _gather_network(con, f, data)
     return data
 
 
@@ -417,6 +432,51 @@ def _apps_html(apps: _Apps | None, f: Filters) -> str:
         )
     )
     return "".join(out)
+
+
+def _gather_network(con: duckdb.DuckDBPyConnection, f: Filters, data: _Data) -> None:
+    """The band of each network whose probes found it offline or degraded, and its periods.
+
+    The status is the whole network's, not a domain's: ``--domain`` does not narrow it."""
+    where, params = dataclasses.replace(f, domain=None).where()
+    rows = con.execute(
+        f"""
+        WITH n AS (
+            SELECT probe_cc, probe_asn FROM verdicts
+            WHERE network_status IN ('offline', 'degraded') AND {where}
+            GROUP BY ALL ORDER BY probe_cc, probe_asn LIMIT {MAX_NETWORK_BANDS}
+        )
+        SELECT probe_cc, probe_asn, day, network_status, count(*) FROM verdicts
+        SEMI JOIN n USING (probe_cc, probe_asn)
+        WHERE network_status IS NOT NULL AND {where} GROUP BY ALL
+        """,
+        params + params,
+    ).fetchall()
+    for cc, asn, day, status, n in rows:
+        by_day = data.network_days.setdefault((cc, int(asn)), {})
+        by_day.setdefault(day, {})[status] = int(n)
+    period_where, period_params = dataclasses.replace(
+        f, domain=None, since=None, until=None
+    ).where()
+    if f.since is not None:
+        period_where += " AND last_day >= ?"
+        period_params.append(f.since)
+    if f.until is not None:
+        period_where += " AND first_day <= ?"
+        period_params.append(f.until)
+    total = con.execute(
+        f"SELECT count(*) FROM network_periods WHERE {period_where}", period_params
+    ).fetchone()
+    data.network_periods_total = int(total[0]) if total else 0
+    cur = con.execute(
+        f"""
+        SELECT start, "end", probe_cc, probe_asn, status, measurements FROM network_periods
+        WHERE {period_where} ORDER BY start, probe_cc, probe_asn, status LIMIT {MAX_TABLE_ROWS}
+        """,
+        period_params,
+    )
+    cols = [d[0] for d in cur.description or []]
+    data.network_periods = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
 
 # --- charts ------------------------------------------------------------------------------------
@@ -588,6 +648,48 @@ def _domain_svg(domain: str, series: _Series, axis: _Axis) -> str:
                 f'<path class="onset" d="M{cx - 5:.1f},0 L{cx + 5:.1f},0 L{cx:.1f},{_TOP - 1}Z" '
                 f'fill="{ONSET_COLOUR}"/>'
             )
+        parts.append(
+            f'<rect x="{x:.2f}" y="0" width="{w:.2f}" height="{height + _TOP}" '
+            f'fill="transparent"><title>{_e(tip)}</title></rect>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _network_svg(network: str, days: dict[dt.date, dict[str, int]], axis: _Axis) -> str:
+    """One network's band: per bar, the shares of its measurements whose probe found the
+    network offline (dark, from the bottom), degraded (yellow) and online (grey)."""
+    height = 24
+    parts = [_frame(axis, height, [], f"{network}: network status per {axis.unit}")]
+    bars: dict[int, dict[str, int]] = {}
+    for day, counts in days.items():
+        i = axis.index(day)
+        if i is not None:
+            bar = bars.setdefault(i, {})
+            for status, n in counts.items():
+                bar[status] = bar.get(status, 0) + n
+    for i in sorted(bars):
+        counts = bars[i]
+        total = sum(counts.values())
+        if not total:
+            continue
+        x, w = _slot(axis, i)
+        y = float(_TOP + height)
+        for status in ("offline", "degraded", "online"):
+            n = counts.get(status, 0)
+            if not n:
+                continue
+            h = height * n / total
+            y -= h
+            parts.append(
+                f'<rect class="net-{status}" x="{x:.2f}" y="{y:.2f}" width="{w:.2f}" '
+                f'height="{h:.2f}" fill="{NETWORK_COLOURS[status]}"/>'
+            )
+        tip = f"{axis.label(i)}: " + ", ".join(
+            f"{status} {counts[status]}"
+            for status in ("offline", "degraded", "online")
+            if counts.get(status)
+        )
         parts.append(
             f'<rect x="{x:.2f}" y="0" width="{w:.2f}" height="{height + _TOP}" '
             f'fill="transparent"><title>{_e(tip)}</title></rect>'
@@ -785,7 +887,8 @@ def _render(
     )
     out.append(f'<h1>{_e(title)}</h1><p class="sub">{_e(", ".join(scope))}</p>')
 
-    share = data.blocked / data.measurements if data.measurements else 0.0
+    judged = data.measurements - data.offline  # a network offline judged no site
+    share = data.blocked / judged if judged else 0.0
     cards = [
         ("measurements", f"{data.measurements:,}"),
         ("blocked", f"{data.blocked:,} ({100 * share:.1f}%)"),
@@ -796,6 +899,8 @@ def _render(
         ("days", f"{ndays:,}"),
         ("onsets of blocking", f"{data.events_total:,}"),
     ]
+    if data.offline:
+        cards.append(("network offline: not judged", f"{data.offline:,}"))
     out.append(
         '<div class="cards">'
         + "".join(f'<div class="card"><b>{_e(v)}</b>{_e(k)}</div>' for k, v in cards)
@@ -837,6 +942,8 @@ def _render(
         out.append(f'<div class="charts">{"".join(figures)}</div>')
     else:
         out.append('<p class="note">No blocked domain.</p>')
+
+    _render_network(out, data, axis, unit)
 
     # timelines per technique
     out.append("<h2>Timeline per technique</h2>")
@@ -983,8 +1090,11 @@ def _render(
         "<code>dns/nxdomain</code>, <code>tls/interception</code> or "
         "<code>http/blockpage</code>, with a confidence between 0 and 1 and the evidence. "
         "A measurement is <i>blocked</i> when its outcome is a form of blocking; "
-        "<code>down</code>, <code>unknown</code>, <code>unsupported</code> and "
-        "<code>captive-portal</code> are not counted as blocking. The technique is the stage "
+        "<code>down</code>, <code>unknown</code>, <code>unsupported</code>, "
+        "<code>captive-portal</code>, <code>network/offline</code> and "
+        "<code>network/degraded</code> are not counted as blocking (the last two: the probe "
+        "found its own network offline, or failing as the site did; they are counted apart "
+        "and left out of the shares and the onsets). The technique is the stage "
         "(DNS, TCP, TLS, HTTP) at which blocking was seen. Blockpages are recognised by OONI's, "
         "Censored Planet's and Citizen Lab's fingerprints; interception roots are named from "
         "netvigil's database.</p>"
@@ -1001,6 +1111,54 @@ def _render(
         f" from a pipeline output: {_e(prov)}.</p></footer></body></html>"
     )
     return "".join(out), ndays
+
+
+def _render_network(out: list[str], data: _Data, axis: _Axis | None, unit: str) -> None:
+    """ "Network status": a band per network its probes found offline or degraded, and the
+    periods, so that a shutdown reads as one, never as blocking of the sites."""
+    out.append('<h2 id="network-status">Network status</h2>')
+    out.append(
+        f'<p class="note">Before and during a run the probe checks its resolver, its control '
+        "helper and reference targets (<code>test_keys.x_network_status</code>). When none "
+        "answers the network is <i>offline</i>: its measurements get "
+        "<code>network/offline</code>, no site is blamed. When some fail it is "
+        "<i>degraded</i>. Each band shows, per "
+        f"{_e(unit)}, the share of a network's measurements made offline (dark), degraded "
+        "(yellow) and online (grey); hover for counts. The table lists each period: from the "
+        "first to the last measurement of a run of one status.</p>"
+    )
+    if not data.network_days and not data.network_periods:
+        out.append('<p class="note">No probe found its network offline or degraded.</p>')
+        return
+    if axis is not None and data.network_days:
+        key = "".join(
+            f'<span style="background:{c}"></span>{_e(s)}' for s, c in NETWORK_COLOURS.items()
+        )
+        out.append(f'<p class="key">{key}</p>')
+        figures = []
+        for (cc, asn), days in sorted(data.network_days.items()):
+            offline = sum(c.get("offline", 0) for c in days.values())
+            degraded = sum(c.get("degraded", 0) for c in days.values())
+            name = f"{cc} AS{asn}"
+            figures.append(
+                f'<figure class="net-band"><figcaption>{_e(name)}<span class="n">'
+                f"{offline:,} offline, {degraded:,} degraded</span></figcaption>"
+                f"{_network_svg(name, days, axis)}</figure>"
+            )
+        out.append(f'<div class="charts">{"".join(figures)}</div>')
+    if data.network_periods:
+        out.append(
+            _table(
+                data.network_periods,
+                ["start", "end", "probe_cc", "probe_asn", "status", "measurements"],
+                numeric=["probe_asn", "measurements"],
+            )
+        )
+        if data.network_periods_total > len(data.network_periods):
+            out.append(
+                f'<p class="note">The first {len(data.network_periods)} of '
+                f"{data.network_periods_total:,} periods.</p>"
+            )
 
 
 def write_report(

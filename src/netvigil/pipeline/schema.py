@@ -51,7 +51,11 @@ _ENVELOPE: list[pa.Field] = [
 # ``tls``, ``http``) when blocked, else empty. ``blocking`` is OONI's field as text ("false",
 # "dns", "tcp_ip", "http-failure", "http-diff") or null. ``fingerprint`` names the blockpage,
 # ``root`` the interception root, when the verdict found one. ``source`` is the file the
-# measurement came from (relative to the ingest root it was found under).
+# measurement came from (relative to the ingest root it was found under). ``network_status`` is
+# what the probe found of its own network around the measurement (``test_keys.
+# x_network_status``: "online", "degraded", "offline"), null when it did not check (OONI's
+# probes, and outputs written before the column); outcomes ``network/offline`` and
+# ``network/degraded`` are never blocked.
 VERDICT_SCHEMA = pa.schema(
     [
         *_ENVELOPE,
@@ -64,6 +68,7 @@ VERDICT_SCHEMA = pa.schema(
         pa.field("fingerprint", pa.string()),
         pa.field("root", pa.string()),
         pa.field("source", pa.string(), nullable=False),
+        pa.field("network_status", pa.string()),
     ]
 )
 
@@ -122,7 +127,9 @@ ENDPOINT_SCHEMA = pa.schema(
 # compute them by parts and merge them exactly.
 AGGREGATE_SCHEMAS: dict[str, pa.Schema] = {
     # Blocking by country × network × domain × day. ``confidence_mean`` is the mean verdict
-    # confidence of the blocked measurements (0 when none), rounded to 6 places.
+    # confidence of the blocked measurements (0 when none), rounded to 6 places. ``offline``
+    # counts the measurements the network's own failure decided (outcome ``network/*``):
+    # neither blocked nor ok, and left out of the blocked share of the event rule.
     "daily": pa.schema(
         [
             pa.field("probe_cc", pa.string(), nullable=False),
@@ -132,6 +139,7 @@ AGGREGATE_SCHEMAS: dict[str, pa.Schema] = {
             pa.field("measurements", pa.int64(), nullable=False),
             pa.field("blocked", pa.int64(), nullable=False),
             pa.field("ok", pa.int64(), nullable=False),
+            pa.field("offline", pa.int64(), nullable=False),
             pa.field("confidence_mean", pa.float64(), nullable=False),
         ]
     ),

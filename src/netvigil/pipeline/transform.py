@@ -31,6 +31,7 @@ from netvigil.pipeline.sources import OONI_TEST_NAMES
 from netvigil.verdict import analyze
 from netvigil.verdict._read import utf8_len
 from netvigil.verdict.model import NOT_BLOCKED, Verdict
+from netvigil.verdict.network import read_status as read_network_status
 
 __all__ = ["MeasurementError", "Rows", "transform"]
 
@@ -97,6 +98,8 @@ def transform(
     row["source"] = source
     if endpoints is not None:
         endpoints.extend(endpoint_rows(verdict, env, source))
+    status = read_network_status(m)
+    row["network_status"] = status[0] if status is not None else None
     return row, obs
 
 

@@ -89,6 +89,9 @@ def testbed_environment(
         "NETVIGIL_PUBLIC_RESOLVER": PUBLIC_RESOLVER,
         "NETVIGIL_HELPER_URL": f"http://{CONTROL_HELPER}:{SERVICE_PORT}/",
         "NETVIGIL_COLLECTOR_URL": f"http://{COLLECTOR}:{SERVICE_PORT}/",
+        # The probe's network check (netvigil.netstatus): services of `internet` that no site
+        # rule touches, so only a shutdown (or a rule naming their addresses) silences them.
+        "NETVIGIL_REFERENCE_URLS": ",".join(REFERENCE_URLS),
         "NETVIGIL_CA_BUNDLE": f"{state_dir}/pki/webpki-root.pem",
         # the messaging apps' endpoint map (testbed/messaging.py); the probe requires it here
         "NETVIGIL_IM_ENDPOINTS": f"{state_dir}/im-endpoints.toml",
@@ -110,6 +113,9 @@ def command_environment(inherited: dict[str, str], testbed: dict[str, str]) -> d
 # The control helper and the collector listen here: the sites own ports 80 and 443 of every
 # address of `internet` (they bind 0.0.0.0 so 500 sites cost one socket each way).
 SERVICE_PORT = 8080
+# The probe's reference targets (NETVIGIL_REFERENCE_URLS): the collector answers HTTP, the
+# public resolver DNS; any answer counts.
+REFERENCE_URLS = (f"http://{COLLECTOR}:{SERVICE_PORT}/", f"dns://{PUBLIC_RESOLVER}")
 SITE_NET = ipaddress.IPv4Network("198.19.0.0/16")
 
 # Addresses on each host's loopback (services), besides its link addresses.

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from netvigil.verdict import _read as r
+from netvigil.verdict import network
 from netvigil.verdict._view import Control, Exchange, Handshake, View, late_addrs, parse
 from netvigil.verdict.certs import describe_chain
 from netvigil.verdict.fingerprints import Fingerprints, Match, load_fingerprints
@@ -69,6 +70,10 @@ class _Outcome(Exception):
 def analyze(measurement: Mapping[str, Any], fingerprints: Fingerprints | None = None) -> Verdict:
     """The verdict for one OONI-format measurement (any web_connectivity version, or ours)."""
     m = measurement if isinstance(measurement, Mapping) else {}
+    # Before any test's verdict: a probe that found its network offline blames no site.
+    by_network = network.judge(m, lambda inner: analyze(inner, fingerprints))
+    if by_network is not None:
+        return by_network
     fps = fingerprints if fingerprints is not None else load_fingerprints()
     test_name = r.s(m.get("test_name"))
     envelope = {

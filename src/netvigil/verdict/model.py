@@ -30,9 +30,22 @@ OUTCOMES = (
     "http/throttled",
     "http/diff",
     "captive-portal",
+    "network/offline",
+    "network/degraded",
 )
 # captive-portal: the network asks for a login before anything else; not censorship.
-NOT_BLOCKED = frozenset({"ok", "down", "unknown", "unsupported", "captive-portal"})
+# network/*: the probe's own network was off (or failing as this input did): no site is blamed.
+NOT_BLOCKED = frozenset(
+    {
+        "ok",
+        "down",
+        "unknown",
+        "unsupported",
+        "captive-portal",
+        "network/offline",
+        "network/degraded",
+    }
+)
 
 Blocking = bool | str | None
 
@@ -45,6 +58,7 @@ ALLOWED_PAIRS: dict[str, frozenset[Blocking]] = {
     "unknown": frozenset({None}),
     "unsupported": frozenset({None}),
     "captive-portal": frozenset({False, None}),
+    "network/": frozenset({None}),  # like OONI's probe when its control fails: no judgement
     "dns/": frozenset({"dns"}),
     # tcp_ip: a connect to the input's own addresses failed; http-failure: the connect belonged
     # to the fetch (a redirect hop: OONI has no TCP control for it; v0.4 and MK report a refused
