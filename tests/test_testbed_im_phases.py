@@ -10,7 +10,6 @@ network is recorded on their measurements and the verdict blames none of them.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -69,8 +68,6 @@ shutdown = true
 name = "back"
 start = "100s"
 """
-# A checkout run without installing (PYTHONPATH=src) runs the same code inside the testbed.
-PYTHONPATH = ["env", f"PYTHONPATH={os.environ['PYTHONPATH']}"] if "PYTHONPATH" in os.environ else []
 
 
 class Bed:
@@ -110,7 +107,7 @@ def _measure(bed: Bed, phase: str) -> tuple[float, float, list[dict[str, Any]]]:
     done = control.exec_command(
         bed.info,
         "client",
-        [*PYTHONPATH, sys.executable, "-m", "netvigil.testbed.protest", "--once", str(out)],
+        [sys.executable, "-m", "netvigil.testbed.protest", "--once", str(out)],
         capture_output=True,
         timeout=120,
     )

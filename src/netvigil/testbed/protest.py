@@ -68,7 +68,7 @@ async def measure_round(
     urls: list[str], timeout: float, apps: tuple[str, ...] = ()
 ) -> tuple[str, list[dict[str, Any]]]:
     """One round: the URLs (web_connectivity) and the messaging `apps` (``measure --suite
-    all``), at once and under one report id; (report id, measurements)."""
+    all``), at once, the network checked around each; (the URLs' report id, measurements)."""
     from netvigil.experiments.web_connectivity import WebConnectivity
     from netvigil.measure import run_measurements, testbed_config
 
@@ -86,7 +86,7 @@ async def measure_round(
 
     async def im() -> None:
         if apps:
-            collected.extend(await measure_apps(config, experiment.report_id, apps))
+            collected.extend(await measure_apps(config, apps))
 
     try:
         await asyncio.gather(web(), im())  # at once: in a shutdown each waits its timeouts
@@ -95,17 +95,14 @@ async def measure_round(
     return experiment.report_id, collected
 
 
-async def measure_apps(config: Any, report_id: str, apps: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Every messaging app the testbed serves (the testbed's endpoint map is mandatory)."""
-    from netvigil.experiments.im_suite import measure_app
-    from netvigil.measure_im import im_overrides
+async def measure_apps(config: Any, apps: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Every messaging app the testbed serves, as ``measure --suite im`` measures them: the
+    testbed's endpoint map (mandatory here) and the network watch, so a shutdown blames no app."""
+    from netvigil.measure_im import im_overrides, run_im
 
-    overrides = im_overrides(config)
-    return list(
-        await asyncio.gather(
-            *(measure_app(app, config, overrides, report_id=report_id) for app in apps)
-        )
-    )
+    collected: list[dict[str, Any]] = []
+    await run_im(config, im_overrides(config), apps=apps, collected=collected)
+    return collected
 
 
 async def upload_pending(outbox_dir: Path, collector: str, budget: float) -> tuple[int, int]:
