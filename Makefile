@@ -27,7 +27,7 @@ demo: setup
 	  --title "Kazakhstan, 27 December 2021 - 16 January 2022 (generated from real and testbed measurements)"
 	@echo "Browse it: make explore  (netvigil explorer $(DEMO)/pipeline, at http://127.0.0.1:8080/)"
 
-# The protest-day demo: Kazakhstan, January 2022, compressed to about five minutes. A probe
+# The protest-day demo: Kazakhstan, January 2022, compressed to about six minutes. A probe
 # scheduled every 10 s from 'client' (netvigil schedule's loop, web and messaging apps) while
 # the censor restricts the messaging apps, shuts the network down, opens filtered windows and
 # restores it; the outbox keeps what the shutdown stops; then the pipeline over the collector's

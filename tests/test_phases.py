@@ -324,4 +324,4 @@ def test_kz_2022_january_tells_the_story() -> None:
     )
     assert story[-1][1] == {"ok"}
     # the demo runs in a few minutes
-    assert kz.phases[-1].start_seconds <= 300
+    assert kz.phases[-1].start_seconds <= 360

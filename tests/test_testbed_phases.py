@@ -28,6 +28,7 @@ from netvigil.testbed.plan import (
     ISP_BLOCKPAGE,
     ISP_RESOLVER,
     PUBLIC_RESOLVER,
+    REFERENCE_URLS,
     SERVICE_PORT,
     Plan,
 )
@@ -132,6 +133,9 @@ def _probe(bed: Phased, measurements: list[dict[str, Any]]) -> None:
         helper=f"http://{CONTROL_HELPER}:{SERVICE_PORT}/",
         no_doh=True,
         timeout=PROBE_TIMEOUT,
+        # the network checked around the run, against the testbed's own reference targets
+        network_check=True,
+        references=list(REFERENCE_URLS),
     )
     urls = [r.url for r in ground_truth(bed.plan)]
     sink = io.StringIO()
@@ -221,7 +225,7 @@ def test_the_censor_changes_at_each_phase_and_the_probe_is_scored_by_time(
     assert straddles <= len(measurements) // 4, (straddles, len(measurements))
     by_phase: dict[str, list[str]] = {}
     for score in scores:
-        if score.phase != "off" and not score.agrees:
+        if not score.agrees:
             by_phase.setdefault(score.phase, []).append(
                 f"{score.url}: {score.truth}≠{score.verdict}"
             )
@@ -232,8 +236,9 @@ def test_the_censor_changes_at_each_phase_and_the_probe_is_scored_by_time(
     opened = {s.url: s.verdict for s in scores if s.phase in ("open", "back")}
     assert filtered.get("https://dns.example/", "").startswith("dns/")
     assert opened.get("https://dns.example/") == "ok"
-    # The shutdown phase: whatever the probe concludes, it names no site as blocked by a
-    # site-level rule that was not in force (the offline verdict itself is the shutdown
-    # engineer's; until it is there, the probe's site verdicts in the shutdown are not scored).
+    # The shutdown: the probe finds its network off and blames no site.
     off = [s for s in scores if s.phase == "off"]
-    assert all(s.truth == "network/offline" for s in off)
+    assert off and all(s.truth == "network/offline" for s in off)
+    assert all(s.verdict == "network/offline" and not s.blocking for s in off), [
+        (s.url, s.verdict, s.blocking) for s in off
+    ]
