@@ -38,7 +38,7 @@ from netvigil.testbed.truth import ground_truth
 pytestmark = [needs_testbed, pytest.mark.testbed]
 
 # Each phase is long enough for one self-check and one probe run (ip-drop costs the probe's
-# timeout); the whole test takes about 70 s.
+# timeout); the whole test takes about 100 s (the probe waits out its network checks in the shutdown).
 PROFILE = """
 name = "phases-e2e"
 domains = ["dns.example", "ip.example", "tls.example", "http.example", "calm.example"]
@@ -74,7 +74,7 @@ shutdown = true
 
 [[phase]]
 name = "back"
-start = "54s"
+start = "80s"
 """
 PROBE_TIMEOUT = 4.0
 
