@@ -54,6 +54,7 @@ __all__ = [
     "TrustStore",
     "client_context",
     "handshake",
+    "policy_builder",
     "reaches_trusted_root",
     "verify_chain",
 ]
@@ -192,6 +193,12 @@ def _lenient_policies() -> PolicyBuilder:
 
 
 _POLICY = _lenient_policies()
+
+
+def policy_builder() -> PolicyBuilder:
+    """The verification policy of ``verify_chain`` (add ``.store``, ``.time``), for callers that
+    need the verified path itself: the same chains verify everywhere."""
+    return _POLICY
 
 
 def _verify(
