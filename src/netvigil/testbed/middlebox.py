@@ -64,6 +64,7 @@ CLOSE_TIMEOUT: Final = 5.0  # graceful close (flush, TLS close_notify) before ab
 ANSWER_LINGER: Final = 2.0  # after an HTTP answer, how long to drain the client before closing
 CHUNK: Final = 64 * 1024
 PREGEN_WAIT: Final = 30.0  # start() waits this long at most for the rules' forged keys
+PREGEN_WORKERS: Final = 4  # keys made at once (threads; within asyncio's default executor)
 CACHE_LIMIT: Final = 2048  # forged keys / contexts kept; a wildcard rule could see many names
 
 TLS_ACTIONS: Final = ("tls-reset", "tls-timeout", "tls-intercept")
@@ -805,14 +806,22 @@ class Middlebox:
         return await asyncio.to_thread(build)
 
     async def _pregenerate(self) -> None:
-        """Make the forged keys of every exact name of a tls-intercept rule, one at a time, so
-        the first handshakes do not wait ~120 ms each for a key."""
+        """Make the forged keys of every exact name of a tls-intercept rule, PREGEN_WORKERS at
+        a time, so the first handshakes do not wait for a key. Key generation releases the
+        GIL: measured at load 9 on 2 cores, 8 keys took 4.4 s one at a time, 1.6 s four at a
+        time (37 keys one at a time: 41 s at load 8)."""
         names = [(v, str(r.params["root"])) for r in self._intercept_rules() for v in r.values]
-        for name, root_id in dict.fromkeys(n for n in names if not n[0].startswith("*.")):
-            try:
-                await self._leaf_key(name, root_id)
-            except Exception as exc:  # made again on demand; nothing else to do
-                log.warning("pre-generating a key for %s failed: %s", name, exc)
+        gate = asyncio.Semaphore(PREGEN_WORKERS)
+
+        async def one(name: str, root_id: str) -> None:
+            async with gate:
+                try:
+                    await self._leaf_key(name, root_id)
+                except Exception as exc:  # made again on demand; nothing else to do
+                    log.warning("pre-generating a key for %s failed: %s", name, exc)
+
+        exact = dict.fromkeys(n for n in names if not n[0].startswith("*."))
+        await asyncio.gather(*(one(name, root_id) for name, root_id in exact))
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:
