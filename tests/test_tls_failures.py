@@ -206,3 +206,16 @@ def test_path_search_is_bounded() -> None:
     leaf = make("site.test", INTER, names=("site.test",))
     assert verify(leaf, *decoys) == "ssl_unknown_authority"
     assert verify(leaf, *decoys[:20], INTER) is None
+
+
+def test_reaches_trusted_root_ignores_the_name_and_the_leafs_dates() -> None:
+    other = make("other.test", INTER, names=("other.test",), end=NOW - DAY)
+    assert net.tls.reaches_trusted_root([other.der, INTER.der], TRUST, now=NOW)
+    rogue = make("other.test", ROGUE_INTER, names=("other.test",))
+    assert not net.tls.reaches_trusted_root([rogue.der, ROGUE_INTER.der], TRUST, now=NOW)
+    old_inter = make("Old Issuing CA", ROOT, ca=True, end=NOW - DAY)
+    leaf = make("site.test", old_inter, names=("site.test",))
+    assert not net.tls.reaches_trusted_root([leaf.der, old_inter.der], TRUST, now=NOW)
+    assert net.tls.reaches_trusted_root([leaf.der, old_inter.der], TRUST)  # dates not asked
+    assert not net.tls.reaches_trusted_root([b"junk", INTER.der], TRUST)
+    assert net.tls.reaches_trusted_root([leaf.der, b"junk", old_inter.der], TRUST)
