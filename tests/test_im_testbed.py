@@ -140,7 +140,7 @@ def test_messaging_measurements_equal_the_truth(bed: RunningTestbed) -> None:
     assert truths["telegram"].ooni_keys["telegram_tcp_blocking"] is False
     assert truths["telegram"].ooni_keys["telegram_http_blocking"] is True
     assert truths["whatsapp"].ooni_keys["whatsapp_endpoints_blocked"] == ["e1.whatsapp.net"]
-    assert truths["signal"].ooni_keys["signal_backend_failure"] == "ssl_invalid_certificate"
+    assert truths["signal"].ooni_keys["signal_backend_failure"] == "ssl_unknown_authority"
     assert truths["whatsapp"].ooni_keys["whatsapp_web_failure"] == "ssl_invalid_hostname"
     assert truths["facebook_messenger"].ooni_keys["facebook_star_reachable"] is True
     assert truths["facebook_messenger"].ooni_keys["facebook_dns_blocking"] is True

@@ -16,9 +16,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from kz_certs import QAZNET, der, make_ca
+from netvigil.net.tls import TrustStore
 from netvigil.testbed.pki import forge_leaf, issue_leaf, name_from
 from netvigil.testbed.plan import RootPlan
-from netvigil.verdict import analyze
+from netvigil.verdict import analyze, engine
 from netvigil.verdict.interception import describe_interception
 
 HOST = "www.google.com"
@@ -353,15 +354,35 @@ def test_untrusted_leaf_for_another_name_lowers_confidence(world: World) -> None
     assert "captive portal" in v.evidence["note"]
 
 
-def test_publicly_trusted_leaf_for_another_name_is_a_captive_portal(world: World) -> None:
-    """A valid certificate for the portal's own name (ssl_invalid_hostname: the chain verified,
-    the name did not): a forger cannot get one, a captive portal has one. Not censorship."""
+def test_publicly_trusted_leaf_for_another_name_is_a_captive_portal(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A valid certificate for the portal's own name (ssl_invalid_hostname, and the chain leads
+    to a public root): a forger cannot get one, a captive portal has one. Not censorship."""
+    # The test world's web PKI plays the public roots.
+    monkeypatch.setattr(engine, "_WEB_TRUST", [TrustStore([world.web_root.cert])])
     portal, _ = issue_leaf(world.web_inter, "login.portal.example")
     portal_chain = [der(portal), der(world.web_inter.cert)]
     v = analyze(measurement(portal_chain, "ssl_invalid_hostname", world.real_chain))
     assert v.outcome == "captive-portal"
     assert v.blocked is False
     assert v.evidence["certificates"]["leaf_covers_host"] is False
+    assert v.evidence["certificates"]["reaches_web_root"] is True
+
+
+def test_untrusted_leaf_for_another_name_with_invalid_hostname_is_interception(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Go (OONI's probes, and netvigil's TLS layer) checks the name before the path: a forger's
+    or blockpage server's leaf for another name says ssl_invalid_hostname too. Without a path to
+    a public root it is no captive portal."""
+    monkeypatch.setattr(engine, "_WEB_TRUST", [TrustStore([world.web_root.cert])])
+    other, _ = issue_leaf(world.inter, "blocked.example")
+    chain = [der(other), der(world.inter.cert)]
+    v = analyze(measurement(chain, "ssl_invalid_hostname", world.real_chain))
+    assert v.outcome == "tls/interception" and v.confidence == pytest.approx(0.8)
+    assert v.evidence["interception"]["reaches_web_root"] is False
+    assert "captive portal" in v.evidence["note"]
 
 
 def test_hostile_chain_in_a_measurement_is_bounded(world: World) -> None:

@@ -491,14 +491,18 @@ def test_tls_hostname_mismatch(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
-def test_tls_expired_and_unknown_wins(tmp_path: Path) -> None:
+def test_tls_expired_and_failure_order_of_go(tmp_path: Path) -> None:
     p = pki()
     # Direct verification: expired under a trusted root is invalid_certificate; a forged leaf
-    # for the wrong name is still reported as unknown_authority (the chain is the problem).
+    # for the wrong name is invalid_hostname (Go checks the name before building a path), for
+    # its own name unknown_authority. More classes in test_tls_failures.py.
     assert net.verify_chain([p.expired.der, p.intermediate.der], "site.test", p.trust)[0] == (
         "ssl_invalid_certificate"
     )
     assert net.verify_chain([p.rogue_leaf.der, p.rogue_intermediate.der], "other.test", p.trust)[
+        0
+    ] == ("ssl_invalid_hostname")
+    assert net.verify_chain([p.rogue_leaf.der, p.rogue_intermediate.der], "site.test", p.trust)[
         0
     ] == ("ssl_unknown_authority")
     assert net.verify_chain([p.leaf.der, p.intermediate.der], "www.site.test", p.trust) == (

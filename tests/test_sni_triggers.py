@@ -15,9 +15,11 @@ from collections.abc import Callable
 import pytest
 
 from conftest import RunningTestbed, needs_testbed
+from netvigil import net
 from netvigil.experiments import sni_triggers as st
 from netvigil.net.tls import TrustStore
 from netvigil.testbed.plan import Plan
+from test_net_support import pki
 
 
 def test_offender_parsing() -> None:
@@ -35,6 +37,18 @@ def test_classify_without_a_chain() -> None:
     assert st.classify((), "generic_timeout_error", "x.test", trust)[0] == st.BLOCKED
     assert st.classify((), "ssl_failed_handshake", "x.test", trust)[0] == st.FAILED
     assert st.classify((b"garbage",), "ssl_invalid_certificate", "x.test", trust)[0] == st.FAILED
+
+
+def test_classify_a_name_mismatch_by_who_issued_the_leaf() -> None:
+    """ssl_invalid_hostname comes before any path check (Go's order): a trusted leaf for
+    another name is the server's own certificate, an untrusted one a forgery."""
+    p = pki()
+    trusted = (p.leaf.der, p.intermediate.der)
+    forged = (p.rogue_leaf.der, p.rogue_intermediate.der)
+    assert net.verify_chain(forged, "other.test", p.trust)[0] == "ssl_invalid_hostname"
+    assert st.classify(trusted, "ssl_invalid_hostname", "other.test", p.trust)[0] == st.NOT_SERVED
+    assert st.classify(forged, "ssl_invalid_hostname", "other.test", p.trust)[0] == st.TRIGGERED
+    assert st.classify(forged, "ssl_unknown_authority", "site.test", p.trust)[0] == st.TRIGGERED
 
 
 def test_location_summary() -> None:

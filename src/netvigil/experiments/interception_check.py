@@ -44,7 +44,6 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
-from cryptography.x509.verification import PolicyBuilder
 
 from netvigil.control.client import query_control
 from netvigil.experiments.web_connectivity import ProbeConfig
@@ -229,7 +228,7 @@ def verified_path(
         except ValueError:
             subject = x509.DNSName(host.rstrip(".").lower())
         verifier = (
-            PolicyBuilder()
+            ntls.policy_builder()
             .store(trust.store)
             .time(now or dt.datetime.now(dt.UTC))
             .build_server_verifier(subject)

@@ -2,11 +2,12 @@
 
 **Discovery.** Take one address that presents a valid certificate and send a TLS handshake
 with each SNI to it (concurrently, bounded). An SNI *triggers* interception when the chain that
-comes back does not lead to a trusted root (``ssl_unknown_authority``) or comes from a known
-interception root (``netvigil.verdict.roots``): the address itself serves valid certificates,
-so someone on the path answered instead. A chain that verifies but not for that name means the
-server simply has no certificate for it (not evidence); a reset or silence after the
-ClientHello is SNI *blocking*, reported apart.
+comes back does not lead to a trusted root (``ssl_unknown_authority``, or
+``ssl_invalid_hostname`` for a leaf that no trusted CA issued: the name is checked first) or
+comes from a known interception root (``netvigil.verdict.roots``): the address itself serves
+valid certificates, so someone on the path answered instead. A trusted chain that is not for
+that name means the server simply has no certificate for it (not evidence); a reset or silence
+after the ClientHello is SNI *blocking*, reported apart.
 
 **Localisation.** For a triggering SNI: complete the TCP handshake normally, then set ``IP_TTL``
 to k (1…8) on the socket before the ClientHello. Packets with too small a TTL die on the way;
@@ -18,6 +19,7 @@ error queue (``IP_RECVERR``, no privileges needed).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import socket
 import struct
 import time
@@ -109,7 +111,11 @@ def classify(
     if failure == SSL_UNKNOWN_AUTHORITY:
         return TRIGGERED, None
     if failure == SSL_INVALID_HOSTNAME:
-        return NOT_SERVED, None
+        # The name is checked before the path (Go's order): only a leaf from a trusted CA is
+        # the server's own certificate for another name; an untrusted one is a forgery.
+        if ntls.reaches_trusted_root(chain, trust, now=dt.datetime.now(dt.UTC)):
+            return NOT_SERVED, None
+        return TRIGGERED, None
     if failure is None:
         return NOT_TRIGGERED, None
     return FAILED, None

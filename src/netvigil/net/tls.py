@@ -29,7 +29,13 @@ from typing import Any
 from cryptography import x509
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509 import DNSName, IPAddress
-from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+from cryptography.x509.verification import (
+    Criticality,
+    ExtensionPolicy,
+    PolicyBuilder,
+    Store,
+    VerificationError,
+)
 
 from .failures import (
     SSL_FAILED_HANDSHAKE,
@@ -48,6 +54,8 @@ __all__ = [
     "TrustStore",
     "client_context",
     "handshake",
+    "policy_builder",
+    "reaches_trusted_root",
     "verify_chain",
 ]
 
@@ -168,6 +176,31 @@ def _subject(name: str) -> DNSName | IPAddress:
         return DNSName(name.rstrip(".").lower())
 
 
+def _lenient_policies() -> PolicyBuilder:
+    """cryptography's web-PKI policy, except that the key identifiers (AKI, and the SKI of a CA)
+    may be absent: they are hints for finding the issuer, which Go's verifier (OONI's probes)
+    does not require; signatures, validity, names, constraints and usages are all still
+    checked. Real forged chains (Kazakhstan's) and some real sites omit them."""
+    ee = ExtensionPolicy.webpki_defaults_ee().may_be_present(
+        x509.AuthorityKeyIdentifier, Criticality.NON_CRITICAL, None
+    )
+    ca = (
+        ExtensionPolicy.webpki_defaults_ca()
+        .may_be_present(x509.AuthorityKeyIdentifier, Criticality.NON_CRITICAL, None)
+        .may_be_present(x509.SubjectKeyIdentifier, Criticality.NON_CRITICAL, None)
+    )
+    return PolicyBuilder().extension_policies(ca_policy=ca, ee_policy=ee)
+
+
+_POLICY = _lenient_policies()
+
+
+def policy_builder() -> PolicyBuilder:
+    """The verification policy of ``verify_chain`` (add ``.store``, ``.time``), for callers that
+    need the verified path itself: the same chains verify everywhere."""
+    return _POLICY
+
+
 def _verify(
     leaf: x509.Certificate,
     intermediates: list[x509.Certificate],
@@ -177,7 +210,7 @@ def _verify(
 ) -> str | None:
     """None when the chain verifies, else the verifier's message."""
     try:
-        verifier = PolicyBuilder().store(trust.store).time(when).build_server_verifier(subject)
+        verifier = _POLICY.store(trust.store).time(when).build_server_verifier(subject)
         verifier.verify(leaf, intermediates)
     except VerificationError as exc:
         return str(exc)
@@ -186,28 +219,154 @@ def _verify(
     return None
 
 
-def _own_subject(leaf: x509.Certificate) -> DNSName | IPAddress | None:
-    """A name the leaf is valid for (to ask "would the chain verify for its own name?")."""
-    try:
-        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except Exception:
-        return None
-    for entry in san:
-        try:
-            if isinstance(entry, DNSName):
-                value = entry.value
-                return DNSName("x" + value[1:] if value.startswith("*.") else value)
-            if isinstance(entry, IPAddress) and not isinstance(
-                entry.value, ipaddress.IPv4Network | ipaddress.IPv6Network
-            ):
-                return IPAddress(entry.value)
-        except ValueError:
-            continue
+def _validity_problem(cert: x509.Certificate, when: dt.datetime) -> str | None:
+    if when < cert.not_valid_before_utc:
+        return f"current time {when.isoformat()} is before {cert.not_valid_before_utc.isoformat()}"
+    if when > cert.not_valid_after_utc:
+        return f"current time {when.isoformat()} is after {cert.not_valid_after_utc.isoformat()}"
     return None
 
 
-def _is_no_path(message: str) -> bool:
-    return "candidates exhausted" in message
+def _dns_names(leaf: x509.Certificate) -> list[str]:
+    try:
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except Exception:
+        return []
+    return [name for name in san.get_values_for_type(DNSName) if isinstance(name, str)]
+
+
+def _name_mismatch(leaf: x509.Certificate, subject: DNSName | IPAddress) -> str | None:
+    """Go's VerifyHostname: the subjectAltName only (no CN fallback), a wildcard only as the
+    whole leftmost label, matching exactly one label; IP literals against IP entries."""
+    if isinstance(subject, IPAddress):
+        try:
+            san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            addresses = san.get_values_for_type(IPAddress)
+        except Exception:
+            addresses = []
+        if subject.value in addresses:
+            return None
+        return f"certificate is not valid for IP address {subject.value}"
+    host = subject.value.rstrip(".").lower()
+    labels = host.split(".")
+    for pattern in _dns_names(leaf):
+        pattern = pattern.rstrip(".").lower()
+        if pattern == host:
+            return None
+        parts = pattern.split(".")
+        if (
+            len(parts) >= 2
+            and parts[0] == "*"
+            and "*" not in ".".join(parts[1:])
+            and len(labels) == len(parts)
+            and labels[0]
+            and labels[1:] == parts[1:]
+        ):
+            return None
+    return f"certificate (subjectAltName) is not valid for {host}"
+
+
+MAX_SIGNATURE_CHECKS = 100
+"""Signature checks in one path search, as Go's ``maxChainSignatureChecks``."""
+
+_INSECURE_HASHES = ("md5", "sha1")
+
+
+def _signs(parent: x509.Certificate, child: x509.Certificate) -> bool:
+    """Go's CheckSignatureFrom: the signature verifies; MD5/SHA-1 signatures do not count."""
+    try:
+        algorithm = child.signature_hash_algorithm
+        if algorithm is not None and algorithm.name in _INSECURE_HASHES:
+            return False
+        child.verify_directly_issued_by(parent)
+    except Exception:
+        return False
+    return True
+
+
+def _ca_problem(cert: x509.Certificate, below: int, intermediate: bool) -> str | None:
+    """Go's isValid for an issuer: an intermediate must be a CA; a path length must hold."""
+    try:
+        constraints: x509.BasicConstraints | None = cert.extensions.get_extension_for_class(
+            x509.BasicConstraints
+        ).value
+    except x509.ExtensionNotFound:
+        constraints = None
+    except Exception as exc:
+        return f"unreadable basic constraints: {exc}"
+    if intermediate and (constraints is None or not constraints.ca):
+        return f"{cert.subject.rfc4514_string()} is not a CA"
+    limit = constraints.path_length if constraints is not None else None
+    if limit is not None and below > limit:
+        return f"{cert.subject.rfc4514_string()}: too many intermediates for its path length"
+    return None
+
+
+def _same_issuer(a: x509.Certificate, b: x509.Certificate) -> bool:
+    """Go's alreadyInChain, simplified: same subject and key (cross-signature loops)."""
+    return a.subject == b.subject and a.public_key() == b.public_key()
+
+
+def _trusted_path(
+    leaf: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    trust: TrustStore,
+    when: dt.datetime | None,
+) -> tuple[bool, str | None]:
+    """Does a path lead from ``leaf`` to a trusted root by issuer name and signature (the key
+    identifiers are not needed)? ``(found, defect)``: with no path, ``defect`` says why a
+    certificate that did sign was refused (expired, not a CA, path length); Go then reports
+    that (``CertificateInvalidError``) rather than an unknown authority. Bounded by the chain
+    length (no certificate twice on a path) and ``MAX_SIGNATURE_CHECKS``."""
+    if any(root == leaf for root in trust.roots):
+        return True, None
+    checks = 0
+    defect: str | None = None
+
+    def extend(path: list[x509.Certificate]) -> bool:
+        nonlocal checks, defect
+        child = path[-1]
+        candidates = [(root, False) for root in trust.roots if root.subject == child.issuer]
+        candidates += [(c, True) for c in intermediates if c.subject == child.issuer]
+        for candidate, is_intermediate in candidates:
+            if any(_same_issuer(candidate, seen) for seen in path):
+                continue
+            checks += 1
+            if checks > MAX_SIGNATURE_CHECKS:
+                return False
+            if not _signs(candidate, child):
+                continue
+            dated = _validity_problem(candidate, when) if when is not None else None
+            problem = dated or _ca_problem(candidate, len(path) - 1, is_intermediate)
+            if problem is not None:
+                defect = defect or problem
+                continue
+            if not is_intermediate or extend([*path, candidate]):
+                return True
+        return False
+
+    found = extend([leaf])
+    return found, None if found else defect
+
+
+def reaches_trusted_root(
+    chain: Sequence[bytes], trust: TrustStore, *, now: dt.datetime | None = None
+) -> bool:
+    """Does the presented chain (DER, leaf first) lead to a root of ``trust`` by issuer name and
+    signature, whatever the leaf's name and dates? With ``now``, the issuers' validity periods
+    count too. Go's failure order reports a name mismatch before it looks for a path, so
+    ``ssl_invalid_hostname`` alone does not say whether a trusted CA issued the leaf; this does.
+    Bounded as ``verify_chain`` (``MAX_CHAIN``, ``MAX_SIGNATURE_CHECKS``)."""
+    certs: list[x509.Certificate] = []
+    for der in list(dict.fromkeys(chain[:MAX_CHAIN])):
+        try:
+            certs.append(x509.load_der_x509_certificate(der))
+        except Exception:
+            if not certs:
+                return False  # no leaf to start from; a junk intermediate is just no candidate
+    if not certs:
+        return False
+    return _trusted_path(certs[0], certs[1:], trust, now)[0]
 
 
 def verify_chain(
@@ -219,12 +378,22 @@ def verify_chain(
 ) -> tuple[str | None, str | None]:
     """Verify a presented chain (DER, leaf first) for ``server_name``.
 
-    Returns ``(failure, message)``: ``(None, None)`` when it verifies, else an OONI string
-    (``ssl_unknown_authority`` when there is no path to a trusted root, which wins over the
-    other two as in OpenSSL; ``ssl_invalid_hostname``; ``ssl_invalid_certificate`` for
-    expired, not yet valid, malformed or otherwise unacceptable certificates) and the
-    verifier's message. Only the first ``MAX_CHAIN`` certificates are considered, duplicates
-    dropped, so hostile chains are bounded in time.
+    Returns ``(failure, message)``: ``(None, None)`` when it verifies, else an OONI string,
+    decided in the order of Go's ``x509.Certificate.Verify`` (OONI's probes), which probe-cli's
+    ``netxlite.ClassifyTLSHandshakeError`` maps to strings:
+
+    1. the leaf outside its validity period: ``ssl_invalid_certificate`` (``Expired``);
+    2. the name not in the leaf's subjectAltName: ``ssl_invalid_hostname`` (``HostnameError``),
+       whoever issued the leaf;
+    3. no path to a trusted root by issuer name and signature: ``ssl_unknown_authority``
+       (``UnknownAuthorityError``), unless a certificate that did sign was refused (expired, not
+       a CA, path length): ``ssl_invalid_certificate`` (Go returns that error then);
+    4. a path exists but cryptography's web-PKI verifier (missing key identifiers allowed, as Go
+       allows them) still refuses the chain (wrong usage, weak key, ...):
+       ``ssl_invalid_certificate``. A chain only verifies when cryptography's verifier accepts it.
+
+    Only the first ``MAX_CHAIN`` certificates are considered, duplicates dropped, so hostile
+    chains are bounded in time.
     """
     if not chain:
         return SSL_INVALID_CERTIFICATE, "no certificate presented"
@@ -250,19 +419,17 @@ def verify_chain(
     message = _verify(leaf, intermediates, trust, when, subject)
     if message is None:
         return None, None
-    if _is_no_path(message):
-        return SSL_UNKNOWN_AUTHORITY, message
-    # The verifier stops at the first problem and checks the leaf (name, validity) before
-    # building a path. Ask again for the leaf's own name at a time it is valid: if
-    # even that finds no trusted path, the authority is unknown (a forged chain).
-    own = _own_subject(leaf)
-    if own is not None:
-        probe_time = min(max(when, leaf.not_valid_before_utc), leaf.not_valid_after_utc)
-        probe = _verify(leaf, intermediates, trust, probe_time, own)
-        if probe is not None and _is_no_path(probe):
-            return SSL_UNKNOWN_AUTHORITY, message
-    if "subjectAltName" in message:
-        return SSL_INVALID_HOSTNAME, message
+    problem = _validity_problem(leaf, when)
+    if problem is not None:
+        return SSL_INVALID_CERTIFICATE, f"leaf certificate expired or not yet valid: {problem}"
+    problem = _name_mismatch(leaf, subject)
+    if problem is not None:
+        return SSL_INVALID_HOSTNAME, problem
+    found, defect = _trusted_path(leaf, intermediates, trust, when)
+    if not found:
+        if defect is not None:
+            return SSL_INVALID_CERTIFICATE, defect
+        return SSL_UNKNOWN_AUTHORITY, f"no path to a trusted root: {message}"
     return SSL_INVALID_CERTIFICATE, message
 
 

@@ -10,6 +10,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from netvigil.net.tls import TrustStore, reaches_trusted_root
 from netvigil.verdict import _read as r
 from netvigil.verdict import network
 from netvigil.verdict._view import Control, Exchange, Handshake, View, late_addrs, parse
@@ -375,7 +376,27 @@ def _interception(view: View, h: Handshake, c: Control | None) -> dict[str, Any]
     presented = decode_peer_certificates(h.certs, MAX_CHAIN)
     found = describe_interception(presented, real, view.host, count=len(h.certs))
     found["real_from"] = real_from
+    if h.failure == "ssl_invalid_hostname":
+        # Go's verifier (OONI's probes, and netvigil.net.tls) checks the name before it looks
+        # for a path: the failure string alone does not say whether a public CA issued the leaf.
+        trust = web_trust()
+        found["reaches_web_root"] = (
+            reaches_trusted_root(presented, trust) if trust is not None else None
+        )
     return found
+
+
+_WEB_TRUST: list[TrustStore | None] = []
+
+
+def web_trust() -> TrustStore | None:
+    """The public web's roots (certifi's Mozilla bundle), loaded once; None without it."""
+    if not _WEB_TRUST:
+        try:
+            _WEB_TRUST.append(TrustStore.mozilla())
+        except Exception:  # no bundle: the captive-portal rule cannot apply
+            _WEB_TRUST.append(None)
+    return _WEB_TRUST[0]
 
 
 def _proven_root(found: Mapping[str, Any]) -> bool:
@@ -393,8 +414,9 @@ def _judge_certificate(
       a site broken for everyone (control failed, or self-signed) is ``down``, else the probe's
       own trust store or clock is at fault: ``unknown``;
     - control fine: ``tls/interception``; but a publicly trusted leaf for another name
-      (``ssl_invalid_hostname``) is a ``captive-portal``, and an untrusted leaf not even for this
-      host lowers the confidence (a blockpage server with its own certificate looks the same);
+      (``ssl_invalid_hostname`` with a path to a public root) is a ``captive-portal``, and an
+      untrusted leaf not even for this host lowers the confidence (a blockpage server with its
+      own certificate looks the same);
     - control failed too: ``down``, unless the chain shows a known interception root, or a key
       and issuer other than those the control saw (a broken site, intercepted anyway).
     """
@@ -449,10 +471,12 @@ def _judge_certificate(
         found.get("leaf_covers_host") is False
         and not proven
         and ev.get("failure") == "ssl_invalid_hostname"
+        and found.get("reaches_web_root") is True
     ):
-        # The chain verified for the leaf's own name (ssl_invalid_hostname, not
-        # ssl_unknown_authority): a publicly trusted certificate for another name. A forger
-        # cannot get one; a captive portal answering every HTTPS connection has one.
+        # A chain to a public root (by issuer name and signature) for another name: a
+        # publicly trusted certificate. A forger cannot get one; a captive portal answering
+        # every HTTPS connection has one. (ssl_invalid_hostname alone does not say it: the
+        # name is checked before the path, so an untrusted leaf for another name says it too.)
         raise _Outcome(
             "captive-portal",
             0.6,
