@@ -1,5 +1,5 @@
-# The commands of the README: `make demo` (and `make demo-sitecheck`) and `make test`. All set up a fresh machine first.
-.PHONY: setup demo demo-sitecheck test lint bench explore
+# The commands of the README: `make demo` (and `make demo-sitecheck`, `make demo-protest`) and `make test`. All set up a fresh machine first.
+.PHONY: setup demo demo-sitecheck demo-protest test lint bench explore
 
 setup:
 	./scripts/setup.sh
@@ -26,6 +26,16 @@ demo: setup
 	.venv/bin/netvigil report $(DEMO)/pipeline --cc KZ --until 2022-01-16 --html $(DEMO)/report.html \
 	  --title "Kazakhstan, 27 December 2021 - 16 January 2022 (generated from real and testbed measurements)"
 	@echo "Browse it: make explore  (netvigil explorer $(DEMO)/pipeline, at http://127.0.0.1:8080/)"
+
+# The protest-day demo: Kazakhstan, January 2022, compressed to about six minutes. A probe
+# scheduled every 10 s from 'client' (netvigil schedule's loop, web and messaging apps) while
+# the censor restricts the messaging apps, shuts the network down, opens filtered windows and
+# restores it; the outbox keeps what the shutdown stops; then the pipeline over the collector's
+# log and a report of the timeline with the onsets found by the event rule
+# (demo-output/protest/report.html).
+demo-protest: setup
+	rm -rf $(DEMO)/protest
+	.venv/bin/netvigil testbed demo --profile kz-2022-january --save $(DEMO)/protest
 
 # Site-side detection with real browsers: headless Chromium and Firefox ESR in the testbed's
 # client visit sites served behind `netvigil sitecheck front`, on the intercepting network and on

@@ -8,12 +8,25 @@ from pathlib import Path
 import pytest
 
 from netvigil.testbed.plan import Plan, make_plan
-from netvigil.testbed.profile import ProfileError, builtin_profiles, load_profile
+from netvigil.testbed.profile import (
+    ProfileError,
+    builtin_profiles,
+    domain_matches,
+    load_profile,
+    messaging_endpoint_names,
+)
 
-SHIPPED = ["all-techniques", "clean", "kz-2016-protests", "kz-2019-interception", "kz-2024"]
+SHIPPED = [
+    "all-techniques",
+    "clean",
+    "kz-2016-protests",
+    "kz-2019-interception",
+    "kz-2022-january",
+    "kz-2024",
+]
 
 
-def test_all_five_profiles_are_shipped() -> None:
+def test_all_six_profiles_are_shipped() -> None:
     assert builtin_profiles() == SHIPPED
 
 
@@ -22,10 +35,14 @@ def test_shipped_profile_loads_and_plans(name: str) -> None:
     profile = load_profile(name)
     plan = make_plan(profile)
     assert Plan.from_json(plan.to_json()) == plan
-    domains = {s.domain for s in profile.sites}
-    for rule in profile.rules:
-        if rule.matcher != "keyword":
-            assert set(rule.values) <= domains, rule.id
+    # a rule names a site, or a messaging endpoint (by name or real IP literal), or a wildcard
+    names = {s.domain for s in profile.sites} | set(
+        messaging_endpoint_names(profile.messaging_apps)
+    )
+    for rule in (*profile.rules, *(r for p in profile.phases for r in p.rules)):
+        if rule.matcher not in ("keyword", "ip"):
+            for value in rule.values:
+                assert any(domain_matches(value, n) for n in names), (rule.id, value)
     text = Path(profile.source).read_text(encoding="utf-8")
     assert text.startswith("#"), "each profile starts with a comment saying what it emulates"
 

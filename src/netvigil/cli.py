@@ -150,6 +150,12 @@ def build_parser(needed: Collection[str] | None = None) -> argparse.ArgumentPars
     p.add_argument("--json", action="store_true", help="print the testbed's details as JSON")
 
     p = tb.add_parser(
+        "phase", help="the phase in force in a running testbed, and the next (phased profiles)"
+    )
+    _add_name(p)
+    p.add_argument("--json", action="store_true", help="print it as JSON")
+
+    p = tb.add_parser(
         "truth", help="what the censor does to each URL of a profile (no testbed needed)"
     )
     _add_profile(p)
@@ -197,7 +203,9 @@ def build_parser(needed: Collection[str] | None = None) -> argparse.ArgumentPars
     p.add_argument(
         "--save",
         metavar="FILE",
-        help="also write the demo's measurements (OONI JSONL) to FILE, e.g. for the pipeline",
+        help="also write the demo's measurements (OONI JSONL) to FILE, e.g. for the pipeline; "
+        "for a profile with phases (the protest-day demo): the folder for its collector log, "
+        "pipeline and report (default demo-output/protest)",
     )
 
     p = tb.add_parser(
@@ -273,6 +281,7 @@ EXAMPLES: dict[tuple[str, ...], str] = {
     ("testbed", "down"): "netvigil testbed down --name kz",
     ("testbed", "status"): "netvigil testbed status --name kz --json",
     ("testbed", "truth"): "netvigil testbed truth -p kz-2024 --json",
+    ("testbed", "phase"): "netvigil testbed phase --name kz22",
     ("testbed", "run"): "netvigil testbed run -p kz-2024 -- netvigil measure --list kz\n"
     "netvigil testbed run -p kz-2019-interception -- netvigil check",
     ("testbed", "exec"): "netvigil testbed exec --name kz -- dig www.example.org\n"
@@ -398,15 +407,28 @@ def _testbed(args: argparse.Namespace) -> int:
             )
         return 0
     if action == "truth":
+        from netvigil.testbed.truth import phase_truth
+
         plan = make_plan(load_profile(args.profile))
-        rows = ground_truth(plan)
-        if args.json:
-            for row in rows:
-                print(json.dumps(row.to_dict()))
-        else:
+        # One truth per phase (a profile without phases has one, as before).
+        for name, start, rows in phase_truth(plan):
+            if args.json:
+                for row in rows:
+                    print(json.dumps(row.to_dict()))
+                continue
             from netvigil.testbed.report import print_truth
 
-            print_truth(plan, rows)
+            if name:
+                censor = plan.in_phase(name)
+                described = next(p.description for p in plan.phases if p.name == name)
+                print()
+                print(say(f"phase {name} from +{start:g} s: {described}"))
+                if censor.shutdown:
+                    print(say("  shutdown: the subscriber reaches nothing (network/offline)"))
+                    continue
+                print_truth(censor, rows)
+            else:
+                print_truth(plan, rows)
         return 0
     if action == "up":
         info = control.up(args.profile, args.name)
@@ -462,7 +484,24 @@ def _testbed(args: argparse.Namespace) -> int:
                     f"supervisor pid {found.host_pid}, hosts {', '.join(sorted(found.netns))}."
                 )
             )
+            phase = control.phase_status(found)
+            if phase is not None:
+                print(say("  " + control.phase_line(phase)))
         return 0 if found is not None else 1
+    if action == "phase":
+        found = control.status(args.name)
+        if found is None:
+            raise control.TestbedError(
+                f"testbed '{args.name}' is not running — start it with 'netvigil testbed up --profile P'"
+            )
+        phase = control.phase_status(found)
+        if args.json:
+            print(json.dumps(phase))
+        elif phase is None:
+            print(say(f"testbed '{found.name}' (profile {found.profile}) has no phases."))
+        else:
+            print(say(control.phase_line(phase)))
+        return 0
     if action == "run":
         return control.run(args.profile, _strip_dashes(args.cmd), name=f"run-{os.getpid()}")
     if action == "exec":
@@ -495,6 +534,10 @@ def _testbed(args: argparse.Namespace) -> int:
         from netvigil.testbed.report import make_console
 
         plan = make_plan(load_profile(args.profile))
+        if plan.phases:
+            from netvigil.testbed.protest import run_protest_demo
+
+            return run_protest_demo(args.profile, plan, Path(args.save or "demo-output/protest"))
         console = make_console()
         console.rule(textsafe.text(f"netvigil testbed: {args.profile}", "bold"))
         console.print(textsafe.text(plan.description.strip(), multiline=True))
@@ -514,8 +557,8 @@ def _testbed(args: argparse.Namespace) -> int:
             cmd += ["--save", str(Path(args.save).resolve())]
         return control.run(args.profile, cmd, name=f"demo-{os.getpid()}")
     raise control.TestbedError(
-        "choose an action: up, down, status, truth, run, exec, selftest, score, demo, browse, "
-        "profiles"
+        "choose an action: up, down, status, phase, truth, run, exec, selftest, score, demo, "
+        "browse, profiles"
     )
 
 

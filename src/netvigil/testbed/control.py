@@ -78,6 +78,7 @@ class TestbedInfo:
     public_dir: Path
     up_seconds: float
     rootless: bool
+    started_at: float = 0.0  # the testbed's clock: Unix time it became ready (phases count from it)
 
     __test__ = False
 
@@ -194,6 +195,7 @@ def _wait_ready(
         public_dir=public,
         up_seconds=float(data["up_seconds"]),
         rootless=rootless_mode(),
+        started_at=float(data.get("started_at", 0.0)),
     )
     (public / "registry.json").write_text(
         json.dumps({**data, "pid": proc.pid, "name": name, "rootless": info.rootless})
@@ -224,6 +226,7 @@ def _read_info(name: str) -> TestbedInfo | None:
         public_dir=public,
         up_seconds=float(data.get("up_seconds", 0)),
         rootless=bool(data.get("rootless", False)),
+        started_at=float(data.get("started_at", 0.0)),
     )
 
 
@@ -241,6 +244,48 @@ def status(name: str = "netvigil") -> TestbedInfo | None:
         shutil.rmtree(info.public_dir, ignore_errors=True)
         return None
     return info
+
+
+def phase_status(info: TestbedInfo, now: float | None = None) -> dict[str, Any] | None:
+    """The phase in force in a running testbed and the next one, by the testbed's clock
+    (None for a profile without phases)."""
+    from netvigil.testbed.plan import Plan
+
+    try:
+        plan = Plan.load(info.public_dir)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    started = info.started_at
+    if not plan.phases:
+        return None
+    offset = max(0.0, (time.time() if now is None else now) - started)
+    current = plan.phase_at(offset)
+    upcoming = plan.next_phase(offset)
+    assert current is not None
+    return {
+        "started_at": started,
+        "offset": round(offset, 3),
+        "phase": current.name,
+        "description": current.description,
+        "shutdown": current.shutdown,
+        "since": current.start_seconds,
+        "next": None if upcoming is None else upcoming.name,
+        "next_in": None if upcoming is None else round(upcoming.start_seconds - offset, 3),
+    }
+
+
+def phase_line(state: dict[str, Any]) -> str:
+    """One line: the phase in force and the next."""
+    line = (
+        f"phase {state['phase']}"
+        + (" (shutdown)" if state["shutdown"] else "")
+        + f" since +{state['since']:g} s (now +{state['offset']:.0f} s)"
+    )
+    if state["description"]:
+        line += f": {state['description']}"
+    if state["next"] is None:
+        return line + "; the last phase."
+    return line + f"; next: {state['next']} in {state['next_in']:.0f} s."
 
 
 def list_names() -> list[str]:

@@ -96,10 +96,16 @@ def public_answers(plan: Plan) -> AnswerFn:
     return answer
 
 
-def isp_answers(plan: Plan) -> AnswerFn:
-    """The ISP's resolver: the first matching dns-* rule wins, else each site's ISP answer."""
+def isp_answers(profile_plan: Plan) -> AnswerFn:
+    """The ISP's resolver: the first matching dns-* rule wins, else each site's ISP answer.
+
+    With phases, each question meets the censor in force when it arrives (``Plan.now``); in a
+    shutdown phase the resolver says nothing (the censor's nftables drop the query anyway)."""
 
     def answer(name: str, rdtype: dns.rdatatype.RdataType) -> Answer:
+        plan = profile_plan.now()
+        if plan.shutdown:
+            return SILENT
         rule = plan.first_rule(ISP_DNS_ACTIONS, name)
         if rule is not None:
             if rule.action == "dns-nxdomain":
@@ -474,7 +480,7 @@ class Injector:
                 log.exception("injector failed on a query from %s", client)
 
     def _on_query(self, data: bytes, client: tuple[str, int], orig: tuple[str, int]) -> None:
-        injection = injection_for(self.plan, data)
+        injection = injection_for(self.plan.now(), data)
         if injection is not None:
             query, address = injection
             self._send_as(orig, forge_response(query, address), client)

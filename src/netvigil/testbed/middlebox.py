@@ -479,7 +479,10 @@ class Middlebox:
         return sock
 
     def _intercept_rules(self) -> list[RulePlan]:
-        return [r for r in self.plan.rules if r.action == "tls-intercept" and "root" in r.params]
+        # Every phase's: the national CAs must be loaded before the first phase needs them.
+        return [
+            r for r in self.plan.all_rules if r.action == "tls-intercept" and "root" in r.params
+        ]
 
     async def _serve(self) -> None:
         assert self._listener is not None
@@ -551,7 +554,7 @@ class Middlebox:
             await self._relay(flow)
             return
         sni = hello.sni or ""
-        rule = tls_rule(self.plan, hello.sni)
+        rule = tls_rule(self.plan.now(), hello.sni)
         if rule is None:
             self._decide(flow, "sni", sni, "relay", None)
             await self._relay(flow)
@@ -580,7 +583,7 @@ class Middlebox:
             self._decide(flow, "host", "", f"relay({reason})", None)
             await self._relay(flow)
             return
-        rule = http_rule(self.plan, request)
+        rule = http_rule(self.plan.now(), request)
         self._decide(flow, "host", request.host, rule.action if rule else "relay", rule)
         if rule is None:
             await self._relay(flow)

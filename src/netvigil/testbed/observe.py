@@ -394,7 +394,9 @@ def main(argv: list[str] | None = None) -> int:
         print("run this inside the testbed: netvigil testbed selftest --profile P", file=sys.stderr)
         return 2
     plan = Plan.load(state)
-    observations = asyncio.run(observe_all(plan, os.environ["NETVIGIL_CA_BUNDLE"]))
+    # With phases: the censor in force now (a self-check that spans a boundary may disagree).
+    rows = ground_truth(plan, at=plan.offset()) if plan.phases else None
+    observations = asyncio.run(observe_all(plan, os.environ["NETVIGIL_CA_BUNDLE"], rows))
     if args.json:
         for obs in observations:
             print(json.dumps({**asdict(obs), "agrees": obs.agrees}))

@@ -20,12 +20,14 @@ import ipaddress
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from netvigil.testbed.profile import (
     NationalRoot,
+    Phase,
     Profile,
     Rule,
     Site,
@@ -67,6 +69,9 @@ INJECT_DEFAULT = "198.18.30.2"
 BOGON_DEFAULT = "127.0.0.1"
 # Where the supervisor keeps its state: a tmpfs private to the testbed's mount namespace.
 STATE_DIR = "/run/netvigil-testbed"
+# The testbed's one clock: the supervisor writes its start time (Unix seconds) here when the
+# testbed is ready; every agent and tool reads the phase in force from it.
+CLOCK_FILE = "clock.json"
 
 
 def testbed_environment(
@@ -206,7 +211,24 @@ class RootPlan:
 
 
 @dataclass(frozen=True)
+class PhasePlan:
+    """A phase of the censor (see ``profile.Phase``): its rules apply on top of the plan's."""
+
+    name: str
+    start: str
+    start_seconds: float
+    description: str
+    shutdown: bool
+    rules: tuple[RulePlan, ...]
+
+
+@dataclass(frozen=True)
 class Plan:
+    """The testbed's plan. ``rules`` are the rules in force: the profile's top-level rules,
+    plus, in a plan returned by ``at``/``in_phase``, the phase's own (after them). ``phases``
+    is empty for a profile without phases; ``phase`` names the phase a plan is the censor of
+    ("" for the profile's plan itself) and ``shutdown`` says that phase cuts everything."""
+
     profile: str
     description: str
     isp_name: str
@@ -215,9 +237,106 @@ class Plan:
     rules: tuple[RulePlan, ...]
     national_roots: tuple[RootPlan, ...]
     state_dir: str = ""
+    phases: tuple[PhasePlan, ...] = ()
+    phase: str = ""
+    shutdown: bool = False
     messaging_apps: tuple[str, ...] = ()
     _by_domain: dict[str, SitePlan] = field(default_factory=dict, compare=False, repr=False)
     _by_addr: dict[str, SitePlan] = field(default_factory=dict, compare=False, repr=False)
+    _in_phase: dict[str, Plan] = field(default_factory=dict, compare=False, repr=False)
+    _clock: list[float] = field(default_factory=list, compare=False, repr=False)
+
+    # -- time: which censor is in force ---------------------------------------------------
+    def phase_index_at(self, offset: float) -> int:
+        """The index of the phase in force `offset` seconds after the start (0 before it)."""
+        current = 0
+        for index, phase in enumerate(self.phases):
+            if offset >= phase.start_seconds:
+                current = index
+        return current
+
+    def phase_at(self, offset: float) -> PhasePlan | None:
+        return self.phases[self.phase_index_at(offset)] if self.phases else None
+
+    def next_phase(self, offset: float) -> PhasePlan | None:
+        """The phase that starts next after `offset`, or None when the last one is in force."""
+        return next((p for p in self.phases if p.start_seconds > offset), None)
+
+    def in_phase(self, name: str) -> Plan:
+        """The censor of phase `name`: top-level rules first, then the phase's (cached)."""
+        cached = self._in_phase.get(name)
+        if cached is not None:
+            return cached
+        phase = next((p for p in self.phases if p.name == name), None)
+        if phase is None:
+            raise KeyError(name)
+        base = self.base_rules
+        plan = replace(
+            self,
+            rules=base + phase.rules,
+            phase=phase.name,
+            shutdown=phase.shutdown,
+            _by_domain={},
+            _by_addr={},
+            _in_phase=self._in_phase,
+            _clock=self._clock,
+        )
+        self._in_phase[name] = plan
+        return plan
+
+    def at(self, offset: float | None) -> Plan:
+        """The censor in force `offset` seconds after the testbed's start (None: this plan's
+        own phase, or the first one). Without phases, the plan itself."""
+        if not self.phases or (offset is None and self.phase):
+            return self
+        phase = self.phase_at(0.0 if offset is None else offset)
+        assert phase is not None
+        return self.in_phase(phase.name)
+
+    @property
+    def base_rules(self) -> tuple[RulePlan, ...]:
+        """The rules in force in every phase (the profile's top-level [[rule]] tables)."""
+        if not self.phase:
+            return self.rules
+        own = {r.id for p in self.phases if p.name == self.phase for r in p.rules}
+        return tuple(r for r in self.rules if r.id not in own)
+
+    @property
+    def all_rules(self) -> tuple[RulePlan, ...]:
+        """Every rule of every phase, once: what must be ready before the first phase starts
+        (national roots, throttle classes)."""
+        seen: dict[str, RulePlan] = {r.id: r for r in self.base_rules}
+        for phase in self.phases:
+            for rule in phase.rules:
+                seen.setdefault(rule.id, rule)
+        return tuple(seen.values())
+
+    def started_at(self) -> float | None:
+        """The testbed's start (Unix seconds) from the state folder's clock, once it is there."""
+        if self._clock:
+            return self._clock[0]
+        if not self.state_dir:
+            return None
+        try:
+            data = json.loads((Path(self.state_dir) / CLOCK_FILE).read_text(encoding="utf-8"))
+            started = float(data["started_at"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        self._clock.append(started)
+        return started
+
+    def offset(self, when: float | None = None) -> float:
+        """Seconds since the testbed's start at `when` (default: now); 0 before it is known."""
+        started = self.started_at()
+        if started is None:
+            return 0.0
+        return max(0.0, (time.time() if when is None else when) - started)
+
+    def now(self) -> Plan:
+        """The censor in force now, by the testbed's clock: what every agent consults."""
+        if not self.phases:
+            return self
+        return self.at(self.offset())
 
     # -- look-ups used by the agents and by the ground truth -------------------------------
     def site(self, domain: str) -> SitePlan | None:
@@ -267,9 +386,9 @@ class Plan:
 
     # -- (de)serialisation -------------------------------------------------------------------
     def to_json(self) -> str:
-        data = asdict(self)
-        data.pop("_by_domain", None)
-        data.pop("_by_addr", None)
+        data = asdict(replace(self, _in_phase={}, _clock=[]))
+        for private in ("_by_domain", "_by_addr", "_in_phase", "_clock"):
+            data.pop(private, None)
         return json.dumps(data, indent=1, sort_keys=True)
 
     @classmethod
@@ -284,6 +403,19 @@ class Plan:
             rules=tuple(RulePlan(**_tuples(r)) for r in data["rules"]),
             national_roots=tuple(RootPlan(**r) for r in data["national_roots"]),
             state_dir=data.get("state_dir", ""),
+            phases=tuple(
+                PhasePlan(
+                    name=p["name"],
+                    start=p["start"],
+                    start_seconds=float(p["start_seconds"]),
+                    description=p["description"],
+                    shutdown=bool(p["shutdown"]),
+                    rules=tuple(RulePlan(**_tuples(r)) for r in p["rules"]),
+                )
+                for p in data.get("phases", [])
+            ),
+            phase=data.get("phase", ""),
+            shutdown=bool(data.get("shutdown", False)),
             messaging_apps=tuple(data.get("messaging_apps", ())),
         )
 
@@ -375,6 +507,7 @@ def make_plan(profile: Profile, state_dir: str = "") -> Plan:
     by_domain = {s.domain: s for s in sites}
     rules = tuple(_rule_plan(rule, by_domain) for rule in profile.rules)
     roots = tuple(_root_plan(r) for r in profile.national_roots)
+    phases = tuple(_phase_plan(p, by_domain) for p in profile.phases)
     return Plan(
         profile=profile.name,
         description=profile.description,
@@ -384,7 +517,19 @@ def make_plan(profile: Profile, state_dir: str = "") -> Plan:
         rules=rules,
         national_roots=roots,
         state_dir=state_dir,
+        phases=phases,
         messaging_apps=profile.messaging_apps,
+    )
+
+
+def _phase_plan(phase: Phase, sites: dict[str, SitePlan]) -> PhasePlan:
+    return PhasePlan(
+        name=phase.name,
+        start=phase.start,
+        start_seconds=phase.start_seconds,
+        description=phase.description,
+        shutdown=phase.shutdown,
+        rules=tuple(_rule_plan(rule, sites) for rule in phase.rules),
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from importlib import resources
@@ -72,6 +72,13 @@ _RATE_UNITS = {
     "mbps": 1_000_000,
 }
 SERVE_RATE_BOUNDS = (1000, 125_000_000)  # bytes/s: 8 kbit/s .. 1 gbit/s
+# A phase's start: an offset from the testbed's start, in seconds, minutes or hours ("90s", "5m").
+OFFSET_RE = re.compile(r"^([0-9]{1,7}(?:\.[0-9]{1,3})?)(s|m|h)$")
+_OFFSET_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+MAX_PHASE_OFFSET = 30 * 24 * 3600.0  # a month: longer than any testbed stays up
+MAX_PHASES = 100
+PHASE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
+PHASE_KEYS = ("name", "start", "description", "shutdown", "rule")
 
 
 def rate_bytes_per_second(rate: str) -> int:
@@ -81,6 +88,14 @@ def rate_bytes_per_second(rate: str) -> int:
         raise ValueError(f"not a tc rate: {rate!r}")
     unit = match.group(1)
     return int(int(rate[: -len(unit)]) * _RATE_UNITS[unit])
+
+
+def offset_seconds(offset: str) -> float:
+    """A phase start ('0s', '90s', '5m', '1.5h') in seconds; ValueError for anything else."""
+    match = OFFSET_RE.match(offset.strip())
+    if match is None:
+        raise ValueError(f"not an offset: {offset!r}")
+    return float(match.group(1)) * _OFFSET_UNITS[match.group(2)]
 
 
 # RFC 5280's upper bounds on the name attributes a profile may give, which cryptography
@@ -152,6 +167,7 @@ class Rule:
     values: tuple[str, ...]
     params: dict[str, Any]
     line: int | None = None
+    phase: str = ""  # the [[phase]] whose [[phase.rule]] this is; "" for a top-level [[rule]]
 
     @property
     def stage(self) -> str:
@@ -159,7 +175,24 @@ class Rule:
 
     @property
     def id(self) -> str:
-        return f"rule{self.index + 1}:{self.action}"
+        # A phase's rules are numbered within the phase; its name keeps their ids apart.
+        prefix = f"{self.phase}/" if self.phase else ""
+        return f"{prefix}rule{self.index + 1}:{self.action}"
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A period of the censor's life: from ``start_seconds`` after the testbed's start to the
+    next phase's start (the last one lasts until the testbed stops). Its rules apply on top of
+    the profile's top-level rules; a shutdown phase cuts the subscriber off from everything."""
+
+    name: str
+    start: str  # as written in the profile ("90s")
+    start_seconds: float
+    description: str = ""
+    shutdown: bool = False
+    rules: tuple[Rule, ...] = ()
+    line: int | None = None
 
 
 @dataclass(frozen=True)
@@ -169,6 +202,7 @@ class Profile:
     sites: tuple[Site, ...]
     rules: tuple[Rule, ...]
     national_roots: tuple[NationalRoot, ...] = ()
+    phases: tuple[Phase, ...] = ()
     isp_name: str = "Emulated ISP"
     country: str = "ZZ"
     source: str = "<memory>"
@@ -291,6 +325,7 @@ class _ProfileBuilder:
             "site",
             "rule",
             "national_root",
+            "phase",
             "messaging_apps",
         }
         for key in data:
@@ -299,7 +334,7 @@ class _ProfileBuilder:
                     self._top_key_line(key) or self._table_line(key, 0),
                     f"unknown key '{key}'" + did_you_mean(key, sorted(known_top)),
                     "use name, description, isp, country, domains, messaging_apps, [[site]], "
-                    "[[rule]] or [[national_root]]",
+                    "[[rule]], [[phase]] or [[national_root]]",
                 )
         name = data.get("name")
         if not isinstance(name, str) or not name:
@@ -320,12 +355,14 @@ class _ProfileBuilder:
         rules = tuple(
             self._rule(i, r, site_index, root_ids) for i, r in enumerate(_table_list(data, "rule"))
         )
+        phases = self._phases(data, site_index, root_ids)
         return Profile(
             name=name,
             description=str(data.get("description", "")),
             sites=sites,
             rules=rules,
             national_roots=roots,
+            phases=phases,
             isp_name=str(data.get("isp", "Emulated ISP")),
             country=str(data.get("country", "ZZ")),
             source=self.source,
@@ -631,14 +668,166 @@ class _ProfileBuilder:
                 )
         return tuple(sites)
 
+    def _phases(
+        self, data: dict[str, Any], sites: Mapping[str, Site | None], root_ids: set[str]
+    ) -> tuple[Phase, ...]:
+        """The [[phase]] tables, in time order; each [[phase.rule]] checked like a [[rule]]."""
+        raw_phases = data.get("phase", [])
+        if isinstance(raw_phases, dict) or not isinstance(raw_phases, list):
+            raise self.fail(
+                self._top_key_line("phase"),
+                "phase must be a list of tables",
+                'write each phase as a [[phase]] table with name = "…" and start = "0s"',
+            )
+        if len(raw_phases) > MAX_PHASES:
+            raise self.fail(
+                self._table_line("phase", MAX_PHASES),
+                f"{len(raw_phases)} phases, more than {MAX_PHASES}",
+                "merge phases",
+            )
+        phases: list[Phase] = []
+        names: set[str] = set()
+        rule_tables = 0  # [[phase.rule]] headers seen so far, to find each one's line
+        for index, raw in enumerate(raw_phases):
+            line = self._table_line("phase", index)
+            if not isinstance(raw, dict):
+                raise self.fail(line, "a phase must be a table", "write it as [[phase]]")
+            for key in raw:
+                if key not in PHASE_KEYS:
+                    raise self.fail(
+                        self._key_line("phase", index, key),
+                        f"unknown phase key '{key}'" + did_you_mean(key, list(PHASE_KEYS)),
+                        "use name, start, description, shutdown and [[phase.rule]] tables",
+                    )
+            name = raw.get("name")
+            if not isinstance(name, str) or not PHASE_NAME_RE.match(name):
+                raise self.fail(
+                    self._key_line("phase", index, "name") if "name" in raw else line,
+                    "phase needs a name"
+                    if name is None
+                    else f"phase name '{str(name)[:40]}' is not a short lowercase name",
+                    'write name = "shutdown-1" (a-z, 0-9, - and _)',
+                )
+            if name in names:
+                raise self.fail(
+                    line, f"phase '{name}' is defined twice", "give each phase its own name"
+                )
+            names.add(name)
+            start_line = self._key_line("phase", index, "start") if "start" in raw else line
+            start = raw.get("start")
+            if start is None:
+                raise self.fail(
+                    line,
+                    f"phase '{name}' has no start",
+                    'add start = "90s" (offset from the testbed\'s start)',
+                )
+            try:
+                if isinstance(start, bool) or not isinstance(start, str):
+                    raise ValueError(start)
+                seconds = offset_seconds(start)
+            except ValueError:
+                raise self.fail(
+                    start_line,
+                    f"phase '{name}' start {str(start)[:40]!r} is not an offset",
+                    'write a number and a unit: "0s", "90s", "5m" or "1h"',
+                ) from None
+            if seconds > MAX_PHASE_OFFSET:
+                raise self.fail(
+                    start_line,
+                    f"phase '{name}' starts {start} after the testbed, more than 30 days",
+                    "use an offset of at most 720h",
+                )
+            if not phases and seconds != 0:
+                raise self.fail(
+                    start_line,
+                    f"the first phase '{name}' starts at {start}, not at 0s",
+                    'start the first phase at "0s" (add one for the time before)',
+                )
+            if phases and seconds <= phases[-1].start_seconds:
+                previous = phases[-1]
+                same = seconds == previous.start_seconds
+                raise self.fail(
+                    start_line,
+                    f"phase '{name}' starts at {start}, "
+                    + ("the same time as" if same else "before")
+                    + f" phase '{previous.name}' ({previous.start})",
+                    "list the phases in time order, each starting after the one before",
+                )
+            shutdown = raw.get("shutdown", False)
+            if not isinstance(shutdown, bool):
+                raise self.fail(
+                    self._key_line("phase", index, "shutdown"),
+                    f"phase '{name}' shutdown must be true or false",
+                    "write shutdown = true",
+                )
+            description = raw.get("description", "")
+            if not isinstance(description, str):
+                raise self.fail(
+                    self._key_line("phase", index, "description"),
+                    f"phase '{name}' description must be a string",
+                    'write description = "…"',
+                )
+            raw_rules = raw.get("rule", [])
+            if isinstance(raw_rules, dict) or not isinstance(raw_rules, list):
+                raise self.fail(
+                    line,
+                    f"phase '{name}' rule must be a list of tables",
+                    "write each rule as a [[phase.rule]] table under its [[phase]]",
+                )
+            if shutdown and raw_rules:
+                raise self.fail(
+                    self._table_line("phase.rule", rule_tables),
+                    f"phase '{name}' is a shutdown and has rules",
+                    "a shutdown blocks everything: remove its [[phase.rule]] tables",
+                )
+            rules = []
+            for number, raw_rule in enumerate(raw_rules):
+                if not isinstance(raw_rule, dict):
+                    raise self.fail(line, "a phase rule must be a table", "write [[phase.rule]]")
+                rules.append(
+                    self._rule(
+                        number,
+                        raw_rule,
+                        sites,
+                        root_ids,
+                        table="phase.rule",
+                        table_index=rule_tables,
+                        phase=name,
+                    )
+                )
+                rule_tables += 1
+            phases.append(
+                Phase(
+                    name=name,
+                    start=start,
+                    start_seconds=seconds,
+                    description=description,
+                    shutdown=shutdown,
+                    rules=tuple(rules),
+                    line=line,
+                )
+            )
+        return tuple(phases)
+
     def _rule(
         self,
         index: int,
         raw: Mapping[str, Any],
         sites: Mapping[str, Site | None],
         root_ids: set[str],
+        *,
+        table: str = "rule",
+        table_index: int | None = None,
+        phase: str = "",
     ) -> Rule:
-        line = self._table_line("rule", index)
+        """One [[rule]] (or [[phase.rule]]: `table`, its `table_index` among those headers in
+        the file, and the `phase` it belongs to)."""
+        at = index if table_index is None else table_index
+
+        def key_line(key: str) -> int | None:
+            return self._key_line(table, at, key)
+
+        line = self._table_line(table, at)
         action = raw.get("action")
         if action is None:
             raise self.fail(
@@ -646,7 +835,7 @@ class _ProfileBuilder:
             )
         if action not in ACTIONS:
             raise self.fail(
-                self._key_line("rule", index, "action"),
+                key_line("action"),
                 f"unknown action '{action}'" + did_you_mean(action, list(ACTIONS)),
                 "use one of: " + ", ".join(ACTIONS),
             )
@@ -658,7 +847,7 @@ class _ProfileBuilder:
             stray = [k for k in raw if k != "action" and k not in accepted]
             if stray:
                 raise self.fail(
-                    self._key_line("rule", index, stray[0]),
+                    key_line(stray[0]),
                     f"unknown rule key '{stray[0]}'"
                     + did_you_mean(stray[0], [*sorted(allowed_matchers), *accepted]),
                     f"give one matcher: {', '.join(sorted(allowed_matchers))}",
@@ -672,13 +861,13 @@ class _ProfileBuilder:
         matcher = present[0]
         if matcher not in allowed_matchers:
             raise self.fail(
-                self._key_line("rule", index, matcher),
+                key_line(matcher),
                 f"action {action} cannot match on '{matcher}'",
                 f"match on {' or '.join(sorted(allowed_matchers))}",
             )
         values_raw = raw[matcher]
         values = [values_raw] if isinstance(values_raw, str) else values_raw
-        mline = self._key_line("rule", index, matcher)
+        mline = key_line(matcher)
         if (
             not isinstance(values, list)
             or not values
@@ -740,12 +929,12 @@ class _ProfileBuilder:
                     ("it takes: " + ", ".join(accepted)) if accepted else "it takes no parameters"
                 )
                 raise self.fail(
-                    self._key_line("rule", index, key),
+                    key_line(key),
                     f"action {action} has no parameter '{key}'" + did_you_mean(key, list(accepted)),
                     hint,
                 )
             params[key] = value
-        self._check_params(index, action, params, root_ids)
+        self._check_params(action, params, root_ids, key_line, line)
         return Rule(
             index=index,
             action=action,
@@ -753,15 +942,19 @@ class _ProfileBuilder:
             values=tuple(checked),
             params=params,
             line=line,
+            phase=phase,
         )
 
     def _check_params(
-        self, index: int, action: str, params: dict[str, Any], root_ids: set[str]
+        self,
+        action: str,
+        params: dict[str, Any],
+        root_ids: set[str],
+        key_line: Callable[[str], int | None],
+        line: int | None,
     ) -> None:
         def bad(key: str, fix: str) -> ProfileError:
-            return self.fail(
-                self._key_line("rule", index, key), f"bad {key} '{params[key]}' for {action}", fix
-            )
+            return self.fail(key_line(key), f"bad {key} '{params[key]}' for {action}", fix)
 
         if "answer" in params:
             try:
@@ -784,7 +977,7 @@ class _ProfileBuilder:
             root = params.get("root")
             if root is None:
                 raise self.fail(
-                    self._table_line("rule", index),
+                    line,
                     'tls-intercept needs root = "<national_root id>"',
                     "add a [[national_root]] and name it",
                 )

@@ -26,6 +26,7 @@ from typing import IO
 
 from netvigil.testbed import messaging, pki, topology
 from netvigil.testbed.plan import (
+    CLOCK_FILE,
     HOSTS,
     ISP_RESOLVER,
     STATE_DIR,
@@ -226,6 +227,53 @@ def build_network(plan: Plan, state: Path) -> None:
             )
 
 
+class PhaseSwitcher:
+    """Swaps the censor's nftables at each phase's start, by the testbed's clock.
+
+    The agents (ISP resolver, injector, middlebox) read the same clock and consult the phase in
+    force themselves; what lives in the kernel (address blocking, diversion to the middlebox,
+    the shutdown's drop) is this class's job. Each swap is one nft transaction.
+    """
+
+    def __init__(self, plan: Plan, state: Path, started_at: float) -> None:
+        self.plan = plan
+        self.state = state
+        self.started_at = started_at
+        self.current = plan.phase_index_at(0.0)  # build_network installed the first phase
+        self.log = state / "logs" / "phases.log"
+
+    def _note(self, text: str) -> None:
+        with open(self.log, "a", encoding="utf-8") as handle:
+            handle.write(f"{time.time():.3f} {text}\n")
+
+    def tick(self) -> float:
+        """Apply the phase in force now if it changed; the seconds until the next start."""
+        if not self.plan.phases:
+            return 3600.0
+        offset = time.time() - self.started_at
+        index = self.plan.phase_index_at(offset)
+        if index != self.current:
+            phase = self.plan.phases[index]
+            censor = self.plan.in_phase(phase.name)
+            script = self.state / f"censor-{index}-{phase.name}.nft"
+            script.write_text(topology.censor_swap(censor))
+            try:
+                run(["ip", "netns", "exec", "censor", "nft", "-f", str(script)], "phase switch")
+                self._note(f"phase {phase.name} in force at +{offset:.3f} s")
+            except SetupError as exc:  # keep running: the agents still switch; say it loudly
+                self._note(f"phase {phase.name}: nft swap FAILED: {exc}")
+            self.current = index
+        upcoming = self.plan.next_phase(offset)
+        return 3600.0 if upcoming is None else max(0.0, upcoming.start_seconds - offset)
+
+
+def write_clock(state: Path, started_at: float) -> None:
+    """The testbed's start, read by every agent and tool (written whole, then renamed)."""
+    partial = state / (CLOCK_FILE + ".partial")
+    partial.write_text(json.dumps({"started_at": started_at}))
+    partial.replace(state / CLOCK_FILE)
+
+
 def agent_env(state: Path) -> dict[str, str]:
     return {**os.environ, **testbed_environment(str(state)), "PYTHONUNBUFFERED": "1"}
 
@@ -373,13 +421,14 @@ def main(argv: list[str] | None = None) -> int:
         profile = load_profile(args.profile)
         plan = make_plan(profile, state_dir=STATE_DIR)
         preflight()
-        check_veth_and_tc(bool(plan.rules_for("throttle")))
+        check_veth_and_tc(any(r.stage == "throttle" for r in plan.all_rules))
         state = Path(STATE_DIR)
         mount_private_run(state)
         (state / "plan.json").write_text(plan.to_json())
         pki.build_testbed_pki(plan)
         messaging.write_override(plan, state)
-        build_network(plan, state)
+        # The network starts with the censor of the first phase (the plan itself without phases).
+        build_network(plan.at(0.0), state)
         agents = start_agents(state)
         netns_fds = {host: os.open(f"/run/netns/{host}", os.O_RDONLY) for host in HOSTS}
         pid = host_pid()
@@ -392,6 +441,11 @@ def main(argv: list[str] | None = None) -> int:
             "rules": len(plan.rules),
             "up_seconds": round(time.monotonic() - started, 3),
         }
+        # The clock starts when the testbed is ready: phase offsets count from here.
+        started_at = time.time()
+        write_clock(state, started_at)
+        info["started_at"] = started_at
+        switcher = PhaseSwitcher(plan, state, started_at)
         publish(public_fd, plan, state, info)
         ready.write("READY " + json.dumps(info) + "\n")
         ready.flush()
@@ -412,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
                 stderr=command_stderr,
             )
             while child.poll() is None:
+                switcher.tick()
                 if stop_requested:
                     child.terminate()
                     try:
@@ -422,7 +477,11 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.05)
             return exit_status(child.wait())
         while not stop_requested:
-            signal.pause()
+            if plan.phases:
+                # Short sleeps: a signal ends the wait within one, and a phase starts on time.
+                time.sleep(min(0.05, switcher.tick()))
+            else:
+                signal.pause()
         return 0
     except SetupError as exc:
         message = str(exc)

@@ -102,8 +102,21 @@ def _set(addresses: list[str] | tuple[str, ...]) -> str:
     return "{ " + ", ".join(addresses) + " }"
 
 
+def throttle_classes(plan: Plan) -> dict[str, int]:
+    """The htb class of each throttle rule, over every phase (the classes are made once)."""
+    rules = [r for r in plan.all_rules if r.stage == "throttle"]
+    return {rule.id: THROTTLE_BASE_CLASS + number for number, rule in enumerate(rules)}
+
+
 def censor_ruleset(plan: Plan) -> str:
-    """The censor's nftables: address blocking, diversion to the middlebox, throttling marks."""
+    """The censor's nftables: address blocking, diversion to the middlebox, throttling marks.
+
+    For a profile with phases, `plan` is the censor of one phase (``plan.at(…)``); in a
+    shutdown phase everything the subscribers send is dropped: forwarded or addressed to the
+    censor itself (its resolver, its blockpage server).
+    """
+    if plan.shutdown:
+        return _ruleset([], [], [], [], [f'iifname "{CENSOR_CLIENT_IF}" drop comment "shutdown"'])
     blocked: set[str] = set()
     forward: list[str] = []
     for rule in plan.rules_for("tcp"):
@@ -154,13 +167,27 @@ def censor_ruleset(plan: Plan) -> str:
             f"tproxy ip to :{INJECTOR_UDP_PORT} meta mark set {TPROXY_MARK} accept"
         )
     postrouting: list[str] = []
-    for number, rule in enumerate(plan.rules_for("throttle")):
+    classes = throttle_classes(plan)
+    for rule in plan.rules_for("throttle"):
         targets = list(rule.address_targets)
         if targets:
             postrouting.append(
                 f'oifname "{CENSOR_CLIENT_IF}" ip saddr {_set(targets)} '
-                f'meta priority set 1:{THROTTLE_BASE_CLASS + number} comment "{rule.id}"'
+                f'meta priority set 1:{classes[rule.id]} comment "{rule.id}"'
             )
+    return _ruleset(diverted, prerouting, forward, postrouting, [])
+
+
+def _ruleset(
+    diverted: list[str],
+    prerouting: list[str],
+    forward: list[str],
+    postrouting: list[str],
+    cut: list[str],
+) -> str:
+    """The censor's table; `cut`: statements that drop the subscribers' traffic both where it
+    is forwarded and where it reaches the censor itself (a shutdown)."""
+    forward = [*cut, *forward]
     out = ["table inet netvigil_censor {"]
     out.append(
         "  set diverted { type ipv4_addr; flags interval; }"
@@ -176,8 +203,17 @@ def censor_ruleset(plan: Plan) -> str:
     out.append("  chain postrouting { type filter hook postrouting priority mangle; policy accept;")
     out += [f"    {line}" for line in postrouting]
     out.append("  }")
+    out.append("  chain input { type filter hook input priority filter; policy accept;")
+    out += [f"    {line}" for line in cut]
+    out.append("  }")
     out.append("}")
     return "\n".join(out) + "\n"
+
+
+def censor_swap(plan: Plan) -> str:
+    """An nft script that replaces the censor's table by `plan`'s in one transaction: the
+    kernel applies a whole ``nft -f`` file or none of it, so no packet sees a half-made censor."""
+    return "table inet netvigil_censor\ndelete table inet netvigil_censor\n" + censor_ruleset(plan)
 
 
 def _in_any(address: str, cidrs: list[str]) -> bool:
@@ -221,16 +257,17 @@ def throttle_tc_lines(plan: Plan) -> list[str]:
     share the throttle fairly between flows; the probe measures one URL per host at a time by
     default.)
     """
-    rules = plan.rules_for("throttle")
+    rules = [r for r in plan.all_rules if r.stage == "throttle"]
     if not rules:
         return []
+    classes = throttle_classes(plan)
     dev = CENSOR_CLIENT_IF
     lines = [
         f"qdisc add dev {dev} root handle 1: htb default 1 r2q 1000",
         f"class add dev {dev} parent 1: classid 1:1 htb rate 10gbit",
     ]
-    for number, rule in enumerate(rules):
-        classid = THROTTLE_BASE_CLASS + number
+    for rule in rules:
+        classid = classes[rule.id]
         rate = str(rule.params.get("rate", "128kbit"))
         lines += [
             f"class add dev {dev} parent 1: classid 1:{classid} htb rate 10gbit",
@@ -246,7 +283,7 @@ def host_script(host: str, plan: Plan, state_dir: str) -> str:
     lines.append(f"ip -batch {state_dir}/{host}.ip")
     if host == "censor":
         lines.append(f"nft -f {state_dir}/censor.nft")
-        if plan.rules_for("throttle"):
+        if any(r.stage == "throttle" for r in plan.all_rules):
             lines.append(f"tc -batch {state_dir}/censor.tc")
     if host == "internet":
         lines.append(f"nft -f {state_dir}/internet.nft")

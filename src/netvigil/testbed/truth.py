@@ -8,10 +8,15 @@ Every detector netvigil has is scored against this. The outcome is written ``sta
     tls/reset     tls/timeout  tls/interception
     http/blockpage  http/reset  http/throttled
     ok  down
+    network/offline   (a shutdown phase: the subscriber reaches nothing; no site is "blocked")
 
 The walk follows a URL the way a browser would: resolve with the ISP's resolver, connect to the
 first address, TLS with the SNI of the URL, HTTP with its Host, then the site's own redirects.
 The first stage at which a rule applies decides the outcome.
+
+A profile with phases has one truth per phase: ``ground_truth(plan, at=seconds)`` is the truth
+of the phase in force that many seconds after the testbed's start, ``phase_truth(plan)`` all of
+them. A row names its phase.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ REJECT_OUTCOMES = {
     "icmp-host-unreachable": "tcp/unreachable",
 }
 MAX_REDIRECTS = 10
+OFFLINE = "network/offline"
 
 
 @dataclass(frozen=True)
@@ -60,10 +66,13 @@ class TruthRow:
     site_kind: str
     detail: str  # blockpage name, national root id, reject type… for the evidence
     redirects: tuple[str, ...] = ()
+    phase: str = ""  # the phase whose censor this is ("" for a profile without phases)
 
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)
         data["redirects"] = list(self.redirects)
+        if not self.phase:
+            del data["phase"]  # the same rows as before phases existed
         return data
 
 
@@ -83,15 +92,31 @@ def _http_rule(plan: Plan, host: str, target: str) -> RulePlan | None:
 
 
 def _blocked(row_outcome: str) -> bool:
-    return row_outcome not in ("ok", "down")
+    # network/offline is no blocking of a site: the whole network is off
+    return row_outcome not in ("ok", "down", OFFLINE)
 
 
 def url_truth(plan: Plan, url: str) -> TruthRow:
+    """The truth of one URL under `plan`'s censor (for a phased plan: ``plan.at(…)`` first)."""
     chain: list[str] = []
     current = url
     first_domain = (urlsplit(url).hostname or "").lower()
     first_site = plan.site(first_domain)
     kind = first_site.kind if first_site else "unknown"
+    if plan.shutdown:
+        # Nothing answers, not even the resolver: the network is off, no site is singled out.
+        return TruthRow(
+            url,
+            first_domain,
+            OFFLINE,
+            _blocked(OFFLINE),
+            "shutdown",
+            plan.phase,
+            kind,
+            "",
+            (),
+            plan.phase,
+        )
     for _ in range(MAX_REDIRECTS + 1):
         parts = urlsplit(current)
         host = (parts.hostname or "").lower()
@@ -109,6 +134,7 @@ def url_truth(plan: Plan, url: str) -> TruthRow:
                 kind,
                 detail,
                 tuple(chain),
+                plan.phase,
             )
 
         dns = _dns_rule(plan, host)
@@ -165,11 +191,28 @@ def url_truth(plan: Plan, url: str) -> TruthRow:
         kind,
         "too many redirects",
         tuple(chain),
+        plan.phase,
     )
 
 
-def ground_truth(plan: Plan) -> list[TruthRow]:
-    return [url_truth(plan, url) for site in plan.sites for url in site.urls]
+def ground_truth(plan: Plan, at: float | None = None) -> list[TruthRow]:
+    """Every URL's truth; for a profile with phases, under the phase in force `at` seconds
+    after the testbed's start (None: the first phase)."""
+    censor = plan.at(at)
+    return [url_truth(censor, url) for site in censor.sites for url in site.urls]
+
+
+def phase_truth(plan: Plan) -> list[tuple[str, float, list[TruthRow]]]:
+    """(phase name, start offset in seconds, truth) for every phase; one ("", 0, truth) entry
+    for a profile without phases."""
+    if not plan.phases:
+        return [("", 0.0, ground_truth(plan))]
+    return [(p.name, p.start_seconds, ground_truth(plan, at=p.start_seconds)) for p in plan.phases]
+
+
+def truth_at(plan: Plan, url: str, offset: float) -> TruthRow:
+    """The truth of `url` for a measurement made `offset` seconds after the testbed's start."""
+    return url_truth(plan.at(offset), url)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -297,6 +340,12 @@ def _endpoint_truth(plan: Plan, app: str, endpoint: Any) -> EndpointTruth:
             answer,
         )
 
+    if plan.shutdown:
+        # A shutdown phase: the subscriber reaches nothing, the resolver included. What the
+        # probe records is a timeout at its first step; no endpoint is singled out.
+        if endpoint.is_ip_literal:
+            return row(OFFLINE, "generic_timeout_error", "connect")
+        return row(OFFLINE, "generic_timeout_error", "resolve")
     if not served:
         if endpoint.is_ip_literal:
             failure, operation = _wrong_address(plan, UNSERVED, endpoint.port, endpoint.kind)
