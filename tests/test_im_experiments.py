@@ -153,17 +153,34 @@ def test_facebook_all_reachable() -> None:
 # -- blocking -------------------------------------------------------------------------------------
 
 
+def _engine_agrees(m: dict[str, Any], dc_outcome: str) -> None:
+    """The verdict engine, reading the measurement as a stored file, recomputes the probe's own
+    keys and puts every data centre at ``dc_outcome``'s stage — although the override made the
+    probe dial loopback, not the literal its requests name (``x_endpoints`` says where)."""
+    from netvigil.verdict import analyze
+
+    verdict = analyze(m)
+    for key in ("telegram_tcp_blocking", "telegram_http_blocking"):
+        assert verdict.evidence["ooni"][key] == m["test_keys"][key], key
+    dcs = [e for e in verdict.evidence["endpoints"] if e["kind"] == "http"]
+    assert dcs and all(e["outcome"].startswith(dc_outcome) for e in dcs), dcs
+
+
 def test_telegram_tcp_blocking_of_every_dc() -> None:
     world = World(behaviour={(e.host, e.port): "refused" for e in DCS})
-    k = keys(run("telegram", world))
+    m = run("telegram", world)
+    k = keys(m)
     assert k["telegram_tcp_blocking"] is True and k["telegram_http_blocking"] is True
     assert k["telegram_web_status"] == "ok"
+    _engine_agrees(m, "tcp/")
 
 
 def test_telegram_http_blocking_of_every_dc() -> None:
     world = World(behaviour={(e.host, e.port): "http-reset" for e in DCS})
-    k = keys(run("telegram", world))
+    m = run("telegram", world)
+    k = keys(m)
     assert k["telegram_tcp_blocking"] is False and k["telegram_http_blocking"] is True
+    _engine_agrees(m, "http/")
 
 
 def test_telegram_one_dc_left_is_no_blocking() -> None:

@@ -38,10 +38,14 @@ start = "0s"
 name = "blocked"
 start = "25s"
 
-# Telegram: its web app only. Not its data centres: the testbed dials a data centre's IP literal
-# at a mapped address, which the probe records in tcp_connect while the request names the real
-# literal, and the verdict engine pairs the two by address, so any blocking of a data centre
-# reads differently from the truth there (a seam between the probe and the verdict, reported).
+# Telegram: its web app and every data centre. The testbed dials a data centre's IP literal at
+# a mapped address (tcp_connect names it, the request names the literal): x_endpoints says
+# where, and the verdict pairs them through it.
+
+[[phase.rule]]
+action = "ip-reject"
+domain = ["149.154.175.50", "149.154.167.51", "149.154.175.100", "149.154.167.91",
+          "149.154.171.5", "95.161.76.100"]
 
 [[phase.rule]]
 action = "tls-reset"

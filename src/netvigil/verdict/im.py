@@ -156,6 +156,10 @@ class _Events:
     urlless_requests: int = 0
     _addrs: dict[str, list[str]] | None = None
     _by_endpoint: dict[tuple[str, int], list[tuple[int, _Connect]]] | None = None
+    # netvigil's own measurements (``x_endpoints``): where the probe really connected for an
+    # IP-literal endpoint that an override file mapped elsewhere (the testbed maps Telegram's
+    # data centres to its own addresses): (literal, port) -> [(dialled ip, port), ...]
+    dialled: dict[tuple[str, int], list[tuple[str, int]]] = field(default_factory=dict)
 
     def addrs(self, host: str) -> list[str]:
         if r.is_ip_literal(host):
@@ -180,7 +184,10 @@ class _Events:
             self._by_endpoint = {}
             for n, c in enumerate(self.connects):
                 self._by_endpoint.setdefault((c.ip, c.port), []).append((n, c))
-        found = [x for a in dict.fromkeys(addrs) for x in self._by_endpoint.get((a, port), [])]
+        keys = dict.fromkeys(
+            key for a in addrs for key in ((a, port), *self.dialled.get((a, port), ()))
+        )
+        found = [x for key in keys for x in self._by_endpoint.get(key, [])]
         return [c for _, c in sorted(found, key=lambda x: x[0])]
 
 
@@ -244,6 +251,18 @@ def _parse(tk: Mapping[str, Any]) -> _Events:
         ev.queries.append(
             _Query(host.lower().rstrip("."), r.failure(x.get("failure")), tuple(addrs), tuple(asns))
         )
+    for raw in r.head(tk.get("x_endpoints"), MAX_EVENTS):
+        x = r.d(raw)
+        target = r.s(x.get("target")) or ""
+        literal = r.ip_or_none(r.host_of(target)) if target else None
+        port = r.port_of(target) if target else None
+        if literal is None or port is None:
+            continue
+        for address in r.head(x.get("addresses"), MAX_EVENTS):
+            ip_text, _, port_text = (r.s(address) or "").rpartition(":")
+            ip = r.ip_or_none(ip_text.strip("[]"))
+            if ip is not None and port_text.isdigit() and (ip, int(port_text)) != (literal, port):
+                ev.dialled.setdefault((literal, port), []).append((ip, int(port_text)))
     for raw in r.head(tk.get("tls_handshakes"), MAX_EVENTS):
         x = r.d(raw)
         address = r.s(x.get("address")) or ""
