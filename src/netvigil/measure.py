@@ -16,7 +16,7 @@ import json
 import os
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -200,6 +200,54 @@ def reached_site(measurement: dict[str, Any]) -> bool:
     return False
 
 
+Release = Callable[[dict[str, Any], NetworkStatus | None], Awaitable[None]]
+
+
+@dataclass
+class WatchedRun:
+    """Measurements of one run and the network watch around them (None: no check): a
+    measurement is released at once without a watch, else when the watch knows its status."""
+
+    watch: NetworkWatch | None
+    release: Release
+
+    def begin(self) -> NetworkStatus | None:
+        return self.watch.begin() if self.watch is not None else None
+
+    async def done(self, measurement: dict[str, Any], before: NetworkStatus | None) -> None:
+        if self.watch is None or before is None:
+            await self.release(measurement, None)
+            return
+        await self.watch.done(measurement, before, reached_site(measurement))
+
+
+@contextlib.asynccontextmanager
+async def watched_run(config: Any, release: Release) -> AsyncIterator[WatchedRun]:
+    """The network watch of a run (websites and messaging apps alike), when the config asks for
+    it: checks before, while failures pile up and at the end; an interruption still releases
+    every measurement held, so nothing already measured is lost."""
+    watch: NetworkWatch | None = None
+    if getattr(config, "network_check", False):  # a stand-in experiment may have no config
+        watch = NetworkWatch(network_checker(config), release=release)
+        await watch.start()
+    finished = asyncio.Event()
+    watcher = asyncio.create_task(watch.run(finished)) if watch is not None else None
+    try:
+        yield WatchedRun(watch, release)
+        if watch is not None:
+            await watch.finish()
+    except BaseException:
+        if watch is not None:
+            await watch.flush()  # an interruption loses nothing already measured
+        raise
+    finally:
+        finished.set()
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+
 async def run_measurements(
     experiment: WebConnectivity,
     urls: list[str],
@@ -254,37 +302,16 @@ async def run_measurements(
             summary = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
             progress.update(task_id, advance=1, outcomes=summary)
 
-    watch: NetworkWatch | None = None
-    if getattr(getattr(experiment, "config", None), "network_check", False):
-        watch = NetworkWatch(network_checker(experiment.config), release=emit)
-        await watch.start()
+    async with watched_run(getattr(experiment, "config", None), emit) as run:
 
-    async def one(url: str) -> None:
-        host = (urlsplit(url).hostname or "").lower()
-        async with hosts[host], overall:
-            before = watch.begin() if watch is not None else None
-            measurement = await experiment.measure(url)
-        if watch is None or before is None:
-            await emit(measurement, None)
-            return
-        await watch.done(measurement, before, reached_site(measurement))
+        async def one(url: str) -> None:
+            host = (urlsplit(url).hostname or "").lower()
+            async with hosts[host], overall:
+                before = run.begin()
+                measurement = await experiment.measure(url)
+            await run.done(measurement, before)
 
-    finished = asyncio.Event()
-    watcher = asyncio.create_task(watch.run(finished)) if watch is not None else None
-    try:
         await asyncio.gather(*(one(u) for u in urls))
-        if watch is not None:
-            await watch.finish()
-    except BaseException:
-        if watch is not None:
-            await watch.flush()  # an interruption loses nothing already measured
-        raise
-    finally:
-        finished.set()
-        if watcher is not None:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
     return RunResult(verdicts, loop.time() - started, network)
 
 

@@ -9,7 +9,6 @@ real addresses, and the probe must never dial them from there.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 from typing import IO, Any
@@ -65,8 +64,8 @@ async def run_im(
     websites (``measure.run_measurements``): an app that failed is written only once a check
     after it says whether the network itself was up, so a shutdown blames no app."""
     from netvigil.experiments.im_suite import measure_app
-    from netvigil.measure import network_checker, reached_site, reverdict_after_check
-    from netvigil.netstatus import ONLINE, NetworkStatus, NetworkWatch
+    from netvigil.measure import reverdict_after_check, watched_run
+    from netvigil.netstatus import ONLINE, NetworkStatus
 
     found: list[dict[str, Any]] = [] if verdicts is None else verdicts
     task_id = (
@@ -89,33 +88,11 @@ async def run_im(
         if progress is not None and task_id is not None:
             progress.update(task_id, advance=1, outcomes=measurement.get("test_name", ""))
 
-    watch: NetworkWatch | None = None
-    if config.network_check:
-        watch = NetworkWatch(network_checker(config), release=emit)
-        await watch.start()
+    async with watched_run(config, emit) as run:
 
-    async def one(app: str) -> None:
-        before = watch.begin() if watch is not None else None
-        measurement = await measure_app(app, config, overrides)
-        if watch is None or before is None:
-            await emit(measurement, None)
-            return
-        await watch.done(measurement, before, reached_site(measurement))
+        async def one(app: str) -> None:
+            before = run.begin()
+            await run.done(await measure_app(app, config, overrides), before)
 
-    finished = asyncio.Event()
-    watcher = asyncio.create_task(watch.run(finished)) if watch is not None else None
-    try:
         await asyncio.gather(*(one(app) for app in apps))
-        if watch is not None:
-            await watch.finish()
-    except BaseException:
-        if watch is not None:
-            await watch.flush()  # an interruption loses nothing already measured
-        raise
-    finally:
-        finished.set()
-        if watcher is not None:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
     return found
