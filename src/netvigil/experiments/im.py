@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import ipaddress
 import platform
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +36,14 @@ from cryptography import x509
 
 from netvigil import __version__
 from netvigil.experiments.im_endpoints import AppEndpoints, Endpoint, Overrides, load_app
-from netvigil.experiments.web_connectivity import SCRUBBED_IP, ProbeConfig, WebConnectivity
+from netvigil.experiments.web_connectivity import (
+    SCRUBBED_IP,
+    ProbeConfig,
+    WebConnectivity,
+    is_ip_address,
+    new_report_id,
+    ooni_time,
+)
 from netvigil.net import dns as ndns
 from netvigil.net import http as nhttp
 from netvigil.net import tcp as ntcp
@@ -105,24 +110,6 @@ class TargetResult:
         }
 
 
-def new_report_id(test_name: str, probe_cc: str, probe_asn: str, when: dt.datetime) -> str:
-    stamp = when.strftime("%Y%m%dT%H%M%SZ")
-    name = test_name.replace("_", "")
-    return f"{stamp}_{name}_{probe_cc}_{probe_asn.removeprefix('AS')}_n1_{secrets.token_hex(8)}"
-
-
-def _ooni_time(when: dt.datetime) -> str:
-    return when.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
 class MessagingExperiment:
     """One messaging-app experiment. Subclasses say which app and how its keys are computed."""
 
@@ -147,7 +134,7 @@ class MessagingExperiment:
         )
         self.started = dt.datetime.now(dt.UTC).replace(microsecond=0)
         self.report_id = report_id or new_report_id(
-            self.endpoints.test_name, config.probe_cc, config.probe_asn, self.started
+            config.probe_cc, config.probe_asn, self.started, self.endpoints.test_name
         )
         self.budget = budget if budget is not None else min(DEFAULT_BUDGET, config.url_budget)
         self._trust = self._trust_store()
@@ -219,7 +206,7 @@ class MessagingExperiment:
             opened[0].close()
 
     async def _addresses(self, host: str, trace: Trace, result: TargetResult) -> list[str] | None:
-        return [host] if _is_ip(host) else await self._resolve(host, trace, result)
+        return [host] if is_ip_address(host) else await self._resolve(host, trace, result)
 
     async def _http(self, endpoint: Endpoint, trace: Trace, result: TargetResult) -> None:
         url, method = endpoint.url, endpoint.method
@@ -392,7 +379,7 @@ class MessagingExperiment:
             "data_format_version": "0.2.0",
             "extensions": dict(EXTENSIONS),
             "input": None,
-            "measurement_start_time": _ooni_time(start),
+            "measurement_start_time": ooni_time(start),
             "probe_asn": cfg.probe_asn,
             "probe_cc": cfg.probe_cc,
             "probe_ip": SCRUBBED_IP,
@@ -407,7 +394,7 @@ class MessagingExperiment:
             "test_keys": test_keys,
             "test_name": self.endpoints.test_name,
             "test_runtime": round(trace.elapsed(), 6),
-            "test_start_time": _ooni_time(self.started),
+            "test_start_time": ooni_time(self.started),
             "test_version": self.endpoints.test_version,
         }
 

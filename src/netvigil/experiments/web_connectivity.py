@@ -74,16 +74,21 @@ class ProbeConfig:
     reference_urls: tuple[str, ...] = ()
 
 
-def new_report_id(probe_cc: str, probe_asn: str, when: dt.datetime) -> str:
+def new_report_id(
+    probe_cc: str, probe_asn: str, when: dt.datetime, test_name: str = "web_connectivity"
+) -> str:
+    """A report id as OONI's probes make them (every experiment of netvigil uses this one)."""
     stamp = when.strftime("%Y%m%dT%H%M%SZ")
-    return f"{stamp}_webconnectivity_{probe_cc}_{probe_asn.removeprefix('AS')}_n1_{secrets.token_hex(8)}"
+    name = test_name.replace("_", "")
+    return f"{stamp}_{name}_{probe_cc}_{probe_asn.removeprefix('AS')}_n1_{secrets.token_hex(8)}"
 
 
-def _ooni_time(when: dt.datetime) -> str:
+def ooni_time(when: dt.datetime) -> str:
+    """A time as OONI's data format writes it (UTC, no zone)."""
     return when.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _is_ip(host: str) -> bool:
+def is_ip_address(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
     except ValueError:
@@ -228,7 +233,7 @@ class WebConnectivity:
         host = (parts.hostname or "").lower()
         scheme = parts.scheme.lower()
         port = parts.port or (443 if scheme == "https" else 80)
-        addresses = [host] if _is_ip(host) else await self._resolve(host, trace)
+        addresses = [host] if is_ip_address(host) else await self._resolve(host, trace)
         addresses = addresses[: cfg.max_addresses]
         endpoints = [ntcp.format_address(a, port) for a in addresses]
 
@@ -486,7 +491,7 @@ class WebConnectivity:
             },
             "data_format_version": "0.2.0",
             "input": url,
-            "measurement_start_time": _ooni_time(start),
+            "measurement_start_time": ooni_time(start),
             "probe_asn": cfg.probe_asn,
             "probe_cc": cfg.probe_cc,
             "probe_ip": SCRUBBED_IP,
@@ -502,7 +507,7 @@ class WebConnectivity:
             else {},
             "test_name": TEST_NAME,
             "test_runtime": round(trace.elapsed(), 6),
-            "test_start_time": _ooni_time(self.started),
+            "test_start_time": ooni_time(self.started),
             "test_version": TEST_VERSION,
             "test_keys": test_keys,
         }

@@ -22,6 +22,7 @@ from netvigil.verdict.model import (
     IM_TEST_NAMES,
     NOT_BLOCKED,
     OONI_DIFFERS,
+    TCP_FAILURE_OUTCOMES,
     Verdict,
     pair_allowed,
 )
@@ -49,13 +50,7 @@ THROTTLE_CEILING = 64_000  # bytes/s
 # A censor that lets a first burst through and then drops everything leaves the budget silent.
 STALL_SECONDS = 3.0
 MIN_RATE_SECONDS = 2.0  # a rate measured over less is mostly latency
-_TCP = {
-    "generic_timeout_error": "tcp/timeout",
-    "connection_refused": "tcp/reset",
-    "connection_reset": "tcp/reset",
-    "host_unreachable": "tcp/unreachable",
-    "network_unreachable": "tcp/unreachable",
-}
+_TCP = TCP_FAILURE_OUTCOMES
 
 
 class _Outcome(Exception):

@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netvigil.verdict import _read as r
-from netvigil.verdict.model import IM_TEST_NAMES, NOT_BLOCKED, OONI_DIFFERS, Verdict, pair_allowed
+from netvigil.verdict.model import (
+    IM_TEST_NAMES,
+    NOT_BLOCKED,
+    OONI_DIFFERS,
+    TCP_FAILURE_OUTCOMES,
+    Verdict,
+    pair_allowed,
+)
 
 IM_TESTS = IM_TEST_NAMES
 APP_OF_TEST = {
@@ -62,13 +69,7 @@ MAX_ANSWERS = 64
 MAX_ANSWERS_TOTAL = 4096  # over all queries: a hostile file cannot make the parse quadratic
 
 _NXDOMAIN = frozenset({"dns_nxdomain_error", "android_dns_cache_no_data", "dns_no_answer"})
-_TCP = {
-    "generic_timeout_error": "tcp/timeout",
-    "connection_refused": "tcp/reset",
-    "connection_reset": "tcp/reset",
-    "host_unreachable": "tcp/unreachable",
-    "network_unreachable": "tcp/unreachable",
-}
+_TCP = TCP_FAILURE_OUTCOMES
 _TLS = {
     "connection_reset": "tls/reset",
     "eof_error": "tls/reset",

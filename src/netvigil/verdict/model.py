@@ -33,6 +33,15 @@ OUTCOMES = (
     "network/offline",
     "network/degraded",
 )
+# What a failed TCP connect is called, by OONI's failure string (a site's stage walk, the
+# messaging endpoints and the network checks say it in the same words).
+TCP_FAILURE_OUTCOMES = {
+    "generic_timeout_error": "tcp/timeout",
+    "connection_refused": "tcp/reset",
+    "connection_reset": "tcp/reset",
+    "host_unreachable": "tcp/unreachable",
+    "network_unreachable": "tcp/unreachable",
+}
 # captive-portal: the network asks for a login before anything else; not censorship.
 # network/*: the probe's own network was off (or failing as this input did): no site is blamed.
 NOT_BLOCKED = frozenset(

@@ -18,26 +18,21 @@ from dataclasses import replace
 from typing import Any
 
 from netvigil.verdict import _read as r
-from netvigil.verdict.model import NOT_BLOCKED, Verdict
+from netvigil.verdict.model import NOT_BLOCKED, TCP_FAILURE_OUTCOMES, Verdict
 
 OFFLINE = "network/offline"
 DEGRADED = "network/degraded"
 MAX_EVIDENCE = 64  # checks kept from a (possibly hostile) status
 
 # The outcome a failed check stands for, by the stage it failed at and its failure string:
-# the same words the stage walk uses for a site (engine._TCP, the TLS and HTTP tables).
+# the same words the stage walk uses for a site (model.TCP_FAILURE_OUTCOMES, the TLS and HTTP
+# tables).
 _DNS = {
     "generic_timeout_error": "dns/timeout",
     "dns_nxdomain_error": "dns/nxdomain",
     "dns_no_answer": "dns/nxdomain",
 }
-_TCP = {
-    "generic_timeout_error": "tcp/timeout",
-    "connection_refused": "tcp/reset",
-    "connection_reset": "tcp/reset",
-    "host_unreachable": "tcp/unreachable",
-    "network_unreachable": "tcp/unreachable",
-}
+_TCP = TCP_FAILURE_OUTCOMES
 _TLS = {"generic_timeout_error": "tls/timeout", "connection_reset": "tls/reset"}
 _HTTP = {"generic_timeout_error": "http/timeout", "connection_reset": "http/reset"}
 
