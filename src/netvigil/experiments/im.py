@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,15 +33,13 @@ from urllib.parse import urljoin, urlsplit
 
 from cryptography import x509
 
-from netvigil import __version__
 from netvigil.experiments.im_endpoints import AppEndpoints, Endpoint, Overrides, load_app
 from netvigil.experiments.web_connectivity import (
-    SCRUBBED_IP,
     ProbeConfig,
     WebConnectivity,
     is_ip_address,
     new_report_id,
-    ooni_time,
+    ooni_envelope,
 )
 from netvigil.net import dns as ndns
 from netvigil.net import http as nhttp
@@ -368,35 +365,19 @@ class MessagingExperiment:
                 "retrieved": self.endpoints.retrieved,
             },
         }
-        return {
-            "annotations": {
-                "engine_name": "netvigil",
-                "engine_version": __version__,
-                "platform": platform.system().lower(),
-                "architecture": platform.machine(),
-                **cfg.annotations,
-            },
-            "data_format_version": "0.2.0",
-            "extensions": dict(EXTENSIONS),
-            "input": None,
-            "measurement_start_time": ooni_time(start),
-            "probe_asn": cfg.probe_asn,
-            "probe_cc": cfg.probe_cc,
-            "probe_ip": SCRUBBED_IP,
-            "probe_network_name": "",
-            "report_id": self.report_id,
-            "resolver_asn": "AS0",
-            "resolver_ip": cfg.resolver or "",
-            "resolver_network_name": "",
-            "software_name": "netvigil",
-            "software_version": __version__,
-            "test_helpers": {},
-            "test_keys": test_keys,
-            "test_name": self.endpoints.test_name,
-            "test_runtime": round(trace.elapsed(), 6),
-            "test_start_time": ooni_time(self.started),
-            "test_version": self.endpoints.test_version,
-        }
+        return ooni_envelope(
+            cfg,
+            report_id=self.report_id,
+            test_name=self.endpoints.test_name,
+            test_version=self.endpoints.test_version,
+            input=None,
+            start=start,
+            started=self.started,
+            runtime=trace.elapsed(),
+            test_helpers={},
+            test_keys=test_keys,
+            extensions=EXTENSIONS,
+        )
 
 
 ExperimentFactory = Callable[..., MessagingExperiment]

@@ -88,6 +88,59 @@ def ooni_time(when: dt.datetime) -> str:
     return when.strftime("%Y-%m-%d %H:%M:%S")
 
 
+def ooni_envelope(
+    cfg: ProbeConfig,
+    *,
+    report_id: str,
+    test_name: str,
+    test_version: str,
+    input: str | None,
+    start: dt.datetime,
+    started: dt.datetime,
+    runtime: float,
+    test_helpers: dict[str, Any],
+    test_keys: dict[str, Any],
+    extensions: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """A measurement in OONI's data format around ``test_keys`` (every experiment of netvigil
+    writes this one): never the user's address, the probe's network as configured."""
+    measurement: dict[str, Any] = {
+        "annotations": {
+            "engine_name": "netvigil",
+            "engine_version": __version__,
+            "platform": platform.system().lower(),
+            "architecture": platform.machine(),
+            **cfg.annotations,
+        },
+        "data_format_version": "0.2.0",
+    }
+    if extensions is not None:
+        measurement["extensions"] = dict(extensions)
+    measurement.update(
+        {
+            "input": input,
+            "measurement_start_time": ooni_time(start),
+            "probe_asn": cfg.probe_asn,
+            "probe_cc": cfg.probe_cc,
+            "probe_ip": SCRUBBED_IP,
+            "probe_network_name": "",
+            "report_id": report_id,
+            "resolver_asn": "AS0",
+            "resolver_ip": cfg.resolver or "",
+            "resolver_network_name": "",
+            "software_name": "netvigil",
+            "software_version": __version__,
+            "test_helpers": test_helpers,
+            "test_name": test_name,
+            "test_runtime": round(runtime, 6),
+            "test_start_time": ooni_time(started),
+            "test_version": test_version,
+            "test_keys": test_keys,
+        }
+    )
+    return measurement
+
+
 def is_ip_address(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
@@ -481,36 +534,20 @@ class WebConnectivity:
             "control_failure": control_failure,
             **extra,
         }
-        measurement: dict[str, Any] = {
-            "annotations": {
-                "engine_name": "netvigil",
-                "engine_version": __version__,
-                "platform": platform.system().lower(),
-                "architecture": platform.machine(),
-                **cfg.annotations,
-            },
-            "data_format_version": "0.2.0",
-            "input": url,
-            "measurement_start_time": ooni_time(start),
-            "probe_asn": cfg.probe_asn,
-            "probe_cc": cfg.probe_cc,
-            "probe_ip": SCRUBBED_IP,
-            "probe_network_name": "",
-            "report_id": self.report_id,
-            "resolver_asn": "AS0",
-            "resolver_ip": cfg.resolver or "",
-            "resolver_network_name": "",
-            "software_name": "netvigil",
-            "software_version": __version__,
-            "test_helpers": {"backend": {"address": cfg.helper_url, "type": "https"}}
+        measurement = ooni_envelope(
+            cfg,
+            report_id=self.report_id,
+            test_name=TEST_NAME,
+            test_version=TEST_VERSION,
+            input=url,
+            start=start,
+            started=self.started,
+            runtime=trace.elapsed(),
+            test_helpers={"backend": {"address": cfg.helper_url, "type": "https"}}
             if cfg.helper_url
             else {},
-            "test_name": TEST_NAME,
-            "test_runtime": round(trace.elapsed(), 6),
-            "test_start_time": ooni_time(self.started),
-            "test_version": TEST_VERSION,
-            "test_keys": test_keys,
-        }
+            test_keys=test_keys,
+        )
         return measurement
 
     async def reverdict(self, measurement: dict[str, Any]) -> None:
